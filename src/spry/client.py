@@ -1,0 +1,131 @@
+"""A client's work: local training on its units, evaluation, personalization.
+
+Engines call these functions; they never talk to the network. The model holds the
+current global trainable weights when a function is called; only the tensors named in
+`unit_params` move.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from spry.config import Config
+from spry.data import Encoded, iterate_batches
+from spry.estimators import ESTIMATORS
+from spry.methods import METHODS
+from spry.seeds import derive_seed, seeded_global_rng
+
+
+@dataclass
+class ClientUpdate:
+    client_id: int
+    weights: dict[str, torch.Tensor]
+    num_examples: int
+    train_loss: float
+    steps: int
+    skipped_steps: int = 0
+    seconds: float = 0.0
+    scalars: list[list[float]] = field(default_factory=list)
+    """Per step, the K directional derivatives (forward-gradient methods)."""
+
+
+@dataclass
+class ClientEval:
+    client_id: int
+    correct: int
+    total: int
+    loss: float
+    personalized_correct: int | None = None
+
+
+def tangent_seed(round_seed: int, client_id: int, step: int, k: int) -> int:
+    """The seed of tangent k at a client's step: the server can regenerate it."""
+    return derive_seed(round_seed, "tangent", client_id, step, k)
+
+
+def classification_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
+    """L(params) on one batch, with `params` swapped into the model functionally."""
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+
+    def loss_fn(params):
+        logits = functional_call(model, params, args=(), kwargs=inputs).logits
+        return F.cross_entropy(logits.float(), labels)
+
+    return loss_fn
+
+
+def make_client_optimizer(cfg: Config, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    if cfg.client_optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.client_lr, weight_decay=cfg.weight_decay)
+    if cfg.client_optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.client_lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.client_lr, weight_decay=cfg.weight_decay)
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def local_train(model: nn.Module, data: Encoded, tokenizer, unit_params: list[str], cfg: Config,
+                round_seed: int, client_id: int, epochs: int | None = None) -> ClientUpdate:
+    """E local epochs (or `max_steps`) of the method's estimator + the client optimizer."""
+    start = time.perf_counter()
+    estimator = ESTIMATORS[METHODS[cfg.method].estimator]
+    named = dict(model.named_parameters())
+    params = {n: named[n] for n in unit_params}
+    optimizer = make_client_optimizer(cfg, list(params.values()))
+    losses, scalars, step, skipped = [], [], 0, 0
+    model.train()
+    # Dropout masks come from the global RNG inside transformers; seed it per client and
+    # round so a run is reproducible, and restore it afterwards.
+    with seeded_global_rng(derive_seed(round_seed, "dropout", client_id)):
+        for epoch in range(epochs if epochs is not None else cfg.local_epochs):
+            batches = iterate_batches(data, tokenizer, cfg.batch_size,
+                                      seed=derive_seed(round_seed, "batches", client_id, epoch))
+            for batch in batches:
+                if cfg.max_steps is not None and step >= cfg.max_steps:
+                    break
+                loss_fn = classification_loss(model, _to_device(batch, cfg.device))
+                seeds = [tangent_seed(round_seed, client_id, step, k) for k in range(cfg.tangents)]
+                est = estimator(loss_fn, params, seeds)
+                step += 1
+                if not math.isfinite(est.loss) or not all(map(math.isfinite, est.scalars)):
+                    skipped += 1  # a non-finite loss would poison the optimizer state
+                    continue
+                for name, p in params.items():
+                    p.grad = est.grads[name].to(p.dtype)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(est.loss)
+                scalars.append(est.scalars)
+    model.eval()
+    return ClientUpdate(
+        client_id=client_id,
+        weights={n: p.detach().clone() for n, p in params.items()},
+        num_examples=len(data),
+        train_loss=sum(losses) / len(losses) if losses else float("nan"),
+        steps=step, skipped_steps=skipped, seconds=time.perf_counter() - start,
+        scalars=scalars)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Encoded, tokenizer, cfg: Config) -> tuple[int, int, float]:
+    """(correct, total, summed loss) of the model as it stands."""
+    model.eval()
+    correct, total, loss = 0, 0, 0.0
+    for batch in iterate_batches(data, tokenizer, cfg.eval_batch_size):
+        batch = _to_device(batch, cfg.device)
+        labels = batch.pop("labels")
+        logits = model(**batch).logits.float()
+        loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+        correct += int((logits.argmax(-1) == labels).sum())
+        total += len(labels)
+    return correct, total, loss

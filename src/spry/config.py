@@ -1,0 +1,240 @@
+"""One flat, frozen schema for a run, validated when built.
+
+Two doors into the same schema: `Config.from_yaml(path, overrides)` for the CLI and
+`Config.from_flat(mapping)` for engines that carry a flat key/value run config (Flower).
+Defaults are the paper's (Panchal et al. 2024, Sec. 5 and App. C): LoRA r=1, alpha=1,
+dropout 0.1 on query/value, K=1, AdamW lr 1e-4, FedYogi server, batch 8, max length 64,
+one local epoch, five personalization epochs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message names the field and the fix."""
+
+
+METHODS = ("spry", "fedfgd", "backprop", "backprop_split")
+PEFT_METHODS = ("lora", "ia3", "bitfit", "head")
+ASSIGNMENTS = ("rotating", "static", "random")
+HEAD_MODES = ("split", "shared")
+SERVER_OPTIMIZERS = ("fedavg", "fedadam", "fedyogi")
+CLIENT_OPTIMIZERS = ("sgd", "adam", "adamw")
+COMMUNICATIONS = ("per_epoch",)
+ENGINES = ("local",)
+DTYPES = ("float32", "float64", "bfloat16")
+
+
+@dataclass(frozen=True)
+class Config:
+    # --- model and PEFT --------------------------------------------------------------
+    model: str = "all-minilm-l6-v2"
+    """Hub name, local directory, or a packaged alias (all-minilm-l6-v2)."""
+    peft: str = "lora"
+    lora_r: int = 1
+    lora_alpha: float = 1.0
+    lora_dropout: float = 0.1
+    target_modules: list[str] | None = None
+    """None picks the paper's query/value modules for the architecture."""
+    dtype: str = "float32"
+    device: str = "cpu"
+
+    # --- data ------------------------------------------------------------------------
+    dataset: str = "sentiment"
+    """A recipe (sentiment, sst2, ag_news, snli, mnli, yahoo, yelp_polarity), a hub id,
+    or a local csv/tsv/json/jsonl/parquet file."""
+    data_dir: str | None = None
+    """Where recipes find their local files; defaults to $SPRY_DATA_DIR."""
+    test_file: str | None = None
+    text_column: str | None = None
+    pair_column: str | None = None
+    label_column: str | None = None
+    label_names: list[str] | None = None
+    max_length: int = 64
+    max_train_examples: int | None = None
+    max_test_examples: int | None = None
+    num_clients: int = 100
+    dirichlet_alpha: float = 0.1
+    client_test_fraction: float = 0.2
+
+    # --- federation ------------------------------------------------------------------
+    method: str = "spry"
+    communication: str = "per_epoch"
+    rounds: int = 10
+    clients_per_round: int = 10
+    assignment: str = "rotating"
+    head: str = "split"
+    server_optimizer: str = "fedyogi"
+    server_lr: float = 1e-2
+    server_beta1: float = 0.9
+    server_beta2: float = 0.99
+    server_tau: float = 1e-3
+
+    # --- client ----------------------------------------------------------------------
+    tangents: int = 1
+    """K, the number of jvps (perturbations) per step."""
+    client_optimizer: str = "adamw"
+    client_lr: float = 1e-4
+    weight_decay: float = 0.0
+    batch_size: int = 8
+    local_epochs: int = 1
+    max_steps: int | None = None
+    """Caps the local steps per round (None: whole epochs)."""
+    personalization_epochs: int = 5
+    """F; 0 skips personalized accuracy."""
+
+    # --- run -------------------------------------------------------------------------
+    seed: int = 0
+    eval_every: int = 1
+    eval_batch_size: int = 64
+    engine: str = "local"
+    output_dir: str = "runs"
+    run_name: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _check_values(self)
+
+    # --- the two doors ---------------------------------------------------------------
+    @classmethod
+    def from_flat(cls, values: Mapping[str, Any]) -> "Config":
+        """Build from flat key/value pairs; strings are parsed as YAML scalars."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(known))}"
+            )
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: _coerce(v, hints[k]) for k, v in values.items()})
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> "Config":
+        """Read a YAML file (optional) and apply `key=value` overrides on top."""
+        values: dict[str, Any] = {}
+        if path is not None:
+            try:
+                loaded = yaml.safe_load(Path(path).read_text()) or {}
+            except OSError as exc:
+                raise ConfigError(f"--config: cannot read {path}: {exc.strerror}") from None
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"--config: {path} is not valid YAML: {exc}") from None
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"--config: {path} must hold a mapping of key: value")
+            values.update(loaded)
+        for item in overrides or []:
+            key, sep, raw = item.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"override {item!r} must look like key=value")
+            values[key.strip()] = raw
+        return cls.from_flat(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+
+# --------------------------------------------------------------------------------------
+def _coerce(value: Any, annotation: Any) -> Any:
+    """Overrides arrive as strings: read them as YAML scalars (1e-4, true, [a, b], null),
+    unless the field takes a string and the YAML reading would not fit (`run_name=no`)."""
+    if not isinstance(value, str) or not value.strip():
+        return value
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    if _type_ok(parsed, annotation) or not _type_ok(value, annotation):
+        return parsed
+    return value
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def _check_types(cfg: Config) -> None:
+    hints = typing.get_type_hints(Config)
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if not _type_ok(value, hints[f.name]):
+            want = str(hints[f.name]).replace("typing.", "")
+            raise ConfigError(f"{f.name}: expected {want}, got {value!r} ({type(value).__name__})")
+        if hints[f.name] is float and isinstance(value, int):
+            object.__setattr__(cfg, f.name, float(value))
+
+
+def _one_of(cfg: Config, name: str, choices: tuple[str, ...]) -> None:
+    if getattr(cfg, name) not in choices:
+        raise ConfigError(f"{name}: {getattr(cfg, name)!r} is not one of {', '.join(choices)}")
+
+
+def _positive(cfg: Config, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{name}: must be > 0, got {value}")
+
+
+def _check_values(cfg: Config) -> None:
+    _one_of(cfg, "method", METHODS)
+    _one_of(cfg, "peft", PEFT_METHODS)
+    _one_of(cfg, "assignment", ASSIGNMENTS)
+    _one_of(cfg, "head", HEAD_MODES)
+    _one_of(cfg, "server_optimizer", SERVER_OPTIMIZERS)
+    _one_of(cfg, "client_optimizer", CLIENT_OPTIMIZERS)
+    _one_of(cfg, "communication", COMMUNICATIONS)
+    _one_of(cfg, "engine", ENGINES)
+    _one_of(cfg, "dtype", DTYPES)
+    _positive(cfg, "lora_r", "lora_alpha", "max_length", "num_clients", "dirichlet_alpha",
+              "rounds", "clients_per_round", "tangents", "client_lr", "server_lr",
+              "batch_size", "local_epochs", "max_steps", "eval_every", "eval_batch_size",
+              "max_train_examples", "max_test_examples", "server_tau")
+    if not 0 <= cfg.lora_dropout < 1:
+        raise ConfigError(f"lora_dropout: must be in [0, 1), got {cfg.lora_dropout}")
+    if not 0 < cfg.client_test_fraction < 1:
+        raise ConfigError(
+            f"client_test_fraction: must be in (0, 1), got {cfg.client_test_fraction}")
+    for name in ("server_beta1", "server_beta2"):
+        if not 0 <= getattr(cfg, name) < 1:
+            raise ConfigError(f"{name}: must be in [0, 1), got {getattr(cfg, name)}")
+    if cfg.weight_decay < 0:
+        raise ConfigError(f"weight_decay: must be >= 0, got {cfg.weight_decay}")
+    if cfg.personalization_epochs < 0:
+        raise ConfigError(
+            f"personalization_epochs: must be >= 0, got {cfg.personalization_epochs}")
+    if cfg.clients_per_round > cfg.num_clients:
+        raise ConfigError(
+            f"clients_per_round: {cfg.clients_per_round} is more than num_clients "
+            f"({cfg.num_clients}); lower clients_per_round or raise num_clients")
+    if cfg.method == "backprop" and cfg.tangents != 1:
+        raise ConfigError("tangents: only forward-gradient methods use K; leave it at 1 "
+                          "with method=backprop")
+    if cfg.target_modules is not None and cfg.peft not in ("lora", "ia3"):
+        raise ConfigError(f"target_modules: only used by peft=lora or ia3, not {cfg.peft!r}; "
+                          "remove it")
+    if cfg.label_names is not None and len(set(cfg.label_names)) != len(cfg.label_names):
+        raise ConfigError(f"label_names: has duplicates: {cfg.label_names}")

@@ -1,0 +1,69 @@
+"""Data: a task from recipes, files or the hub, split into Dirichlet(α) clients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spry.config import Config, ConfigError
+from spry.data.batches import Encoded, encode, iterate_batches
+from spry.data.partition import PartitionError, dirichlet_partition, train_test_split
+from spry.data.sources import Examples, Task, load_task
+from spry.seeds import derive_seed, generator
+
+import torch
+
+
+@dataclass
+class ClientData:
+    client_id: int
+    train: Encoded
+    test: Encoded
+    label_counts: list[int]
+
+
+@dataclass
+class FederatedData:
+    task: Task
+    clients: list[ClientData]
+    test: Encoded | None
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.task.label_names)
+
+
+def build_federated_data(cfg: Config, tokenizer, task: Task | None = None) -> FederatedData:
+    """Load, subsample, partition (Dirichlet α), split 80/20 per client, tokenize."""
+    task = task or load_task(cfg)
+    pool = task.train
+    if cfg.max_train_examples and len(pool) > cfg.max_train_examples:
+        keep = torch.randperm(len(pool), generator=generator(derive_seed(cfg.seed, "subsample")))
+        pool = pool.subset(sorted(keep[: cfg.max_train_examples].tolist()))
+    try:
+        parts = dirichlet_partition(pool.labels, cfg.num_clients, cfg.dirichlet_alpha,
+                                    seed=derive_seed(cfg.seed, "partition"),
+                                    num_labels=len(task.label_names))
+    except PartitionError as exc:
+        raise ConfigError(str(exc)) from None
+    clients = []
+    for cid, indices in enumerate(parts):
+        train_idx, test_idx = train_test_split(indices, cfg.client_test_fraction,
+                                               seed=derive_seed(cfg.seed, "split", cid))
+        counts = [0] * len(task.label_names)
+        for i in indices:
+            counts[pool.labels[i]] += 1
+        clients.append(ClientData(cid, encode(pool.subset(train_idx), tokenizer, cfg.max_length),
+                                  encode(pool.subset(test_idx), tokenizer, cfg.max_length),
+                                  counts))
+    test = None
+    if task.test is not None:
+        held_out = task.test
+        if cfg.max_test_examples and len(held_out) > cfg.max_test_examples:
+            keep = torch.randperm(len(held_out), generator=generator(derive_seed(cfg.seed, "test")))
+            held_out = held_out.subset(sorted(keep[: cfg.max_test_examples].tolist()))
+        test = encode(held_out, tokenizer, cfg.max_length)
+    return FederatedData(task, clients, test)
+
+
+__all__ = ["ClientData", "Encoded", "Examples", "FederatedData", "Task", "build_federated_data",
+           "dirichlet_partition", "encode", "iterate_batches", "load_task", "train_test_split"]

@@ -1,0 +1,48 @@
+"""What every estimator shares: the result type and seeded tangents."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+from spry.seeds import generator
+
+Params = Mapping[str, torch.Tensor]
+LossFn = Callable[[Params], torch.Tensor]
+"""Maps a dict of parameter values to a scalar loss (everything else held fixed)."""
+
+
+@dataclass
+class Estimate:
+    loss: float
+    grads: dict[str, torch.Tensor]
+    scalars: list[float] = field(default_factory=list)
+    """The per-perturbation scalars (directional derivatives d_k); with their seeds they
+    are enough to rebuild `grads` (per-iteration communication)."""
+
+
+def draw_tangents(params: Params, seed: int) -> dict[str, torch.Tensor]:
+    """v ~ N(0, I) for each tensor, in sorted-name order from one Generator.
+
+    Sorted order makes the draw depend only on the names and shapes, so a server holding
+    the same names regenerates the same v from the seed.
+    """
+    first = next(iter(params.values()))
+    g = generator(seed, first.device)
+    return {
+        name: torch.randn(params[name].shape, generator=g, dtype=params[name].dtype,
+                          device=params[name].device)
+        for name in sorted(params)
+    }
+
+
+def combine(tangent_seeds: Sequence[int], scalars: Sequence[float], like: Params
+            ) -> dict[str, torch.Tensor]:
+    """g = mean_k d_k v_k, regenerating each v_k from its seed: nothing stored."""
+    grads = {name: torch.zeros_like(t) for name, t in like.items()}
+    for seed, d in zip(tangent_seeds, scalars):
+        for name, v in draw_tangents(like, seed).items():
+            grads[name].add_(v, alpha=d / len(scalars))
+    return grads

@@ -1,0 +1,58 @@
+"""Deal the trainable units out among the clients of a round (Spry, Sec. 3.1)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from spry.seeds import generator
+
+
+def assign_units(
+    units: Sequence[str],
+    clients: Sequence[int],
+    server_round: int,
+    policy: str = "rotating",
+    shared: Sequence[str] = (),
+    seed: int = 0,
+) -> dict[int, list[str]]:
+    """Map each sampled client to the units it trains this round.
+
+    `units` are in network order (shallow to deep). With M clients and L units:
+    - M <= L: unit i goes to client (i + offset) mod M, so each client gets floor(L/M) or
+      ceil(L/M) units spread across depth, and each unit goes to exactly one client.
+    - M > L: client j gets unit (j + offset) mod L, so each client has one unit and each
+      unit has floor(M/L) or ceil(M/L) clients.
+    The offset is the round for `rotating` (over rounds every client trains every part
+    of the network), 0 for `static` (the authors' fixed mapping). `random` deals a fresh
+    random permutation of the units each round. `shared` units (the head with
+    `head=shared`) go to every client on top of its share.
+    """
+    if not clients:
+        raise ValueError("assign_units needs at least one client")
+    split = [u for u in units if u not in set(shared)]
+    if policy == "random":
+        order = torch.randperm(len(split), generator=generator(seed)).tolist()
+        split, offset = [split[i] for i in order], 0
+    elif policy == "rotating":
+        offset = server_round
+    elif policy == "static":
+        offset = 0
+    else:
+        raise ValueError(f"unknown assignment policy {policy!r}")
+
+    m, n_units = len(clients), len(split)
+    deal: dict[int, list[str]] = {c: [] for c in clients}
+    if n_units:
+        if m <= n_units:
+            for i, unit in enumerate(split):
+                deal[clients[(i + offset) % m]].append(unit)
+        else:
+            for j, client in enumerate(clients):
+                deal[client].append(split[(j + offset) % n_units])
+    for client in clients:
+        deal[client].extend(shared)
+    # Keep network order inside a client's share.
+    rank = {u: i for i, u in enumerate(units)}
+    return {c: sorted(us, key=rank.__getitem__) for c, us in deal.items()}

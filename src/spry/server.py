@@ -1,0 +1,116 @@
+"""The round: sample -> assign units -> train -> aggregate -> server step -> evaluate.
+
+The same code runs under every engine; an engine only decides where a client's work
+happens and how the messages travel.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from spry.client import ClientEval, ClientUpdate
+from spry.config import Config
+from spry.federation import aggregate_units, assign_units, make_server_optimizer
+from spry.messages import EvalInstruction, TrainInstruction, tensor_bytes
+from spry.methods import METHODS
+from spry.models import HEAD_UNIT, Unit
+from spry.seeds import derive_seed, generator
+
+
+def sample_clients(num_clients: int, per_round: int, seed: int, server_round: int) -> list[int]:
+    g = generator(derive_seed(seed, "sample", server_round))
+    return sorted(torch.randperm(num_clients, generator=g)[:per_round].tolist())
+
+
+@dataclass
+class Server:
+    cfg: Config
+    units: list[Unit]
+    weights: dict[str, torch.Tensor]
+    """The global trainable weights."""
+    optimizer: object = None
+    bytes_up_total: int = 0
+    bytes_down_total: int = 0
+    unit_params: dict[str, tuple[str, ...]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.unit_params = {u.name: u.params for u in self.units}
+        if self.optimizer is None:
+            self.optimizer = make_server_optimizer(self.cfg)
+
+    def deal(self, server_round: int, clients: list[int]) -> dict[int, list[str]]:
+        names = [u.name for u in self.units]
+        if not METHODS[self.cfg.method].split:
+            return {c: list(names) for c in clients}
+        shared = [HEAD_UNIT] if self.cfg.head == "shared" and HEAD_UNIT in names else []
+        return assign_units(names, clients, server_round, policy=self.cfg.assignment,
+                            shared=shared, seed=derive_seed(self.cfg.seed, "assign", server_round))
+
+    def configure_train(self, server_round: int) -> list[TrainInstruction]:
+        clients = sample_clients(self.cfg.num_clients, self.cfg.clients_per_round, self.cfg.seed,
+                                 server_round)
+        round_seed = derive_seed(self.cfg.seed, "round", server_round)
+        return [
+            TrainInstruction(server_round, cid, round_seed, units,
+                             [p for u in units for p in self.unit_params[u]],
+                             {n: t.clone() for n, t in self.weights.items()})
+            for cid, units in self.deal(server_round, clients).items()
+        ]
+
+    def aggregate_train(self, updates: list[ClientUpdate]) -> set[str]:
+        """Per-unit weighted mean, then the server optimizer on the pseudo-gradient."""
+        aggregated = aggregate_units(self.weights, [(u.weights, u.num_examples) for u in updates])
+        trained = {name for u in updates if u.num_examples > 0 for name in u.weights}
+        self.weights = self.optimizer.step(self.weights, aggregated, trained)
+        return trained
+
+    def configure_evaluate(self, server_round: int, train: list[TrainInstruction]
+                           ) -> list[EvalInstruction]:
+        return [EvalInstruction(server_round, ins.client_id, ins.round_seed, ins.unit_params,
+                                self.weights, self.cfg.personalization_epochs)
+                for ins in train]
+
+    def run_round(self, server_round: int, engine) -> dict:
+        start = time.perf_counter()
+        instructions = self.configure_train(server_round)
+        updates = engine.train(instructions)
+        bytes_down = sum(tensor_bytes(i.weights) for i in instructions)
+        bytes_up = sum(tensor_bytes(u.weights) for u in updates)
+        self.aggregate_train(updates)
+        self.bytes_up_total += bytes_up
+        self.bytes_down_total += bytes_down
+        examples = sum(u.num_examples for u in updates)
+        row = {
+            "round": server_round,
+            "train_loss": (sum(u.train_loss * u.num_examples for u in updates) / examples
+                           if examples else float("nan")),
+            "clients": [u.client_id for u in updates],
+            "units_per_client": len(instructions[0].units) if instructions else 0,
+            "steps": sum(u.steps for u in updates),
+            "skipped_steps": sum(u.skipped_steps for u in updates),
+            "client_seconds": sum(u.seconds for u in updates),
+            "bytes_up": bytes_up,
+            "bytes_down": bytes_down,
+            "bytes_up_total": self.bytes_up_total,
+            "bytes_down_total": self.bytes_down_total,
+        }
+        if server_round % self.cfg.eval_every == 0 or server_round == self.cfg.rounds:
+            row.update(summarize_evals(engine.evaluate(self.configure_evaluate(server_round,
+                                                                              instructions))))
+        row["wall_seconds"] = time.perf_counter() - start
+        return row
+
+
+def summarize_evals(evals: list[ClientEval]) -> dict:
+    """Example-weighted accuracies over the sampled clients' local test splits."""
+    total = sum(e.total for e in evals)
+    out = {"generalized_accuracy": sum(e.correct for e in evals) / total if total else None,
+           "eval_loss": sum(e.loss for e in evals) / total if total else None}
+    personal = [e for e in evals if e.personalized_correct is not None]
+    if personal:
+        n = sum(e.total for e in personal)
+        out["personalized_accuracy"] = sum(e.personalized_correct for e in personal) / n
+    return out
