@@ -69,11 +69,11 @@ def global_test_accuracy(exp: Experiment) -> float | None:
 
 def run(cfg: Config, progress: bool = True) -> Path:
     """Run every round; return the run directory."""
-    exp = build(cfg)
     out = run_dir_for(cfg)
     if (out / "metrics.jsonl").exists():
         raise ConfigError(f"run_name: {out} already holds a run; choose another run_name or "
                           "output_dir (nothing was overwritten)")
+    exp = build(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     (out / "units.json").write_text(json.dumps(

@@ -1,0 +1,49 @@
+"""End to end: the CLI and `experiment.run` on tiny models and the generated task."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+from spry.cli import main
+from spry.experiment import run
+from spry.metrics import read_metrics
+
+
+def test_two_rounds_end_to_end(tiny_config):
+    out = run(tiny_config(rounds=2), progress=False)
+    rows = read_metrics(out)
+    assert [r["round"] for r in rows] == [1, 2]
+    for row in rows:
+        assert 0.0 <= row["generalized_accuracy"] <= 1.0
+        assert 0.0 <= row["test_accuracy"] <= 1.0
+        assert 0.0 <= row["personalized_accuracy"] <= 1.0
+        assert row["bytes_up"] > 0 and row["bytes_down"] > row["bytes_up"]
+        assert row["steps"] > 0 and row["wall_seconds"] > 0
+    weights = load_file(str(out / "trainable.safetensors"))
+    units = json.loads((out / "units.json").read_text())
+    assert set(weights) == {p for u in units for p in u["params"]}
+    assert (out / "config.yaml").exists()
+
+
+def test_cli_run_and_overrides(tiny_bert, tmp_path, capsys):
+    code = main(["run", "--quiet", f"model={tiny_bert}", "num_clients=4", "clients_per_round=2",
+                 "rounds=1", "max_steps=1", "personalization_epochs=0", "max_length=16",
+                 f"output_dir={tmp_path}", "run_name=cli"])
+    assert code == 0
+    assert "generalized accuracy" in capsys.readouterr().out
+    assert len(read_metrics(tmp_path / "cli")) == 1
+
+
+def test_cli_rejects_unknown_key_before_work(capsys):
+    assert main(["run", "no_such_key=1"]) == 2
+    assert "unknown config key" in capsys.readouterr().err
+
+
+def test_existing_run_is_not_overwritten(tiny_config):
+    cfg = tiny_config(rounds=1, personalization_epochs=0)
+    run(cfg, progress=False)
+    with pytest.raises(Exception, match="already holds a run"):
+        run(cfg, progress=False)
