@@ -1,4 +1,4 @@
-"""`spry run | units` — parse arguments and call one function."""
+"""`spry run | units | bench` — parse arguments and call one function."""
 
 from __future__ import annotations
 
@@ -20,6 +20,20 @@ def _parser() -> argparse.ArgumentParser:
     units = sub.add_parser("units", help="list the trainable units of a model and PEFT setting")
     units.add_argument("--config")
     units.add_argument("overrides", nargs="*", metavar="key=value")
+    bench = sub.add_parser("bench", help="peak memory and step time per method, one process "
+                           "per mode (docs/memory.md)")
+    bench.add_argument("--config")
+    bench.add_argument("--modes", help="comma-separated, name[:K], e.g. inference,spry,spry:10 "
+                       "(default: all)")
+    bench.add_argument("--steps", type=int, default=5, help="timed steps after warm-up")
+    bench.add_argument("--warmup", type=int, default=1)
+    bench.add_argument("--repeat", type=int, default=1,
+                       help="run all modes this often, keep each mode's fastest")
+    bench.add_argument("--threads", type=int, help="torch threads per process")
+    bench.add_argument("--allocators", default="glibc", help="glibc,jemalloc (LD_PRELOAD)")
+    bench.add_argument("--out", help="write the JSON report to this file")
+    bench.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="e.g. model=random:opt-350m batch_size=8 max_length=128")
     return p
 
 
@@ -37,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
             _summary(out)
         elif args.command == "units":
             _units(cfg)
+        elif args.command == "bench":
+            from spry.bench import cli_bench
+
+            cli_bench(args)
     except ConfigError as exc:
         print(f"spry: error: {exc}", file=sys.stderr)
         return 2

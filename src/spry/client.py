@@ -18,8 +18,8 @@ from torch.func import functional_call
 
 from spry.config import Config
 from spry.data import Encoded, iterate_batches
-from spry.estimators import ESTIMATORS
-from spry.methods import METHODS
+from spry.methods import METHODS, make_estimator
+from spry.federation.replay import tangent_seed
 from spry.seeds import derive_seed, seeded_global_rng
 
 
@@ -43,11 +43,6 @@ class ClientEval:
     total: int
     loss: float
     personalized_correct: int | None = None
-
-
-def tangent_seed(round_seed: int, client_id: int, step: int, k: int) -> int:
-    """The seed of tangent k at a client's step: the server can regenerate it."""
-    return derive_seed(round_seed, "tangent", client_id, step, k)
 
 
 def classification_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
@@ -75,13 +70,28 @@ def _to_device(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.T
 
 
 def local_train(model: nn.Module, data: Encoded, tokenizer, unit_params: list[str], cfg: Config,
-                round_seed: int, client_id: int, epochs: int | None = None) -> ClientUpdate:
-    """E local epochs (or `max_steps`) of the method's estimator + the client optimizer."""
+                round_seed: int, client_id: int, epochs: int | None = None,
+                optimizer_state: dict[str, dict[str, torch.Tensor]] | None = None,
+                previous_update: dict[str, torch.Tensor] | None = None) -> ClientUpdate:
+    """E local epochs (or `max_steps`) of the method's estimator + the client optimizer.
+
+    `optimizer_state` (cfg.keep_client_optimizer): the client's optimizer state per
+    parameter name; read before training and updated in place after it.
+    `previous_update`: the last round's global update Δ (method=fwdllm ranks its
+    perturbations by their cosine to it; None on the first round).
+    """
     start = time.perf_counter()
-    estimator = ESTIMATORS[METHODS[cfg.method].estimator]
+    estimator = make_estimator(cfg, previous_update)
+    # FedSGD takes exactly one step per round; personalization (epochs given) runs its F.
+    max_steps = cfg.max_steps
+    if epochs is None and METHODS[cfg.method].local_steps is not None:
+        max_steps = METHODS[cfg.method].local_steps
     named = dict(model.named_parameters())
     params = {n: named[n] for n in unit_params}
     optimizer = make_client_optimizer(cfg, list(params.values()))
+    for name, p in params.items():
+        if optimizer_state is not None and name in optimizer_state:
+            optimizer.state[p] = {k: v.clone() for k, v in optimizer_state[name].items()}
     losses, scalars, step, skipped = [], [], 0, 0
     model.train()
     # Dropout masks come from the global RNG inside transformers; seed it per client and
@@ -91,7 +101,7 @@ def local_train(model: nn.Module, data: Encoded, tokenizer, unit_params: list[st
             batches = iterate_batches(data, tokenizer, cfg.batch_size,
                                       seed=derive_seed(round_seed, "batches", client_id, epoch))
             for batch in batches:
-                if cfg.max_steps is not None and step >= cfg.max_steps:
+                if max_steps is not None and step >= max_steps:
                     break
                 loss_fn = classification_loss(model, _to_device(batch, cfg.device))
                 seeds = [tangent_seed(round_seed, client_id, step, k) for k in range(cfg.tangents)]
@@ -107,6 +117,9 @@ def local_train(model: nn.Module, data: Encoded, tokenizer, unit_params: list[st
                 losses.append(est.loss)
                 scalars.append(est.scalars)
     model.eval()
+    if optimizer_state is not None:
+        optimizer_state.update({name: {k: v.detach().clone() for k, v in optimizer.state[p].items()}
+                                for name, p in params.items() if optimizer.state.get(p)})
     return ClientUpdate(
         client_id=client_id,
         weights={n: p.detach().clone() for n, p in params.items()},

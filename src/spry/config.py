@@ -23,14 +23,16 @@ class ConfigError(ValueError):
     """A setting is wrong; the message names the field and the fix."""
 
 
-METHODS = ("spry", "fedfgd", "backprop", "backprop_split")
+METHODS = ("spry", "fedfgd", "backprop", "backprop_split", "fedsgd", "fedmezo", "baffle",
+           "fwdllm")
 PEFT_METHODS = ("lora", "ia3", "bitfit", "head")
 ASSIGNMENTS = ("rotating", "static", "random")
 HEAD_MODES = ("split", "shared")
 SERVER_OPTIMIZERS = ("fedavg", "fedadam", "fedyogi")
 CLIENT_OPTIMIZERS = ("sgd", "adam", "adamw")
-COMMUNICATIONS = ("per_epoch",)
-ENGINES = ("local",)
+COMMUNICATIONS = ("per_epoch", "per_iteration")
+CONTEXTS = ("global", "local")
+ENGINES = ("local", "flower")
 DTYPES = ("float32", "float64", "bfloat16")
 
 
@@ -72,6 +74,15 @@ class Config:
     rounds: int = 10
     clients_per_round: int = 10
     assignment: str = "rotating"
+    max_replay_lag: int = 200
+    """per_iteration: a client more than this many server steps behind downloads the
+    weights (and optimizer state) instead of replaying the (seed, scalar) log."""
+    context: str = "global"
+    """What a client's forward pass reads for the trainable weights it does not train:
+    `global` — their current global values, sent with its units (as the authors' client,
+    which receives the whole model); `local` — only its units travel, the rest keep the
+    values this client last received (a smaller downlink; stale context, so pair it with
+    head=shared)."""
     head: str = "split"
     server_optimizer: str = "fedyogi"
     server_lr: float = 1e-2
@@ -89,14 +100,33 @@ class Config:
     local_epochs: int = 1
     max_steps: int | None = None
     """Caps the local steps per round (None: whole epochs)."""
+    keep_client_optimizer: bool = False
+    """Keep each client's optimizer state (e.g. AdamW moments) per parameter across the
+    rounds it takes part in; False starts a fresh optimizer every round."""
     personalization_epochs: int = 5
     """F; 0 skips personalized accuracy."""
+
+    # --- zeroth-order baselines (method=fedmezo, baffle, fwdllm) -----------------------
+    fd_epsilon: float = 1e-3
+    """ε, the finite-difference step: L(w ± εv) (MeZO's default 1e-3)."""
+    fwdllm_candidates: int = 10
+    """FwdLLM: candidate perturbations scored (cosine to the last global update) per
+    perturbation kept; the pool is fwdllm_max_perturbations × this."""
+    fwdllm_max_perturbations: int = 10
+    """FwdLLM: cap on perturbations per step (at least `tangents`, the minimum)."""
+    fwdllm_variance_threshold: float = 0.5
+    """FwdLLM: stop adding perturbations once the estimated variance of the mean gradient
+    is at most this fraction of its squared norm."""
 
     # --- run -------------------------------------------------------------------------
     seed: int = 0
     eval_every: int = 1
     eval_batch_size: int = 64
     engine: str = "local"
+    round_timeout: float | None = None
+    """engine=flower: seconds to wait for a round's replies; a node that has not answered
+    by then counts as failed. None waits for every node (the SuperLink reports a dead one
+    once its heartbeats stop)."""
     output_dir: str = "runs"
     run_name: str | None = None
 
@@ -155,9 +185,15 @@ def _coerce(value: Any, annotation: Any) -> Any:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError:
         return value
-    if _type_ok(parsed, annotation) or not _type_ok(value, annotation):
+    if _type_ok(parsed, annotation):
         return parsed
-    return value
+    if _type_ok(value, annotation):
+        return value
+    try:  # YAML 1.1 reads "1e-3" (no dot) as a string
+        number = float(value)
+    except ValueError:
+        return parsed
+    return number if _type_ok(number, annotation) else parsed
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -176,12 +212,18 @@ def _type_ok(value: Any, annotation: Any) -> bool:
     return isinstance(value, annotation)
 
 
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
 def _check_types(cfg: Config) -> None:
     hints = typing.get_type_hints(Config)
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if not _type_ok(value, hints[f.name]):
-            want = str(hints[f.name]).replace("typing.", "")
+            want = _type_name(hints[f.name])
             raise ConfigError(f"{f.name}: expected {want}, got {value!r} ({type(value).__name__})")
         if hints[f.name] is float and isinstance(value, int):
             object.__setattr__(cfg, f.name, float(value))
@@ -207,12 +249,13 @@ def _check_values(cfg: Config) -> None:
     _one_of(cfg, "server_optimizer", SERVER_OPTIMIZERS)
     _one_of(cfg, "client_optimizer", CLIENT_OPTIMIZERS)
     _one_of(cfg, "communication", COMMUNICATIONS)
+    _one_of(cfg, "context", CONTEXTS)
     _one_of(cfg, "engine", ENGINES)
     _one_of(cfg, "dtype", DTYPES)
     _positive(cfg, "lora_r", "lora_alpha", "max_length", "num_clients", "dirichlet_alpha",
               "rounds", "clients_per_round", "tangents", "client_lr", "server_lr",
               "batch_size", "local_epochs", "max_steps", "eval_every", "eval_batch_size",
-              "max_train_examples", "max_test_examples", "server_tau")
+              "max_train_examples", "max_test_examples", "server_tau", "round_timeout")
     if not 0 <= cfg.lora_dropout < 1:
         raise ConfigError(f"lora_dropout: must be in [0, 1), got {cfg.lora_dropout}")
     if not 0 < cfg.client_test_fraction < 1:
@@ -226,15 +269,39 @@ def _check_values(cfg: Config) -> None:
     if cfg.personalization_epochs < 0:
         raise ConfigError(
             f"personalization_epochs: must be >= 0, got {cfg.personalization_epochs}")
+    if cfg.communication == "per_iteration":
+        if cfg.method not in ("spry", "fedfgd"):
+            raise ConfigError(f"communication: per_iteration sends directional derivatives, which "
+                              f"method={cfg.method!r} does not make; use method=spry or fedfgd")
+        if cfg.server_optimizer != "fedavg":
+            raise ConfigError("server_optimizer: per_iteration steps client_optimizer/client_lr at "
+                              "the server every step and has no round-level server step; set "
+                              "server_optimizer=fedavg")
+        if cfg.engine != "local":
+            raise ConfigError("engine: per_iteration runs on engine=local only for now")
     if cfg.clients_per_round > cfg.num_clients:
         raise ConfigError(
             f"clients_per_round: {cfg.clients_per_round} is more than num_clients "
             f"({cfg.num_clients}); lower clients_per_round or raise num_clients")
-    if cfg.method == "backprop" and cfg.tangents != 1:
+    if cfg.method in ("backprop", "fedsgd") and cfg.tangents != 1:
         raise ConfigError("tangents: only forward-gradient methods use K; leave it at 1 "
-                          "with method=backprop")
+                          f"with method={cfg.method}")
+    _check_zeroth_order(cfg)
     if cfg.target_modules is not None and cfg.peft not in ("lora", "ia3"):
         raise ConfigError(f"target_modules: only used by peft=lora or ia3, not {cfg.peft!r}; "
                           "remove it")
     if cfg.label_names is not None and len(set(cfg.label_names)) != len(cfg.label_names):
         raise ConfigError(f"label_names: has duplicates: {cfg.label_names}")
+
+
+def _check_zeroth_order(cfg: Config) -> None:
+    """The baselines' own settings (method=fedsgd, fedmezo, baffle, fwdllm)."""
+    _positive(cfg, "fd_epsilon", "fwdllm_candidates", "fwdllm_max_perturbations",
+              "fwdllm_variance_threshold")
+    if cfg.method == "fedsgd" and cfg.client_optimizer != "sgd":
+        raise ConfigError(f"client_optimizer: method=fedsgd takes one plain gradient step per "
+                          f"round; {cfg.client_optimizer!r} would not send a gradient (Adam's "
+                          "first step is sign(g)); set client_optimizer=sgd")
+    if cfg.method == "fwdllm" and cfg.fwdllm_max_perturbations < cfg.tangents:
+        raise ConfigError(f"fwdllm_max_perturbations: {cfg.fwdllm_max_perturbations} is below "
+                          f"tangents ({cfg.tangents}), the minimum per step; raise it")

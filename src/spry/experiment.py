@@ -21,9 +21,11 @@ from spry.client import evaluate
 from spry.config import Config, ConfigError
 from spry.data import FederatedData, build_federated_data, load_task
 from spry.engines import LocalEngine
+from spry.engines.local_steps import LocalStepEngine
 from spry.metrics import MetricsLog
 from spry.models import list_units, load_model, load_tokenizer, load_trainable, trainable_state
 from spry.seeds import derive_seed, seeded_global_rng
+from spry.per_iteration import PerIterationServer
 from spry.server import Server
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,11 @@ class Experiment:
     model: nn.Module
     server: Server
     engine: object
+    driver: object = None
+    """What runs a round: the Server itself, or PerIterationServer for per_iteration."""
+
+    def __post_init__(self) -> None:
+        self.driver = self.driver or self.server
 
 
 def build(cfg: Config) -> Experiment:
@@ -51,6 +58,10 @@ def build(cfg: Config) -> Experiment:
     if not units:
         raise ConfigError(f"peft: {cfg.peft!r} left no trainable weights in {cfg.model!r}")
     server = Server(cfg, units, trainable_state(model))
+    if cfg.communication == "per_iteration":
+        driver = PerIterationServer(server)
+        engine = LocalStepEngine(cfg, model, tokenizer, data, driver.params_of)
+        return Experiment(cfg, tokenizer, data, model, server, engine, driver)
     return Experiment(cfg, tokenizer, data, model, server, LocalEngine(cfg, model, tokenizer, data))
 
 
@@ -67,13 +78,23 @@ def global_test_accuracy(exp: Experiment) -> float | None:
     return correct / total
 
 
-def run(cfg: Config, progress: bool = True) -> Path:
-    """Run every round; return the run directory."""
+def run(cfg: Config, progress: bool = True, engine=None) -> Path:
+    """Run every round; return the run directory.
+
+    `engine`: who runs the clients; None picks by `cfg.engine`. engine=flower starts
+    Flower's simulation runtime, whose ServerApp calls back here with a FlowerEngine.
+    """
+    if engine is None and cfg.engine == "flower":
+        from spry.engines.flower import run_simulation
+
+        return run_simulation(cfg, progress=progress)
     out = run_dir_for(cfg)
     if (out / "metrics.jsonl").exists():
         raise ConfigError(f"run_name: {out} already holds a run; choose another run_name or "
                           "output_dir (nothing was overwritten)")
     exp = build(cfg)
+    if engine is not None:
+        exp.engine = engine
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     (out / "units.json").write_text(json.dumps(
@@ -83,7 +104,7 @@ def run(cfg: Config, progress: bool = True) -> Path:
     bar = _progress(cfg.rounds, progress)
     started = time.perf_counter()
     for server_round in range(1, cfg.rounds + 1):
-        row = exp.server.run_round(server_round, exp.engine)
+        row = exp.driver.run_round(server_round, exp.engine)
         if "generalized_accuracy" in row:
             t0 = time.perf_counter()
             row["test_accuracy"] = global_test_accuracy(exp)

@@ -16,8 +16,13 @@ class TrainInstruction:
     unit_params: list[str]
     """Parameter names the client trains and returns."""
     weights: dict[str, torch.Tensor]
-    """Current global values the client needs: its units, and the other trainable tensors
-    its forward pass reads (frozen on this client)."""
+    """Current global values: the client's units, and with context=global also the other
+    trainable tensors its forward pass reads (frozen on this client). With context=local
+    only the units travel; the rest come from the client's own copy, the values the server
+    last sent it (spry.engines.node)."""
+    previous_update: dict[str, torch.Tensor] | None = None
+    """method=fwdllm only: the last round's global update Δ of the client's unit params
+    (its perturbations are ranked by their cosine to it); None otherwise and in round 1."""
 
 
 @dataclass

@@ -82,7 +82,9 @@ def load_model(cfg: Config, num_labels: int, pad_token_id: int | None) -> nn.Mod
     dtype = getattr(torch, cfg.dtype)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=num_labels, attn_implementation="eager", dtype=dtype)
+            path, num_labels=num_labels, attn_implementation="eager", dtype=dtype,
+            # A checkpoint finetuned for another label set gets a fresh head for ours.
+            ignore_mismatched_sizes=True)
     except OSError as exc:
         raise ConfigError(f"model: cannot load {cfg.model!r} ({exc}); give a hub name (online), "
                           "a local directory, or all-minilm-l6-v2") from None

@@ -34,6 +34,9 @@ class Server:
     optimizer: object = None
     bytes_up_total: int = 0
     bytes_down_total: int = 0
+    previous_update: dict[str, torch.Tensor] | None = None
+    """The last round's global update Δ = new − old weights, kept only for methods that
+    send it to clients (FwdLLM); None before the first aggregation."""
     unit_params: dict[str, tuple[str, ...]] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -53,19 +56,32 @@ class Server:
         clients = sample_clients(self.cfg.num_clients, self.cfg.clients_per_round, self.cfg.seed,
                                  server_round)
         round_seed = derive_seed(self.cfg.seed, "round", server_round)
-        return [
-            TrainInstruction(server_round, cid, round_seed, units,
-                             [p for u in units for p in self.unit_params[u]],
-                             {n: t.clone() for n, t in self.weights.items()})
-            for cid, units in self.deal(server_round, clients).items()
-        ]
+        instructions = []
+        for cid, units in self.deal(server_round, clients).items():
+            params = [p for u in units for p in self.unit_params[u]]
+            # context=global also sends the frozen rest of the trainable weights, so the
+            # client's forward pass is the global model's.
+            sent = self.weights if self.cfg.context == "global" else params
+            instructions.append(TrainInstruction(server_round, cid, round_seed, units, params,
+                                                 {p: self.weights[p].clone() for p in sent},
+                                                 previous_update=self._previous_update_for(
+                                                     params)))
+        return instructions
 
     def aggregate_train(self, updates: list[ClientUpdate]) -> set[str]:
         """Per-unit weighted mean, then the server optimizer on the pseudo-gradient."""
         aggregated = aggregate_units(self.weights, [(u.weights, u.num_examples) for u in updates])
         trained = {name for u in updates if u.num_examples > 0 for name in u.weights}
+        before = self.weights
         self.weights = self.optimizer.step(self.weights, aggregated, trained)
+        if METHODS[self.cfg.method].uses_previous_update:
+            self.previous_update = {n: self.weights[n] - before[n] for n in trained}
         return trained
+
+    def _previous_update_for(self, params: list[str]) -> dict[str, torch.Tensor] | None:
+        if self.previous_update is None:
+            return None
+        return {p: self.previous_update[p].clone() for p in params if p in self.previous_update}
 
     def configure_evaluate(self, server_round: int, train: list[TrainInstruction]
                            ) -> list[EvalInstruction]:
@@ -77,7 +93,8 @@ class Server:
         start = time.perf_counter()
         instructions = self.configure_train(server_round)
         updates = engine.train(instructions)
-        bytes_down = sum(tensor_bytes(i.weights) for i in instructions)
+        bytes_down = sum(tensor_bytes(i.weights) + tensor_bytes(i.previous_update or {})
+                         for i in instructions)
         bytes_up = sum(tensor_bytes(u.weights) for u in updates)
         self.aggregate_train(updates)
         self.bytes_up_total += bytes_up
@@ -88,7 +105,12 @@ class Server:
             "train_loss": (sum(u.train_loss * u.num_examples for u in updates) / examples
                            if examples else float("nan")),
             "clients": [u.client_id for u in updates],
-            "units_per_client": len(instructions[0].units) if instructions else 0,
+            # Sampled clients that sent no update (a node died or timed out): their units
+            # keep their values this round.
+            "failed_clients": sorted({i.client_id for i in instructions}
+                                     - {u.client_id for u in updates}),
+            "units_per_client": (sum(len(i.units) for i in instructions) / len(instructions)
+                                 if instructions else 0),
             "steps": sum(u.steps for u in updates),
             "skipped_steps": sum(u.skipped_steps for u in updates),
             "client_seconds": sum(u.seconds for u in updates),

@@ -149,8 +149,7 @@ def _read_file(path: Path, columns: tuple[str, ...] | None = None,
         options.setdefault("delimiter", "\t" if path.suffix.lower() == ".tsv" else ",")
         if columns:
             options.update(column_names=list(columns), header=None)
-        # Keep every cell a string: labels are mapped below, texts like "NA" stay text.
-        options.setdefault("dtype", str)
+        # Texts like "NA" or "null" stay text; labels are mapped below whatever their type.
         options.setdefault("keep_default_na", False)
     try:
         ds = datasets.load_dataset(fmt, data_files=str(path), split="train", **options)

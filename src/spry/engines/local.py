@@ -1,46 +1,39 @@
 """The embedded default engine: every client runs in this process, one after another.
 
-One model instance serves all clients: before a client works, the engine loads the
-global trainable weights it was sent, so no client sees another's state.
+One model instance serves all clients. Each client keeps its own `ClientState` (the
+latest values the server sent it, and optionally its optimizer state), exactly as a
+Flower node keeps one in its context, so both engines run the same algorithm
+(see spry.engines.node).
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from spry.client import ClientEval, ClientUpdate, evaluate, local_train
+from spry.client import ClientEval, ClientUpdate
 from spry.config import Config
 from spry.data import FederatedData
+from spry.engines.node import ClientState, evaluate_client, train_client
 from spry.messages import EvalInstruction, TrainInstruction
-from spry.models import load_trainable
-from spry.seeds import derive_seed
+from spry.models import trainable_state
 
 
 class LocalEngine:
     def __init__(self, cfg: Config, model: nn.Module, tokenizer, data: FederatedData):
         self.cfg, self.model, self.tokenizer, self.data = cfg, model, tokenizer, data
+        self.initial = trainable_state(model)
+        """The initial trainable weights: what a client holds before the server sends any."""
+        self.states: dict[int, ClientState] = {}
 
     def train(self, instructions: list[TrainInstruction]) -> list[ClientUpdate]:
         updates = []
         for ins in instructions:
-            load_trainable(self.model, ins.weights)
-            updates.append(local_train(self.model, self.data.clients[ins.client_id].train,
-                                       self.tokenizer, ins.unit_params, self.cfg,
-                                       ins.round_seed, ins.client_id))
+            state = self.states.setdefault(ins.client_id, ClientState.fresh(self.cfg))
+            updates.append(train_client(self.model, self.initial, state, ins,
+                                        self.data.clients[ins.client_id], self.tokenizer, self.cfg))
         return updates
 
     def evaluate(self, instructions: list[EvalInstruction]) -> list[ClientEval]:
-        results = []
-        for ins in instructions:
-            client = self.data.clients[ins.client_id]
-            load_trainable(self.model, ins.weights)
-            correct, total, loss = evaluate(self.model, client.test, self.tokenizer, self.cfg)
-            result = ClientEval(ins.client_id, correct, total, loss)
-            if ins.personalization_epochs and total:
-                seed = derive_seed(ins.round_seed, "personalize")
-                local_train(self.model, client.train, self.tokenizer, ins.unit_params, self.cfg,
-                            seed, ins.client_id, epochs=ins.personalization_epochs)
-                result.personalized_correct = evaluate(self.model, client.test, self.tokenizer,
-                                                       self.cfg)[0]
-            results.append(result)
-        return results
+        return [evaluate_client(self.model, ins, self.data.clients[ins.client_id], self.tokenizer,
+                                self.cfg)
+                for ins in instructions]

@@ -14,4 +14,4 @@ def backprop_gradient(loss_fn: LossFn, params: Params, tangent_seeds=None) -> Es
     with torch.enable_grad():
         loss = loss_fn(leaves)
         grads = torch.autograd.grad(loss, [leaves[n] for n in names])
-    return Estimate(loss=float(loss), grads={n: g.detach() for n, g in zip(names, grads)})
+    return Estimate(loss=float(loss.detach()), grads={n: g.detach() for n, g in zip(names, grads)})

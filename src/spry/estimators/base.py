@@ -46,3 +46,22 @@ def combine(tangent_seeds: Sequence[int], scalars: Sequence[float], like: Params
         for name, v in draw_tangents(like, seed).items():
             grads[name].add_(v, alpha=d / len(scalars))
     return grads
+
+
+def replay_randomness(device: torch.device) -> Callable[[], None]:
+    """Snapshot the global RNG; the returned function rewinds it to the snapshot.
+
+    Finite differences evaluate the loss at w+εv and w−εv: both must see the same dropout
+    masks (drawn by transformers from the global RNG), or the difference measures the
+    masks, not the slope: O(1) / 2ε. The snapshot is replayed, never seeded.
+    """
+    device = torch.device(device)
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    def rewind() -> None:
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
+
+    return rewind

@@ -1,0 +1,121 @@
+"""The ClientApp: each SuperNode is one Spry client, the one named by its `partition-id`.
+
+Handlers translate and stop: unpack the message, call the same client code the local
+engine calls (spry.engines.node), pack the reply. What a node keeps between rounds — its
+copy of the trainable weights the server sent it and, with keep_client_optimizer, its
+optimizer state — lives in the node's `Context.state`, so it survives across rounds (and
+across ClientApp processes in a deployment).
+
+The model, tokenizer and data partition are built once per process from the Config that
+every message carries (`experiment.build`: the same seeded construction as the server and
+the local engine, so every node starts from identical initial weights).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+import yaml
+from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from spry.config import Config, ConfigError
+from spry.engines.flower import records
+from spry.engines.node import ClientState, evaluate_client, train_client
+
+RECEIVED, OPTIMIZER = "spry.received", "spry.optimizer"
+_SEP = "|"
+
+# One workspace per process; virtual SuperNodes of a simulation may share a process.
+_lock = threading.Lock()
+_cache: dict[str, object] = {}
+
+
+def _workspace(cfg: Config):
+    """(Experiment, initial trainable weights) for this config, built once per process."""
+    from spry.experiment import build
+    from spry.models import trainable_state
+
+    key = yaml.safe_dump(cfg.to_dict())
+    if _cache.get("key") != key:
+        _cache.clear()
+        exp = build(cfg)
+        _cache.update(key=key, exp=exp, initial=trainable_state(exp.model))
+    return _cache["exp"], _cache["initial"]
+
+
+def partition_id(context: Context) -> int:
+    if "partition-id" not in context.node_config:
+        raise ConfigError("this SuperNode has no partition-id: start it with "
+                          "--node-config 'partition-id=<client id> num-partitions=<clients>'")
+    return int(context.node_config["partition-id"])
+
+
+def _check_client(context: Context, client_id: int) -> None:
+    if partition_id(context) != client_id:
+        raise RuntimeError(f"message for client {client_id} reached the node of partition "
+                           f"{partition_id(context)}")
+
+
+def load_state(context: Context, cfg: Config, model: torch.nn.Module) -> ClientState:
+    state = ClientState.fresh(cfg)
+    if RECEIVED in context.state.array_records:
+        state.received = records.from_array_record(context.state.array_records[RECEIVED])
+    if state.optimizer is not None and OPTIMIZER in context.state.array_records:
+        dtypes = {n: p.dtype for n, p in model.named_parameters()}
+        for flat, value in records.from_array_record(context.state.array_records[OPTIMIZER]).items():
+            name, key = flat.rsplit(_SEP, 1)
+            value = value if key == "step" else value.to(dtypes[name])
+            state.optimizer.setdefault(name, {})[key] = value
+    return state
+
+
+def save_state(context: Context, state: ClientState) -> None:
+    context.state[RECEIVED] = records.to_array_record(state.received)
+    if state.optimizer is not None:
+        context.state[OPTIMIZER] = records.to_array_record(
+            {f"{name}{_SEP}{key}": value for name, values in state.optimizer.items()
+             for key, value in values.items()})
+
+
+def handle_query(message: Message, context: Context) -> Message:
+    """The handshake: which Spry client this node is."""
+    return records.reply(message, RecordDict(
+        {"node": MetricRecord({"partition-id": partition_id(context)})}))
+
+
+def handle_train(message: Message, context: Context) -> Message:
+    cfg = records.read_config(message.content)
+    ins = records.read_train(message.content)
+    _check_client(context, ins.client_id)
+    with _lock:
+        exp, initial = _workspace(cfg)
+        state = load_state(context, cfg, exp.model)
+        update = train_client(exp.model, initial, state, ins, exp.data.clients[ins.client_id],
+                              exp.tokenizer, cfg)
+        save_state(context, state)
+    return records.reply(message, records.update_content(update))
+
+
+def handle_evaluate(message: Message, context: Context) -> Message:
+    cfg = records.read_config(message.content)
+    ins = records.read_evaluate(message.content)
+    _check_client(context, ins.client_id)
+    with _lock:
+        exp, _ = _workspace(cfg)
+        result = evaluate_client(exp.model, ins, exp.data.clients[ins.client_id], exp.tokenizer,
+                                 cfg)
+    return records.reply(message, records.eval_content(result))
+
+
+def make_client_app(train=handle_train, evaluate=handle_evaluate, query=handle_query) -> ClientApp:
+    """A ClientApp around the handlers (tests wrap a handler to make a node fail)."""
+    client = ClientApp()
+    client.train()(train)
+    client.evaluate()(evaluate)
+    client.query()(query)
+    return client
+
+
+app = make_client_app()

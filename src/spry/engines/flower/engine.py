@@ -1,0 +1,94 @@
+"""FlowerEngine: the engine interface (train / evaluate) over a Flower `Grid`.
+
+One Message per sampled client, to the SuperNode whose `partition-id` is that client.
+A node that fails (its ClientApp raised, the SuperLink lost its heartbeat, or
+`round_timeout` passed) simply sends no update: its units keep their values this round
+(the server aggregates per unit over the clients that replied) and the Server writes it
+to metrics.jsonl as `failed_clients`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from flwr.app import Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from spry.client import ClientEval, ClientUpdate
+from spry.config import Config, ConfigError
+from spry.engines.flower import records
+from spry.messages import EvalInstruction, TrainInstruction
+
+log = logging.getLogger(__name__)
+
+NODE_WAIT_SECONDS = 300.0
+"""How long the ServerApp waits for all SuperNodes to connect before the first round."""
+
+
+def discover_clients(grid: Grid, num_clients: int, wait: float = NODE_WAIT_SECONDS
+                     ) -> dict[int, int]:
+    """Ask every connected node its partition-id; return client id -> node id."""
+    deadline = time.monotonic() + wait
+    while len(nodes := sorted(grid.get_node_ids())) < num_clients:
+        if time.monotonic() > deadline:
+            raise ConfigError(f"num_clients: {num_clients}, but only {len(nodes)} SuperNode(s) "
+                              f"connected within {wait:.0f} s; start one SuperNode per client")
+        time.sleep(0.5)
+    queries = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY)
+               for n in nodes]
+    node_of: dict[int, int] = {}
+    for reply in grid.send_and_receive(queries, timeout=wait):
+        if reply.has_error():
+            log.warning("node %s did not answer the handshake: %s", reply.metadata.src_node_id,
+                        reply.error.reason)
+            continue
+        pid = int(reply.content.metric_records["node"]["partition-id"])
+        if pid in node_of:
+            raise ConfigError(f"two SuperNodes claim partition-id {pid}")
+        node_of[pid] = reply.metadata.src_node_id
+    missing = sorted(set(range(num_clients)) - set(node_of))
+    if missing:
+        raise ConfigError(f"no SuperNode serves client(s) {missing}; give each SuperNode "
+                          f"--node-config 'partition-id=<0..{num_clients - 1}>'")
+    return node_of
+
+
+class FlowerEngine:
+    def __init__(self, grid: Grid, cfg: Config):
+        self.grid, self.cfg = grid, cfg
+        self.node_of = discover_clients(grid, cfg.num_clients)
+
+    def _exchange(self, pairs: list[tuple[int, RecordDict]], message_type: str
+                  ) -> list[RecordDict]:
+        """Send one message per (client, content); return the replies' contents in the
+        order sent (aggregation order must not depend on arrival order), failures left out."""
+        messages = [Message(content, dst_node_id=self.node_of[cid], message_type=message_type)
+                    for cid, content in pairs]
+        replies = self.grid.send_and_receive(messages, timeout=self.cfg.round_timeout)
+        by_id = {r.metadata.reply_to_message_id: r for r in replies}
+        out = []
+        for (cid, _), message in zip(pairs, messages):
+            reply = by_id.get(message.metadata.message_id)
+            if reply is None:
+                log.warning("client %d: no %s reply within round_timeout", cid, message_type)
+            elif reply.has_error():
+                log.warning("client %d: %s failed: %s", cid, message_type, reply.error.reason)
+            else:
+                out.append(reply.content)
+        return out
+
+    def train(self, instructions: list[TrainInstruction]) -> list[ClientUpdate]:
+        contents = self._exchange([(i.client_id, records.train_content(i, self.cfg))
+                                   for i in instructions], MessageType.TRAIN)
+        updates = [records.read_update(c) for c in contents]
+        if self.cfg.dtype == "bfloat16":  # records widen bfloat16 to float32 in transit
+            for u in updates:
+                u.weights = {n: t.to(torch.bfloat16) for n, t in u.weights.items()}
+        return updates
+
+    def evaluate(self, instructions: list[EvalInstruction]) -> list[ClientEval]:
+        contents = self._exchange([(i.client_id, records.evaluate_content(i, self.cfg))
+                                   for i in instructions], MessageType.EVALUATE)
+        return [records.read_eval(c) for c in contents]

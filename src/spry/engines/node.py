@@ -1,0 +1,68 @@
+"""What a client does with one message, and what it keeps between rounds — every engine.
+
+A client holds its own copy of the trainable weights (`ClientState.received`). A train
+message overwrites in the copy whatever it carries: with context=global the whole current
+trainable state, with context=local only the client's units (SPEC, round step 2) — never
+the whole adapter — so the other trainable tensors its forward pass reads (frozen on this
+client) keep the values the server last sent it, or the model's initial values, which
+every node rebuilds identically from the seeded initialisation. Local training changes
+the model, not the copy: the copy is what the server told this client.
+
+Evaluation messages carry the global trainable weights (generalized accuracy is the
+global model's) and are a measurement only: they leave the copy alone, so the training
+trajectory does not depend on `eval_every`.
+
+With `keep_client_optimizer`, the client's optimizer state (per parameter name) lives here
+too and resumes when a unit comes back to the client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from spry.client import ClientEval, ClientUpdate, evaluate, local_train
+from spry.config import Config
+from spry.data import ClientData
+from spry.messages import EvalInstruction, TrainInstruction
+from spry.models import load_trainable
+from spry.seeds import derive_seed
+
+
+@dataclass
+class ClientState:
+    received: dict[str, torch.Tensor] = field(default_factory=dict)
+    """The latest value the server sent this client, per trainable tensor."""
+    optimizer: dict[str, dict[str, torch.Tensor]] | None = None
+    """Optimizer state per parameter name (keep_client_optimizer), else None."""
+
+    @classmethod
+    def fresh(cls, cfg: Config) -> "ClientState":
+        return cls(optimizer={} if cfg.keep_client_optimizer else None)
+
+
+def train_client(model: nn.Module, initial: dict[str, torch.Tensor], state: ClientState,
+                 ins: TrainInstruction, data: ClientData, tokenizer, cfg: Config) -> ClientUpdate:
+    """Apply a train message to the client's copy, load the copy, train the units."""
+    state.received.update(ins.weights)
+    load_trainable(model, {**initial, **state.received})
+    return local_train(model, data.train, tokenizer, ins.unit_params, cfg, ins.round_seed,
+                       ins.client_id, optimizer_state=state.optimizer,
+                       previous_update=ins.previous_update)
+
+
+def evaluate_client(model: nn.Module, ins: EvalInstruction, data: ClientData, tokenizer,
+                    cfg: Config) -> ClientEval:
+    """The global model on the client's test split; then, with F > 0, personalized accuracy
+    after F local epochs on its units."""
+    load_trainable(model, ins.weights)
+    correct, total, loss = evaluate(model, data.test, tokenizer, cfg)
+    result = ClientEval(ins.client_id, correct, total, loss)
+    if ins.personalization_epochs and total:
+        seed = derive_seed(ins.round_seed, "personalize")
+        local_train(model, data.train, tokenizer, ins.unit_params, cfg, seed, ins.client_id,
+                    epochs=ins.personalization_epochs)
+        result.personalized_correct = evaluate(model, data.test, tokenizer, cfg)[0]
+    return result

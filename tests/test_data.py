@@ -1,0 +1,113 @@
+"""Data: Dirichlet partitions, per-client splits, local files, recipes."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from spry.config import Config, ConfigError
+from spry.data import dirichlet_partition, load_task, train_test_split
+from spry.data.synthetic import make_sentiment
+
+
+def _labels(n=4000, k=4):
+    return [i % k for i in range(n)]
+
+
+def _shares(labels, parts, k):
+    return [[sum(labels[i] == c for i in p) / len(p) for c in range(k)] for p in parts]
+
+
+def test_partition_is_disjoint_equal_sized_and_reproducible():
+    labels = _labels()
+    parts = dirichlet_partition(labels, 50, 0.1, seed=1)
+    flat = [i for p in parts for i in p]
+    assert len(flat) == len(set(flat)) == 50 * (len(labels) // 50)
+    assert {len(p) for p in parts} == {len(labels) // 50}
+    assert parts == dirichlet_partition(labels, 50, 0.1, seed=1)
+    assert parts != dirichlet_partition(labels, 50, 0.1, seed=2)
+
+
+def test_label_shares_follow_alpha():
+    labels, k = _labels(), 4
+    skewed = _shares(labels, dirichlet_partition(labels, 40, 0.1, seed=0), k)
+    mixed = _shares(labels, dirichlet_partition(labels, 40, 1.0, seed=0), k)
+    flat = _shares(labels, dirichlet_partition(labels, 40, 1000.0, seed=0), k)
+    top = lambda shares: statistics.mean(max(s) for s in shares)  # noqa: E731
+    # α=0.1: most clients are dominated by one label; α→∞: each mirrors the prior (1/4).
+    assert top(skewed) > 0.75
+    assert 0.4 < top(mixed) < top(skewed)
+    assert top(flat) < 0.35
+    # Whatever α, the pool is used evenly: the mean share of each label stays near the prior.
+    for shares in (skewed, mixed):
+        for c in range(k):
+            assert statistics.mean(s[c] for s in shares) == pytest.approx(0.25, abs=0.08)
+
+
+def test_too_many_clients_is_a_clear_error():
+    with pytest.raises(ValueError, match="num_clients"):
+        dirichlet_partition(_labels(30), 20, 0.1, seed=0)
+
+
+def test_client_split_80_20():
+    train, test = train_test_split(list(range(100, 150)), 0.2, seed=0)
+    assert len(train) == 40 and len(test) == 10 and not set(train) & set(test)
+    assert train_test_split([5], 0.2, seed=0) == ([5], [])
+
+
+def test_synthetic_task_is_reproducible_and_balanced():
+    texts, labels = make_sentiment(500, seed=3)
+    assert (texts, labels) == make_sentiment(500, seed=3)
+    assert 0.4 < sum(labels) / len(labels) < 0.6
+
+
+def test_local_csv_with_column_and_label_mapping(tmp_path):
+    path = tmp_path / "reviews.csv"
+    path.write_text('body,verdict\n"great, really",pos\nawful,neg\n"fine ""quote""",pos\n')
+    task = load_task(Config(dataset=str(path), text_column="body", label_column="verdict",
+                            label_names=["neg", "pos"]))
+    assert task.train.texts[0] == "great, really" and task.train.labels == [1, 0, 1]
+    inferred = load_task(Config(dataset=str(path), text_column="body", label_column="verdict"))
+    assert inferred.label_names == ("neg", "pos")
+
+
+def test_local_jsonl_pairs_and_parquet(tmp_path):
+    import pandas as pd
+
+    rows = [{"premise": "a", "hypothesis": "b", "label": 0}, {"premise": "c", "hypothesis": "d",
+                                                            "label": 2}]
+    pd.DataFrame(rows).to_json(tmp_path / "nli.jsonl", orient="records", lines=True)
+    pd.DataFrame(rows).to_parquet(tmp_path / "nli.parquet")
+    for name in ("nli.jsonl", "nli.parquet"):
+        task = load_task(Config(dataset=str(tmp_path / name), pair_column="hypothesis"))
+        assert task.train.pairs == ["b", "d"] and task.train.labels == [0, 2]
+        assert task.label_names == ("0", "1", "2")
+
+
+def test_missing_column_and_unknown_label_are_named(tmp_path):
+    path = tmp_path / "d.tsv"
+    path.write_text("sentence\tlabel\nhello\t1\nbye\t7\n")
+    with pytest.raises(ConfigError, match="label_column: .* no column 'y'"):
+        load_task(Config(dataset=str(path), label_column="y"))
+    with pytest.raises(ConfigError, match="label_names: .*has label 7, outside"):
+        load_task(Config(dataset=str(path), label_names=["neg", "pos"]))
+
+
+def test_missing_file_is_named():
+    with pytest.raises(ConfigError, match="dataset: file .* does not exist"):
+        load_task(Config(dataset="/nonexistent/data.csv"))
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("name, n_labels, has_test", [
+    ("sst2", 2, True), ("ag_news", 4, True), ("snli", 3, True), ("mnli", 3, False),
+    ("yahoo", 2, True)])
+def test_recipes_read_the_shared_files(name, n_labels, has_test, data_dir):
+    task = load_task(Config(dataset=name, data_dir=str(data_dir)))
+    assert len(task.label_names) == n_labels
+    assert len(task.train) > 1000
+    assert set(task.train.labels) == set(range(n_labels))
+    assert (task.test is not None) == has_test
+    if has_test:
+        assert set(task.test.labels) == set(range(n_labels))

@@ -1,0 +1,123 @@
+"""Unit assignment, aggregation and server optimizers against hand computations."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+import torch
+
+from spry.federation import ServerOptimizer, aggregate_units, assign_units
+
+UNITS = [f"u{i}" for i in range(7)]
+
+
+def _owners(deal):
+    owners = Counter()
+    for units in deal.values():
+        owners.update(units)
+    return owners
+
+
+@pytest.mark.parametrize("m", [1, 3, 7])
+def test_m_at_most_l_each_unit_to_exactly_one_client(m):
+    clients = list(range(10, 10 + m))
+    for r in range(1, 6):
+        deal = assign_units(UNITS, clients, r)
+        assert set(deal) == set(clients)
+        assert _owners(deal) == Counter(UNITS)  # every unit once
+        sizes = sorted(len(v) for v in deal.values())
+        assert sizes[0] == len(UNITS) // m and sizes[-1] == math.ceil(len(UNITS) / m)
+
+
+def test_m_at_most_l_units_spread_across_depth():
+    deal = assign_units(UNITS, [0, 1, 2], server_round=0)
+    assert deal == {0: ["u0", "u3", "u6"], 1: ["u1", "u4"], 2: ["u2", "u5"]}
+
+
+@pytest.mark.parametrize("m", [8, 14, 17])
+def test_m_more_than_l_one_unit_each_and_balanced(m):
+    for r in range(4):
+        deal = assign_units(UNITS, list(range(m)), r)
+        assert all(len(v) == 1 for v in deal.values())
+        counts = _owners(deal)
+        assert set(counts) == set(UNITS)
+        assert min(counts.values()) == m // len(UNITS)
+        assert max(counts.values()) == math.ceil(m / len(UNITS))
+
+
+def test_rotating_deal_visits_every_unit_static_does_not():
+    clients = [0, 1, 2]
+    seen_rotating = {c: set() for c in clients}
+    seen_static = {c: set() for c in clients}
+    for r in range(len(UNITS)):
+        for c, us in assign_units(UNITS, clients, r, policy="rotating").items():
+            seen_rotating[c].update(us)
+        for c, us in assign_units(UNITS, clients, r, policy="static").items():
+            seen_static[c].update(us)
+    assert all(s == set(UNITS) for s in seen_rotating.values())
+    assert all(len(s) < len(UNITS) for s in seen_static.values())
+    assert assign_units(UNITS, clients, 1, "static") == assign_units(UNITS, clients, 5, "static")
+
+
+def test_random_deal_is_seeded_and_still_a_partition():
+    a = assign_units(UNITS, [0, 1, 2], 1, policy="random", seed=3)
+    assert a == assign_units(UNITS, [0, 1, 2], 1, policy="random", seed=3)
+    assert _owners(a) == Counter(UNITS)
+    draws = {tuple(map(tuple, assign_units(UNITS, [0, 1, 2], 1, "random", seed=s).values()))
+             for s in range(6)}
+    assert len(draws) > 1
+
+
+def test_shared_head_goes_to_every_client():
+    units = UNITS + ["head"]
+    deal = assign_units(units, [0, 1, 2], 2, shared=["head"])
+    assert all(us[-1] == "head" for us in deal.values())
+    assert _owners(deal)["head"] == 3
+    assert _owners(deal) - Counter({"head": 3}) == Counter(UNITS)
+
+
+def test_aggregate_is_example_weighted_per_unit_and_untrained_units_keep_value():
+    current = {"a": torch.zeros(2), "b": torch.ones(2), "c": torch.full((2,), 5.0)}
+    updates = [({"a": torch.tensor([1.0, 2.0])}, 1),
+               ({"a": torch.tensor([4.0, 8.0]), "b": torch.tensor([3.0, 3.0])}, 3),
+               ({"b": torch.tensor([100.0, 100.0])}, 0)]  # no examples: no weight
+    out = aggregate_units(current, updates)
+    torch.testing.assert_close(out["a"], torch.tensor([(1 + 12) / 4, (2 + 24) / 4]))
+    torch.testing.assert_close(out["b"], torch.tensor([3.0, 3.0]))
+    torch.testing.assert_close(out["c"], current["c"])  # nobody trained it
+
+
+def test_aggregate_rejects_unknown_tensor():
+    with pytest.raises(KeyError):
+        aggregate_units({"a": torch.zeros(1)}, [({"zz": torch.zeros(1)}, 1)])
+
+
+def test_fedyogi_two_steps_by_hand():
+    opt = ServerOptimizer("fedyogi", lr=0.1, beta1=0.9, beta2=0.99, tau=1e-3)
+    x0 = {"w": torch.tensor([1.0, -2.0], dtype=torch.float64)}
+    agg1 = {"w": torch.tensor([1.5, -2.0], dtype=torch.float64)}
+    x1 = opt.step(x0, agg1, {"w"})
+    # Δ = (0.5, 0); m = 0.1Δ; v = τ² − 0.01 Δ² sign(τ² − Δ²)
+    d = torch.tensor([0.5, 0.0], dtype=torch.float64)
+    m = 0.1 * d
+    v = 1e-6 - 0.01 * d**2 * torch.sign(1e-6 - d**2)
+    torch.testing.assert_close(x1["w"], x0["w"] + 0.1 * m / (v.sqrt() + 1e-3))
+    agg2 = {"w": x1["w"] - 0.2}
+    x2 = opt.step(x1, agg2, {"w"})
+    d2 = torch.full((2,), -0.2, dtype=torch.float64)
+    m = 0.9 * m + 0.1 * d2
+    v = v - 0.01 * d2**2 * torch.sign(v - d2**2)
+    torch.testing.assert_close(x2["w"], x1["w"] + 0.1 * m / (v.sqrt() + 1e-3))
+
+
+def test_fedadam_and_fedavg_by_hand_and_untrained_state_untouched():
+    adam = ServerOptimizer("fedadam", lr=0.5, beta1=0.5, beta2=0.75, tau=0.1)
+    x = {"w": torch.tensor([0.0]), "u": torch.tensor([3.0])}
+    out = adam.step(x, {"w": torch.tensor([2.0]), "u": torch.tensor([9.0])}, {"w"})
+    m, v = 0.5 * 2.0, 0.75 * 0.01 + 0.25 * 4.0
+    assert out["w"].item() == pytest.approx(0.5 * m / (math.sqrt(v) + 0.1))
+    assert out["u"].item() == 3.0 and "u" not in adam.m  # not trained: no step, no state
+    avg = ServerOptimizer("fedavg", lr=1.0)
+    assert avg.step(x, {"w": torch.tensor([2.0]), "u": x["u"]}, {"w"})["w"].item() == 2.0

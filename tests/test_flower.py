@@ -1,0 +1,145 @@
+"""engine=flower: records, parity with the local engine, a failing node, a real deployment.
+
+The simulations start Flower's Ray runtime (about 15 s each on 2 cores); the deployment
+test starts a SuperLink and three SuperNodes on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+pytest.importorskip("flwr")
+
+from spry.client import ClientEval, ClientUpdate  # noqa: E402
+from spry.engines.flower import records, run_simulation  # noqa: E402
+from spry.engines.flower.client_app import handle_train, make_client_app, partition_id  # noqa: E402
+from spry.experiment import build, run  # noqa: E402
+from spry.messages import EvalInstruction, TrainInstruction  # noqa: E402
+from spry.metrics import read_metrics  # noqa: E402
+from spry.server import sample_clients  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def small(tiny_config, **overrides):
+    # context=local: nodes receive only their units; keep_client_optimizer: AdamW moments
+    # persist in each node's context. Both must behave the same under both engines.
+    base = dict(num_clients=4, clients_per_round=3, rounds=2, context="local",
+                keep_client_optimizer=True)
+    base.update(overrides)
+    return tiny_config(**base)
+
+
+def test_records_round_trip(tiny_config):
+    # Prepare
+    cfg = small(tiny_config)
+    w = {"a.lora_A.weight": torch.randn(2, 3), "head.bias": torch.randn(2)}
+    train = TrainInstruction(3, 1, 2**62 + 5, ["a"], ["a.lora_A.weight"], w,
+                             {"a.lora_A.weight": torch.randn(2, 3)})
+    update = ClientUpdate(1, w, 17, 0.5, 4, 1, 0.25, [[0.1, 0.2], [0.3, 0.4]])
+    evaluation = EvalInstruction(3, 1, 7, ["a.lora_A.weight"], w, 2)
+    result = ClientEval(1, 5, 9, 3.5, personalized_correct=6)
+    # Execute
+    back = records.read_train(records.train_content(train, cfg))
+    # Assert
+    assert records.read_config(records.train_content(train, cfg)) == cfg
+    assert (back.server_round, back.client_id, back.round_seed, back.units, back.unit_params) == \
+        (3, 1, 2**62 + 5, ["a"], ["a.lora_A.weight"])
+    assert all(torch.equal(back.weights[n], w[n]) for n in w)
+    assert torch.equal(back.previous_update["a.lora_A.weight"],
+                       train.previous_update["a.lora_A.weight"])
+    up = records.read_update(records.update_content(update))
+    assert all(torch.equal(up.weights[n], w[n]) for n in w)
+    assert (up.client_id, up.num_examples, up.train_loss, up.steps, up.skipped_steps,
+            up.seconds, up.scalars) == (1, 17, 0.5, 4, 1, 0.25, [[0.1, 0.2], [0.3, 0.4]])
+    assert records.read_eval(records.eval_content(result)) == result
+    assert records.read_evaluate(records.evaluate_content(evaluation, cfg)).personalization_epochs == 2
+
+
+def test_flower_simulation_matches_local_engine(tiny_config, tmp_path):
+    # Prepare
+    local_cfg = small(tiny_config, output_dir=str(tmp_path), run_name="local")
+    flower_cfg = local_cfg.replace(engine="flower", run_name="flower")
+    # Execute
+    local_out = run(local_cfg, progress=False)
+    flower_out = run(flower_cfg, progress=False)
+    # Assert: same final trainable weights, same curves, same bytes
+    a = load_file(str(local_out / "trainable.safetensors"))
+    b = load_file(str(flower_out / "trainable.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=0)
+    local_rows, flower_rows = read_metrics(local_out), read_metrics(flower_out)
+    for lr, fr in zip(local_rows, flower_rows, strict=True):
+        for key in ("generalized_accuracy", "personalized_accuracy", "test_accuracy", "clients",
+                    "failed_clients", "bytes_down", "bytes_up", "steps"):
+            assert fr[key] == lr[key], key
+        assert fr["train_loss"] == pytest.approx(lr["train_loss"], abs=1e-5)
+        # context=local: a node gets its units only, exactly what it sends back
+        assert fr["bytes_down"] == fr["bytes_up"]
+        assert fr["failed_clients"] == []
+
+
+def test_a_failing_node_does_not_stop_the_run(tiny_config, tmp_path):
+    # Prepare: the node of client `victim` dies in round 2 (its ClientApp raises)
+    cfg = small(tiny_config, engine="flower", output_dir=str(tmp_path), run_name="fail",
+                personalization_epochs=0)
+    victim = sample_clients(cfg.num_clients, cfg.clients_per_round, cfg.seed, 2)[0]
+
+    def train(message, context):
+        if partition_id(context) == victim and \
+                message.content.config_records["instruction"]["server-round"] == 2:
+            raise RuntimeError("node lost power")
+        return handle_train(message, context)
+
+    # Execute
+    out = run_simulation(cfg, progress=False, client_app=make_client_app(train=train))
+    # Assert: the run finished, the failure is in metrics.jsonl, the victim's units kept
+    # their round-1 values
+    rows = read_metrics(out)
+    assert [r["round"] for r in rows] == [1, 2]
+    assert rows[0]["failed_clients"] == [] and rows[1]["failed_clients"] == [victim]
+    assert victim not in rows[1]["clients"] and rows[1]["generalized_accuracy"] is not None
+    after_round_1 = load_file(str(run(cfg.replace(engine="local", rounds=1, run_name="r1"),
+                                      progress=False) / "trainable.safetensors"))
+    final = load_file(str(out / "trainable.safetensors"))
+    server = build(cfg).server
+    dealt = server.deal(2, sample_clients(cfg.num_clients, cfg.clients_per_round, cfg.seed, 2))
+    victim_params = [p for u in dealt[victim] for p in server.unit_params[u]]
+    assert victim_params
+    for name in final:
+        same = torch.allclose(final[name], after_round_1[name], atol=1e-6, rtol=0)
+        assert same == (name in victim_params), name
+
+
+@pytest.mark.skipif(shutil.which("flower-superlink") is None, reason="flwr CLI not installed")
+def test_deployment_on_loopback(tiny_bert, tmp_path):
+    # Prepare: 1 SuperLink + 3 SuperNodes on loopback, private FLWR_HOME and ports
+    out = tmp_path / "runs"
+    env = dict(os.environ, FLWR_HOME=str(tmp_path / "flwr-home"), SPRY_PORT_BASE="19190")
+    # Execute
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "deploy_local.sh"), "--nodes", "3", "--",
+         f"model={tiny_bert}", "dataset=sentiment", "num_clients=3", "clients_per_round=3",
+         "rounds=2", "eval_every=2", "max_length=16", "max_steps=2",
+         "personalization_epochs=1", f"output_dir={out}", "run_name=deployed"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    # Assert
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = read_metrics(out / "deployed")
+    assert [r["round"] for r in rows] == [1, 2]
+    for row in rows:
+        assert sorted(row["clients"]) == [0, 1, 2] and row["failed_clients"] == []
+        assert row["steps"] == 6 and row["bytes_up"] > 0
+    # Each SuperNode starts a fresh ClientApp process per message; evaluate only at the end.
+    assert 0.0 <= rows[1]["generalized_accuracy"] <= 1.0
+    assert 0.0 <= rows[1]["personalized_accuracy"] <= 1.0
+    assert (out / "deployed" / "trainable.safetensors").exists()
