@@ -36,9 +36,9 @@ if __name__ == "__main__":
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per process (1: steadier on a shared machine)")
     p.add_argument("--allocators", default="glibc,jemalloc")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="-- then extra `spry bench` options")
-    args = p.parse_args()
-    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args, rest = p.parse_args(argv[:cut]), argv[cut + 1:]  # after `--`: `spry bench` options
     sys.exit(main(["bench", "--threads", str(args.threads), "--allocators", args.allocators,
                    "--out", str(RESULTS / f"{args.model}.json"), *rest,
                    f"model={MODELS[args.model]}", f"device={args.device}", f"dtype={args.dtype}",

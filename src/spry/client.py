@@ -57,6 +57,16 @@ def classification_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
     return loss_fn
 
 
+def task_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
+    """The loss a batch asks for: span cross-entropy for extractive QA (task_head=span),
+    else label cross-entropy (classifier and verbalizer heads both give label logits)."""
+    if "start_positions" in batch:
+        from spry.tasks.squad import span_loss
+
+        return span_loss(model, batch)
+    return classification_loss(model, batch)
+
+
 def make_client_optimizer(cfg: Config, params: list[torch.Tensor]) -> torch.optim.Optimizer:
     if cfg.client_optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.client_lr, weight_decay=cfg.weight_decay)
@@ -103,7 +113,7 @@ def local_train(model: nn.Module, data: Encoded, tokenizer, unit_params: list[st
             for batch in batches:
                 if max_steps is not None and step >= max_steps:
                     break
-                loss_fn = classification_loss(model, _to_device(batch, cfg.device))
+                loss_fn = task_loss(model, _to_device(batch, cfg.device))
                 seeds = [tangent_seed(round_seed, client_id, step, k) for k in range(cfg.tangents)]
                 est = estimator(loss_fn, params, seeds)
                 step += 1
@@ -131,7 +141,13 @@ def local_train(model: nn.Module, data: Encoded, tokenizer, unit_params: list[st
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Encoded, tokenizer, cfg: Config) -> tuple[int, int, float]:
-    """(correct, total, summed loss) of the model as it stands."""
+    """(correct, total, summed loss) of the model as it stands.
+
+    Extractive QA counts a question as correct on an exact match (SQuAD v2 rules)."""
+    if not isinstance(data, Encoded):
+        from spry.tasks.squad import evaluate_spans
+
+        return evaluate_spans(model, data, tokenizer, cfg)
     model.eval()
     correct, total, loss = 0, 0, 0.0
     for batch in iterate_batches(data, tokenizer, cfg.eval_batch_size):

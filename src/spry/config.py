@@ -10,6 +10,8 @@ one local epoch, five personalization epochs.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -34,6 +36,8 @@ COMMUNICATIONS = ("per_epoch", "per_iteration")
 CONTEXTS = ("global", "local")
 ENGINES = ("local", "flower")
 DTYPES = ("float32", "float64", "bfloat16")
+TASK_HEADS = ("classifier", "verbalizer", "span")
+ON_ALL_CLIENTS_FAILED = ("continue", "stop")
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,13 @@ class Config:
     """None picks the paper's query/value modules for the architecture."""
     dtype: str = "float32"
     device: str = "cpu"
+    task_head: str = "classifier"
+    """`classifier`: a sequence-classification head (a trainable unit); `verbalizer`: a
+    causal LM scores each label's word as the next token after the text (no head unit);
+    `span`: extractive QA, start/end logits from the `qa_outputs` head (dataset=squad_v2)."""
+    label_words: list[str] | None = None
+    """task_head=verbalizer: one word per label, in label order (default: the recipe's
+    words, else the label names); each is scored by its first token after a space."""
 
     # --- data ------------------------------------------------------------------------
     dataset: str = "sentiment"
@@ -121,6 +132,8 @@ class Config:
     # --- run -------------------------------------------------------------------------
     seed: int = 0
     eval_every: int = 1
+    max_wall_seconds: float | None = None
+    """Start no new round once the run has taken this long (compare methods at equal time)."""
     eval_batch_size: int = 64
     engine: str = "local"
     round_timeout: float | None = None
@@ -129,6 +142,27 @@ class Config:
     once its heartbeats stop)."""
     output_dir: str = "runs"
     run_name: str | None = None
+    tensorboard: bool = False
+    """Also write each round's metrics as TensorBoard event files, in RUN_DIR/tensorboard
+    (`tensorboard --logdir runs`); needs `pip install tensorboard`."""
+
+    # --- reliability (docs in spry.checkpoint and spry.validation) ---------------------
+    checkpoint_every: int | None = None
+    """Write checkpoint.pt into the run directory every this many rounds and after the
+    last round, atomically (a crash mid-write keeps the previous one); `spry run --resume
+    RUN_DIR` continues from it and ends as an uninterrupted run would. None: no checkpoints."""
+    max_update_norm: float | None = None
+    """Reject (log, never average in) a client's update whose L2 norm is above this:
+    per_epoch the change it proposes (returned − sent weights, over all its tensors),
+    per_iteration its K directional derivatives. None: no bound."""
+    client_timeout_seconds: float | None = None
+    """engine=local: a client whose local training (per_iteration: one step) took longer
+    counts as failed and its reply is dropped. Cooperative: the in-process client runs to
+    the end, then its late reply is discarded. engine=flower bounds replies with round_timeout."""
+    on_all_clients_failed: str = "continue"
+    """A round in which no client's update was accepted (every client failed or was
+    rejected) is written to metrics.jsonl either way; `continue` goes on, `stop` ends the
+    run after it (the CLI exits with status 1; resume from the last checkpoint)."""
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -225,6 +259,8 @@ def _check_types(cfg: Config) -> None:
         if not _type_ok(value, hints[f.name]):
             want = _type_name(hints[f.name])
             raise ConfigError(f"{f.name}: expected {want}, got {value!r} ({type(value).__name__})")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{f.name}: must be a finite number, got {value!r}")
         if hints[f.name] is float and isinstance(value, int):
             object.__setattr__(cfg, f.name, float(value))
 
@@ -242,6 +278,9 @@ def _positive(cfg: Config, *names: str) -> None:
 
 
 def _check_values(cfg: Config) -> None:
+    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("tensorboard: true needs the tensorboard package: "
+                          "pip install tensorboard (or set tensorboard=false)")
     _one_of(cfg, "method", METHODS)
     _one_of(cfg, "peft", PEFT_METHODS)
     _one_of(cfg, "assignment", ASSIGNMENTS)
@@ -252,10 +291,18 @@ def _check_values(cfg: Config) -> None:
     _one_of(cfg, "context", CONTEXTS)
     _one_of(cfg, "engine", ENGINES)
     _one_of(cfg, "dtype", DTYPES)
+    _one_of(cfg, "on_all_clients_failed", ON_ALL_CLIENTS_FAILED)
     _positive(cfg, "lora_r", "lora_alpha", "max_length", "num_clients", "dirichlet_alpha",
               "rounds", "clients_per_round", "tangents", "client_lr", "server_lr",
               "batch_size", "local_epochs", "max_steps", "eval_every", "eval_batch_size",
-              "max_train_examples", "max_test_examples", "server_tau", "round_timeout")
+              "max_train_examples", "max_test_examples", "server_tau", "round_timeout",
+              "checkpoint_every", "max_update_norm", "client_timeout_seconds")
+    if cfg.engine == "flower" and cfg.client_timeout_seconds is not None:
+        raise ConfigError("client_timeout_seconds: engine=local only; with engine=flower set "
+                          "round_timeout instead")
+    if cfg.engine == "flower" and cfg.checkpoint_every is not None:
+        raise ConfigError("checkpoint_every: engine=local only (with engine=flower the client "
+                          "state lives on the SuperNodes); remove it")
     if not 0 <= cfg.lora_dropout < 1:
         raise ConfigError(f"lora_dropout: must be in [0, 1), got {cfg.lora_dropout}")
     if not 0 < cfg.client_test_fraction < 1:
@@ -292,6 +339,29 @@ def _check_values(cfg: Config) -> None:
                           "remove it")
     if cfg.label_names is not None and len(set(cfg.label_names)) != len(cfg.label_names):
         raise ConfigError(f"label_names: has duplicates: {cfg.label_names}")
+    _check_task_head(cfg)
+
+
+def _check_task_head(cfg: Config) -> None:
+    _one_of(cfg, "task_head", TASK_HEADS)
+    if cfg.label_words is not None:
+        if cfg.task_head != "verbalizer":
+            raise ConfigError("label_words: only used by task_head=verbalizer; remove it or set "
+                              "task_head=verbalizer")
+        if len(set(cfg.label_words)) != len(cfg.label_words):
+            raise ConfigError(f"label_words: has duplicates: {cfg.label_words}")
+    if cfg.task_head == "verbalizer":
+        if cfg.peft == "head":
+            raise ConfigError("peft: task_head=verbalizer has no head to train; use peft=lora, "
+                              "ia3 or bitfit")
+        if cfg.head == "shared":
+            raise ConfigError("head: task_head=verbalizer has no head unit to share; leave "
+                              "head=split")
+    if (cfg.dataset == "squad_v2") != (cfg.task_head == "span"):
+        raise ConfigError(f"task_head: dataset={cfg.dataset!r} with task_head={cfg.task_head!r}; "
+                          "extractive QA pairs dataset=squad_v2 with task_head=span")
+    if cfg.task_head == "span" and cfg.communication == "per_iteration":
+        raise ConfigError("communication: task_head=span runs per_epoch only for now")
 
 
 def _check_zeroth_order(cfg: Config) -> None:

@@ -2,13 +2,15 @@
 
 A run directory holds: config.yaml (resolved), metrics.jsonl (one line per round),
 units.json (the trainable units in network order) and trainable.safetensors (the final
-trainable weights).
+trainable weights); with checkpoint_every, checkpoint.pt (spry.checkpoint), from which
+`run(cfg, resume_dir=...)` / `spry run --resume RUN_DIR` continue exactly.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ import yaml
 from safetensors.torch import save_file
 from torch import nn
 
+from spry import checkpoint
 from spry.client import evaluate
 from spry.config import Config, ConfigError
 from spry.data import FederatedData, build_federated_data, load_task
@@ -26,9 +29,18 @@ from spry.metrics import MetricsLog
 from spry.models import list_units, load_model, load_tokenizer, load_trainable, trainable_state
 from spry.seeds import derive_seed, seeded_global_rng
 from spry.per_iteration import PerIterationServer
+from spry.progress import Progress
 from spry.server import Server
 
 log = logging.getLogger(__name__)
+
+RESUME_OVERRIDES = ("rounds",)
+"""What may change when a run is resumed: only how many rounds it runs in all."""
+
+
+class RunStopped(RuntimeError):
+    """The run ended early as configured (on_all_clients_failed=stop); metrics.jsonl,
+    trainable.safetensors and the last checkpoint are written."""
 
 
 @dataclass
@@ -78,20 +90,65 @@ def global_test_accuracy(exp: Experiment) -> float | None:
     return correct / total
 
 
-def run(cfg: Config, progress: bool = True, engine=None) -> Path:
+def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
+    """The config a run directory was started with; `rounds=N` is the only override."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"--resume: {run_dir} has no config.yaml; give a directory that "
+                          "`spry run` wrote")
+    bad = [o for o in overrides or [] if o.partition("=")[0].strip() not in RESUME_OVERRIDES]
+    if bad:
+        raise ConfigError(f"--resume: a resumed run keeps its config; only "
+                          f"{', '.join(k + '=' for k in RESUME_OVERRIDES)} may change, not {bad}")
+    return Config.from_yaml(path, overrides)
+
+
+def _load_resume_state(cfg: Config, out: Path) -> dict:
+    state = checkpoint.load(out / checkpoint.CHECKPOINT)
+    ignored = {"output_dir", "run_name", *RESUME_OVERRIDES}
+    saved = Config.from_flat(state["config"]).to_dict()
+    changed = sorted(k for k, v in cfg.to_dict().items() if k not in ignored and saved[k] != v)
+    if changed:
+        raise ConfigError(f"--resume: {changed} differ from the run in {out}; a resumed run "
+                          f"keeps its config (only {', '.join(RESUME_OVERRIDES)} may change)")
+    if state["round"] >= cfg.rounds:
+        raise ConfigError(f"rounds: {out} already has a checkpoint after round {state['round']}"
+                          f"; resume with rounds=<more than {state['round']}> to go on")
+    return state
+
+
+def _rewrite_metrics(path: Path, rows: list[dict]) -> None:
+    """metrics.jsonl as it stood at the checkpoint (rows written after it are redone)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    os.replace(tmp, path)
+
+
+def run(cfg: Config, progress: bool = True, engine=None, resume_dir: str | Path | None = None
+        ) -> Path:
     """Run every round; return the run directory.
 
     `engine`: who runs the clients; None picks by `cfg.engine`. engine=flower starts
     Flower's simulation runtime, whose ServerApp calls back here with a FlowerEngine.
+    `resume_dir`: continue that run from its checkpoint.pt (see `resume_config`): the
+    config must match the run's except `rounds`; rows the run wrote after its checkpoint
+    are dropped and redone, and the run ends as an uninterrupted one would (weights and
+    metrics.jsonl, up to the *_seconds timings).
+    Raises RunStopped when a round accepted no update and on_all_clients_failed=stop.
     """
     if engine is None and cfg.engine == "flower":
         from spry.engines.flower import run_simulation
 
         return run_simulation(cfg, progress=progress)
-    out = run_dir_for(cfg)
-    if (out / "metrics.jsonl").exists():
-        raise ConfigError(f"run_name: {out} already holds a run; choose another run_name or "
-                          "output_dir (nothing was overwritten)")
+    state = None
+    if resume_dir is not None:
+        out = Path(resume_dir)
+        state = _load_resume_state(cfg, out)
+    else:
+        out = run_dir_for(cfg)
+        if (out / "metrics.jsonl").exists():
+            raise ConfigError(f"run_name: {out} already holds a run; choose another run_name "
+                              "or output_dir (nothing was overwritten)")
     exp = build(cfg)
     if engine is not None:
         exp.engine = engine
@@ -99,11 +156,24 @@ def run(cfg: Config, progress: bool = True, engine=None) -> Path:
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     (out / "units.json").write_text(json.dumps(
         [{"name": u.name, "params": list(u.params)} for u in exp.server.units], indent=1))
+    first, elapsed = 1, 0.0
+    if state is not None:
+        checkpoint.restore(exp, state)
+        first, elapsed = state["round"] + 1, state["elapsed_seconds"]
+        _rewrite_metrics(out / "metrics.jsonl", state["metrics"])
+        log.info("resuming %s after round %d", out, state["round"])
     metrics = MetricsLog(out / "metrics.jsonl")
+    metrics.rows = list(state["metrics"]) if state is not None else []
 
-    bar = _progress(cfg.rounds, progress)
-    started = time.perf_counter()
-    for server_round in range(1, cfg.rounds + 1):
+    view = Progress(cfg.rounds, first - 1, bar=progress, max_seconds=cfg.max_wall_seconds,
+                    tensorboard_dir=out / "tensorboard" if cfg.tensorboard else None)
+    started = time.perf_counter() - elapsed
+    stopped = None
+    for server_round in range(first, cfg.rounds + 1):
+        if cfg.max_wall_seconds is not None and time.perf_counter() - started > cfg.max_wall_seconds:
+            log.info("stopping after round %d: max_wall_seconds=%s reached", server_round - 1,
+                     cfg.max_wall_seconds)
+            break
         row = exp.driver.run_round(server_round, exp.engine)
         if "generalized_accuracy" in row:
             t0 = time.perf_counter()
@@ -111,31 +181,24 @@ def run(cfg: Config, progress: bool = True, engine=None) -> Path:
             row["wall_seconds"] += time.perf_counter() - t0
         row["elapsed_seconds"] = time.perf_counter() - started
         metrics.append(row)
-        _show(bar, row)
-    if bar is not None:
-        bar.close()
+        view.show(row)
+        every = cfg.checkpoint_every
+        if every is not None and (server_round % every == 0 or server_round == cfg.rounds):
+            checkpoint.save(out / checkpoint.CHECKPOINT,
+                            checkpoint.capture(exp, server_round, metrics.rows,
+                                               time.perf_counter() - started))
+        if row.get("all_clients_failed"):
+            log.warning("round %d: no client's update was accepted (failed: %s, rejected: %s)",
+                        server_round, row.get("failed_clients"), row.get("rejected_updates"))
+            if cfg.on_all_clients_failed == "stop":
+                stopped = server_round
+                break
+    view.close()
     save_file({n: t.contiguous() for n, t in exp.server.weights.items()},
               str(out / "trainable.safetensors"))
+    if stopped is not None:
+        raise RunStopped(f"round {stopped}: no client's update was accepted (see failed_clients "
+                         f"and rejected_updates in {out / 'metrics.jsonl'}), and "
+                         "on_all_clients_failed=stop; set on_all_clients_failed=continue to "
+                         "go on past such rounds")
     return out
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="rounds", unit="round")
-
-
-def _show(bar, row: dict) -> None:
-    shown = {"loss": row.get("train_loss")}
-    for key, label in (("generalized_accuracy", "acc"), ("test_accuracy", "test"),
-                       ("personalized_accuracy", "pers")):
-        if row.get(key) is not None:
-            shown[label] = row[key]
-    text = ", ".join(f"{k}={v:.4f}" for k, v in shown.items() if v is not None)
-    if bar is None:
-        log.info("round %d: %s", row["round"], text)
-    else:
-        bar.set_postfix_str(text)
-        bar.update(1)

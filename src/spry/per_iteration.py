@@ -15,6 +15,7 @@ The unit deal needs no message either: it is a pure function of the config and t
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections import deque
 from typing import Protocol
@@ -22,6 +23,9 @@ from typing import Protocol
 from spry.client import ClientEval, make_client_optimizer
 from spry.federation.replay import Replica, ScalarUpload, StepRecord
 from spry.server import Server, summarize_evals
+from spry.validation import check_upload
+
+log = logging.getLogger(__name__)
 
 
 class StepEngine(Protocol):
@@ -76,12 +80,15 @@ class PerIterationServer:
 
         params_of = {cid: ins.unit_params for cid, ins in plan.items()}
         losses, examples, step, n_uploads, client_seconds = 0.0, 0, 0, 0, 0.0
+        rejected: list[dict] = []
+        skipped_before = getattr(engine, "skipped_steps", 0)
         while True:
             t0 = time.perf_counter()
             uploads = engine.step(server_round, step, params_of)
             client_seconds += time.perf_counter() - t0
             if uploads is None:
                 break  # every client has run out of local batches
+            uploads = self._accept(uploads, params_of, step, rejected)
             if not uploads:  # every active client skipped a non-finite step
                 step += 1
                 continue
@@ -107,7 +114,14 @@ class PerIterationServer:
             "train_loss": losses / examples if examples else float("nan"),
             "clients": clients,
             "units_per_client": sum(len(i.units) for i in plan.values()) / len(plan),
+            # Clients whose step raised or timed out: they sit out the rest of the round.
+            "failed_clients": sorted(getattr(engine, "failures", {})),
+            "failure_reasons": [{"client": c, "reason": r}
+                                for c, r in sorted(getattr(engine, "failures", {}).items())],
+            "rejected_updates": rejected,
+            "all_clients_failed": n_uploads == 0,
             "steps": step,
+            "skipped_steps": getattr(engine, "skipped_steps", 0) - skipped_before,
             "uploads": n_uploads,
             "client_seconds": client_seconds,
             "bytes_up": bytes_up,
@@ -121,3 +135,23 @@ class PerIterationServer:
             row.update(summarize_evals(evals))
         row["wall_seconds"] = time.perf_counter() - start
         return row
+
+    def _accept(self, uploads: list[ScalarUpload], sampled, step: int, rejected: list[dict]
+                ) -> list[ScalarUpload]:
+        """The uploads that pass spry.validation.check_upload; the rest go to `rejected`."""
+        cfg = self.server.cfg
+        accepted, seen = [], set()
+        for u in uploads:
+            if u.client_id in seen:
+                reason = "a second upload from the same client this step"
+            else:
+                reason = check_upload(u.client_id, u.step, u.scalars, u.num_examples, u.loss,
+                                      sampled, step, cfg.tangents, cfg.max_update_norm)
+            seen.add(u.client_id)
+            if reason is None:
+                accepted.append(u)
+            else:
+                log.warning("rejected the upload of client %s at step %d: %s", u.client_id,
+                            step, reason)
+                rejected.append({"client": u.client_id, "step": step, "reason": reason})
+        return accepted

@@ -6,6 +6,7 @@ happens and how the messages travel.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -18,6 +19,9 @@ from spry.messages import EvalInstruction, TrainInstruction, tensor_bytes
 from spry.methods import METHODS
 from spry.models import HEAD_UNIT, Unit
 from spry.seeds import derive_seed, generator
+from spry.validation import Rejection, check_update
+
+log = logging.getLogger(__name__)
 
 
 def sample_clients(num_clients: int, per_round: int, seed: int, server_round: int) -> list[int]:
@@ -38,6 +42,8 @@ class Server:
     """The last round's global update Δ = new − old weights, kept only for methods that
     send it to clients (FwdLLM); None before the first aggregation."""
     unit_params: dict[str, tuple[str, ...]] = field(init=False)
+    rejected: list[Rejection] = field(default_factory=list)
+    """The updates the last `aggregate_train` rejected (spry.validation), with reasons."""
 
     def __post_init__(self) -> None:
         self.unit_params = {u.name: u.params for u in self.units}
@@ -68,8 +74,14 @@ class Server:
                                                      params)))
         return instructions
 
-    def aggregate_train(self, updates: list[ClientUpdate]) -> set[str]:
-        """Per-unit weighted mean, then the server optimizer on the pseudo-gradient."""
+    def aggregate_train(self, updates: list[ClientUpdate],
+                        instructions: list[TrainInstruction] | None = None) -> set[str]:
+        """Validate, then per-unit weighted mean, then the server optimizer on the
+        pseudo-gradient. `instructions`: what was sent this round, so an update may only
+        carry its client's units (None: any trainable tensor)."""
+        return self._aggregate(self.validate(updates, instructions))
+
+    def _aggregate(self, updates: list[ClientUpdate]) -> set[str]:
         aggregated = aggregate_units(self.weights, [(u.weights, u.num_examples) for u in updates])
         trained = {name for u in updates if u.num_examples > 0 for name in u.weights}
         before = self.weights
@@ -77,6 +89,29 @@ class Server:
         if METHODS[self.cfg.method].uses_previous_update:
             self.previous_update = {n: self.weights[n] - before[n] for n in trained}
         return trained
+
+    def validate(self, updates: list[ClientUpdate],
+                 instructions: list[TrainInstruction] | None = None) -> list[ClientUpdate]:
+        """The updates that pass spry.validation; the others go to `self.rejected`, logged."""
+        assigned = (None if instructions is None
+                    else {i.client_id: set(i.unit_params) for i in instructions})
+        accepted, seen, self.rejected = [], set(), []
+        for u in updates:
+            if assigned is not None and u.client_id not in assigned:
+                reason = f"client {u.client_id} was not sampled this round"
+            elif u.client_id in seen:
+                reason = "a second update from the same client this round"
+            else:
+                reason = check_update(u.client_id, u.weights, u.num_examples, self.weights,
+                                      None if assigned is None else assigned[u.client_id],
+                                      self.cfg.max_update_norm)
+            seen.add(u.client_id)
+            if reason is None:
+                accepted.append(u)
+            else:
+                log.warning("rejected the update of client %s: %s", u.client_id, reason)
+                self.rejected.append(Rejection(u.client_id, reason))
+        return accepted
 
     def _previous_update_for(self, params: list[str]) -> dict[str, torch.Tensor] | None:
         if self.previous_update is None:
@@ -95,8 +130,10 @@ class Server:
         updates = engine.train(instructions)
         bytes_down = sum(tensor_bytes(i.weights) + tensor_bytes(i.previous_update or {})
                          for i in instructions)
-        bytes_up = sum(tensor_bytes(u.weights) for u in updates)
-        self.aggregate_train(updates)
+        bytes_up = sum(_sent_bytes(u.weights) for u in updates)
+        replied = {u.client_id for u in updates}
+        updates = self.validate(updates, instructions)
+        self._aggregate(updates)
         self.bytes_up_total += bytes_up
         self.bytes_down_total += bytes_down
         examples = sum(u.num_examples for u in updates)
@@ -107,8 +144,14 @@ class Server:
             "clients": [u.client_id for u in updates],
             # Sampled clients that sent no update (a node died or timed out): their units
             # keep their values this round.
-            "failed_clients": sorted({i.client_id for i in instructions}
-                                     - {u.client_id for u in updates}),
+            "failed_clients": sorted({i.client_id for i in instructions} - replied),
+            # Why they failed, where the engine knows (engine=local: the exception or the
+            # timeout); see spry.engines.local.
+            "failure_reasons": [{"client": c, "reason": r}
+                                for c, r in sorted(getattr(engine, "failures", {}).items())],
+            # Updates that arrived but failed validation (spry.validation): not averaged in.
+            "rejected_updates": [r.as_row() for r in self.rejected],
+            "all_clients_failed": not updates,
             "units_per_client": (sum(len(i.units) for i in instructions) / len(instructions)
                                  if instructions else 0),
             "steps": sum(u.steps for u in updates),
@@ -124,6 +167,12 @@ class Server:
                                                                               instructions))))
         row["wall_seconds"] = time.perf_counter() - start
         return row
+
+
+def _sent_bytes(tensors: dict) -> int:
+    """Bytes of an update as received; a hostile one may carry things that are not tensors."""
+    return sum(t.numel() * t.element_size() for t in tensors.values()
+               if isinstance(t, torch.Tensor))
 
 
 def summarize_evals(evals: list[ClientEval]) -> dict:

@@ -21,6 +21,10 @@ class Encoded:
 
 
 def encode(examples: Examples, tokenizer, max_length: int) -> Encoded:
+    if examples.qa is not None:
+        from spry.tasks.squad import encode_qa
+
+        return encode_qa(examples.qa, tokenizer, max_length)
     if len(examples) == 0:
         return Encoded([], [])
     enc = tokenizer(examples.texts, examples.pairs, truncation=True, max_length=max_length)
@@ -30,6 +34,10 @@ def encode(examples: Examples, tokenizer, max_length: int) -> Encoded:
 
 
 def collate(encoded: Encoded, indices: list[int], tokenizer) -> dict[str, torch.Tensor]:
+    if not isinstance(encoded, Encoded):  # extractive QA: spry.tasks.squad.QAEncoded
+        from spry.tasks.squad import collate_qa
+
+        return collate_qa(encoded, indices, tokenizer)
     batch = tokenizer.pad([encoded.features[i] for i in indices], return_tensors="pt")
     batch = dict(batch)
     batch["labels"] = torch.tensor([encoded.labels[i] for i in indices])

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
+
+from spry.tasks import multirc, squad
 
 
 @dataclass(frozen=True)
@@ -13,6 +16,8 @@ class FileSpec:
     pair: str | None = None
     columns: tuple[str, ...] | None = None  # for files without a header row
     csv_options: dict = field(default_factory=dict)
+    reader: Callable | None = None
+    """For nested formats: reader(path, label_names) -> Examples; the columns are unused."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,8 @@ class Recipe:
     hub_pair: str | None = None
     hub_config: str | None = None
     hub_test_split: str | None = "test"
+    label_words: tuple[str, ...] | None = None
+    """What task_head=verbalizer scores per label (default: the label names)."""
 
 
 # QUOTE_NONE for GLUE-style TSVs, whose sentences contain bare quotes.
@@ -64,6 +71,25 @@ RECIPES: dict[str, Recipe] = {
                        columns=("text", "label")),
         test=FileSpec("yahoo_answers_subset/test.csv", text="text", label="label",
                       columns=("text", "label"))),
+    # One example per answer option; val.jsonl (labelled) is the held-out test split.
+    # Local files only (a recipe with a reader never falls back to the hub).
+    "multirc": Recipe(
+        hub_id="aps/super_glue", hub_text="paragraph", hub_label="label",
+        label_names=multirc.LABEL_NAMES, label_words=multirc.LABEL_WORDS,
+        train=FileSpec("multirc/train.jsonl", text="passage", label="label",
+                       reader=multirc.read_multirc),
+        test=FileSpec("multirc/val.jsonl", text="passage", label="label",
+                      reader=multirc.read_multirc)),
+    # Extractive QA (task_head=span). Only the labelled half of the official dev set is
+    # here: a quarter of its articles is held out (the global test split), the rest is
+    # dealt to the clients.
+    "squad_v2": Recipe(
+        hub_id="rajpurkar/squad_v2", hub_text="question", hub_pair="context",
+        hub_label="answers", label_names=squad.LABEL_NAMES,
+        train=FileSpec("squad_v2/dev-v2.0.cs224n-half.json", text="question", label="answers",
+                       reader=squad.read_client_part),
+        test=FileSpec("squad_v2/dev-v2.0.cs224n-half.json", text="question", label="answers",
+                      reader=squad.read_held_out_part)),
     "yelp_polarity": Recipe(
         hub_id="fancyzhx/yelp_polarity", hub_text="text", hub_label="label",
         label_names=("negative", "positive")),

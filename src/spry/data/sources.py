@@ -20,13 +20,17 @@ class Examples:
     texts: list[str]
     labels: list[int]
     pairs: list[str] | None = None
+    qa: list | None = None
+    """Extractive QA (spry.tasks.squad.QAExample per row; texts are the questions, pairs
+    the contexts, labels 1 if answerable)."""
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, indices: list[int]) -> "Examples":
         return Examples([self.texts[i] for i in indices], [self.labels[i] for i in indices],
-                        None if self.pairs is None else [self.pairs[i] for i in indices])
+                        None if self.pairs is None else [self.pairs[i] for i in indices],
+                        None if self.qa is None else [self.qa[i] for i in indices])
 
 
 @dataclass
@@ -66,10 +70,12 @@ def _load_recipe(cfg: Config) -> Task:
         if recipe.test is not None and (root / recipe.test.path).exists():
             test = _read_spec(root / recipe.test.path, recipe.test, names)
         return Task(cfg.dataset, train, test, names)
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+    local_only = recipe.train is not None and recipe.train.reader is not None
+    if (local_only or os.environ.get("HF_HUB_OFFLINE") == "1"
+            or os.environ.get("HF_DATASETS_OFFLINE") == "1"):
         raise ConfigError(
-            f"dataset: {cfg.dataset!r} has no local files under data_dir={root} and the hub is "
-            f"offline; set data_dir (or ${DATA_DIR_ENV}) to the folder holding "
+            f"dataset: {cfg.dataset!r} has no local files under data_dir={root}"
+            f"{'' if local_only else ' and the hub is offline'}; set data_dir (or ${DATA_DIR_ENV}) to the folder holding "
             f"{recipe.train.path if recipe.train else 'its files'}")
     hub = cfg.replace(dataset=recipe.hub_id, text_column=recipe.hub_text,
                       pair_column=recipe.hub_pair, label_column=recipe.hub_label,
@@ -78,6 +84,8 @@ def _load_recipe(cfg: Config) -> Task:
 
 
 def _read_spec(path: Path, spec: FileSpec, names: tuple[str, ...]) -> Examples:
+    if spec.reader is not None:
+        return spec.reader(path, names)
     rows = _read_file(path, columns=spec.columns, csv_options=spec.csv_options)
     return _to_examples(rows, spec.text, spec.pair, spec.label, names, where=str(path),
                         offset=LABEL_OFFSETS.get(_rel(path), 0))

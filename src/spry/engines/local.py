@@ -4,18 +4,31 @@ One model instance serves all clients. Each client keeps its own `ClientState` (
 latest values the server sent it, and optionally its optimizer state), exactly as a
 Flower node keeps one in its context, so both engines run the same algorithm
 (see spry.engines.node).
+
+A client that raises, or whose local training took longer than `client_timeout_seconds`,
+sends no update: the round goes on, its units keep their values, and `failures` names it
+with the reason (the Server writes both to metrics.jsonl). The timeout is cooperative: an
+in-process client cannot be preempted, so it runs to the end and its late reply is dropped
+(its own state advances, as a real node's would). Failures are injected in tests by
+replacing `spry.engines.node.train_client`, the one call a client's training goes through.
 """
 
 from __future__ import annotations
+
+import logging
+import time
 
 from torch import nn
 
 from spry.client import ClientEval, ClientUpdate
 from spry.config import Config
 from spry.data import FederatedData
-from spry.engines.node import ClientState, evaluate_client, train_client
+from spry.engines import node
+from spry.engines.node import ClientState, evaluate_client
 from spry.messages import EvalInstruction, TrainInstruction
 from spry.models import trainable_state
+
+log = logging.getLogger(__name__)
 
 
 class LocalEngine:
@@ -24,13 +37,28 @@ class LocalEngine:
         self.initial = trainable_state(model)
         """The initial trainable weights: what a client holds before the server sends any."""
         self.states: dict[int, ClientState] = {}
+        self.failures: dict[int, str] = {}
+        """The last `train` call's failed clients and why."""
 
     def train(self, instructions: list[TrainInstruction]) -> list[ClientUpdate]:
-        updates = []
+        updates, self.failures = [], {}
+        timeout = self.cfg.client_timeout_seconds
         for ins in instructions:
             state = self.states.setdefault(ins.client_id, ClientState.fresh(self.cfg))
-            updates.append(train_client(self.model, self.initial, state, ins,
-                                        self.data.clients[ins.client_id], self.tokenizer, self.cfg))
+            start = time.perf_counter()
+            try:
+                update = node.train_client(self.model, self.initial, state, ins,
+                                           self.data.clients[ins.client_id], self.tokenizer,
+                                           self.cfg)
+            except Exception as exc:  # one client's failure must not end the round
+                self.failures[ins.client_id] = f"{type(exc).__name__}: {exc}"
+                log.warning("client %d failed: %s", ins.client_id, self.failures[ins.client_id])
+                continue
+            if timeout is not None and time.perf_counter() - start > timeout:
+                self.failures[ins.client_id] = f"timed out (client_timeout_seconds={timeout:g})"
+                log.warning("client %d %s", ins.client_id, self.failures[ins.client_id])
+                continue
+            updates.append(update)
         return updates
 
     def evaluate(self, instructions: list[EvalInstruction]) -> list[ClientEval]:

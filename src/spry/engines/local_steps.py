@@ -3,10 +3,16 @@
 Each client keeps a `Replica` (its copy of the trainable weights and the step
 optimizer), kept in sync only by replaying the server's step records, or by a snapshot
 when it lagged too far. Its forward pass reads its replica, never the server's state.
+
+A client whose step raises, or takes longer than `client_timeout_seconds` (checked after
+the step: cooperative, as in spry.engines.local), drops out for the rest of the round and
+is named in `failures`; tests inject failures by replacing `scalar_step`.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from itertools import islice
 from typing import Callable, Iterator
 
@@ -20,6 +26,8 @@ from spry.estimators import forward_gradient
 from spry.federation.replay import Replica, ScalarUpload, StepRecord, tangent_seed
 from spry.models import load_trainable
 from spry.seeds import derive_seed, seeded_global_rng
+
+log = logging.getLogger(__name__)
 
 
 def round_batches(data, tokenizer, cfg: Config, round_seed: int, client_id: int
@@ -57,6 +65,8 @@ class LocalStepEngine:
         self.streams: dict[int, Iterator] = {}
         self.round_seed = 0
         self.skipped_steps = 0
+        self.failures: dict[int, str] = {}
+        """This round's failed clients and why."""
         self._evaluator = LocalEngine(cfg, model, tokenizer, data)
 
     def sync(self, client_id: int, payload: Replica | list[StepRecord]) -> None:
@@ -68,6 +78,7 @@ class LocalStepEngine:
 
     def begin_round(self, server_round: int, round_seed: int, client_ids: list[int]) -> None:
         self.round_seed = round_seed
+        self.failures = {}
         self.streams = {cid: round_batches(self.data.clients[cid].train, self.tokenizer,
                                            self.cfg, round_seed, cid) for cid in client_ids}
 
@@ -82,12 +93,26 @@ class LocalStepEngine:
                 del self.streams[cid]
                 continue
             load_trainable(self.model, self.replicas[cid].weights)
-            up = scalar_step(self.model, batch, clients[cid], self.cfg, self.round_seed, cid, step)
+            start, timeout = time.perf_counter(), self.cfg.client_timeout_seconds
+            try:
+                up = scalar_step(self.model, batch, clients[cid], self.cfg, self.round_seed, cid,
+                                 step)
+            except Exception as exc:  # one client's failure must not end the round
+                self._fail(cid, f"{type(exc).__name__}: {exc}")
+                continue
+            if timeout is not None and time.perf_counter() - start > timeout:
+                self._fail(cid, f"timed out (client_timeout_seconds={timeout:g})")
+                continue
             if up is None:
                 self.skipped_steps += 1
             else:
                 uploads.append(up)
         return uploads
+
+    def _fail(self, client_id: int, reason: str) -> None:
+        self.failures[client_id] = reason
+        del self.streams[client_id]
+        log.warning("client %d failed: %s", client_id, reason)
 
     def broadcast(self, record: StepRecord, client_ids: list[int]) -> None:
         params_of = self.params_of(record.server_round)

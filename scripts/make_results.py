@@ -1,0 +1,287 @@
+"""Run the declared experiments into a results folder, then write docs/RESULTS.md from them.
+
+    python scripts/make_results.py --dry-run             # print every command, run nothing
+    python scripts/make_results.py --only 'sst2-a0.1-*'  # run the matching experiments
+    python scripts/make_results.py                       # run all that have not finished
+    python scripts/make_results.py --doc-only            # rewrite RESULTS.md from what ran
+
+Each experiment is one `spry run` command: a config from configs/ plus key=value
+overrides, with the same CPU budget for all (`--rounds`, `--max-wall-seconds`: methods are
+compared at equal wall time on one machine). Resumable: an experiment whose run directory
+holds trainable.safetensors (its run loop ended) is skipped; an unfinished one is started
+again from scratch. RESULTS.md is drawn only from the runs' metrics.jsonl (through
+spry.compare), and every row carries the command that reproduces it; an experiment that
+has not run is listed as such; each table with a run also gets its accuracy curves
+(`spry plot`, PNG beside the doc in img/results/). The whole grid is 92 runs: at the
+default 10 minutes each, about 15 hours on a 2-core CPU. The data sets come from
+$SPRY_DATA_DIR (../shared/data/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spry.compare import auto_target, load_run, markdown_table, read_bench, summarize
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What every run gets: at most `rounds` rounds and `seconds` of wall time; `extra`
+    overrides go on every command (`--set`, e.g. max_train_examples=2000 for a quick grid)."""
+    rounds: int
+    seconds: float
+    extra: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    """The run directory's name (run_name)."""
+    config: str | None
+    overrides: tuple[str, ...] = ()
+
+    def args(self, results: Path, budget: Budget) -> list[str]:
+        """`spry` arguments; later overrides win, so the budget and the run's place are last."""
+        config = ["--config", self.config] if self.config else []
+        return ["run", "--quiet", *config, *self.overrides, *budget.extra,
+                f"rounds={budget.rounds}", f"max_wall_seconds={budget.seconds:g}",
+                f"output_dir={results}", f"run_name={self.name}"]
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    note: str
+    names: tuple[str, ...]
+    labels: dict[str, str] = field(default_factory=dict)
+    """run name -> what this table calls it (the ablation's setting)."""
+
+
+DATASETS = {"sst2": "SST-2", "ag_news": "AG News", "snli": "SNLI", "mnli": "MNLI",
+            "yahoo": "Yahoo Answers (2-topic subset)"}
+ALPHAS = (0.1, 1.0)
+# The paper's baselines (Panchal et al. 2024, Table 1), as settings of `spry run`.
+METHODS = {
+    "spry": (),
+    "fedfgd": ("method=fedfgd",),
+    "fedavg": ("method=backprop", "server_optimizer=fedavg"),
+    "fedyogi": ("method=backprop",),
+    "fedsgd": ("method=fedsgd", "client_optimizer=sgd", "client_lr=0.1"),
+    "fedmezo": ("method=fedmezo",),
+    "baffle": ("method=baffle",),
+    "fwdllm": ("method=fwdllm",),
+}
+# Ablations on SST-2 with α=0.1 (the paper's Sec. 5.3 and App. E that fit on a CPU):
+# setting -> (run name suffix, overrides on top of configs/sst2.yaml); the first setting
+# of each is the main run.
+ABLATION_BASE = "sst2-a0.1-spry"
+ABLATIONS = {
+    "K (perturbations per step)": {"K=1": ("", ()), "K=3": ("k3", ("tangents=3",)),
+                                   "K=10": ("k10", ("tangents=10",))},
+    "clients per round M": {"M=10": ("", ()), "M=5": ("m5", ("clients_per_round=5",)),
+                            "M=20": ("m20", ("clients_per_round=20",))},
+    "PEFT method": {"LoRA": ("", ()), "IA3": ("ia3", ("peft=ia3",)),
+                    "BitFit": ("bitfit", ("peft=bitfit",))},
+    "communication": {"per-epoch, FedYogi": ("", ()),
+                      "per-epoch, FedAvg": ("fedavg", ("server_optimizer=fedavg",)),
+                      "per-iteration": ("per-iteration", ("communication=per_iteration",
+                                                          "server_optimizer=fedavg"))},
+    "LoRA r and alpha": {"r=1, α=1": ("", ()), "r=4, α=1": ("r4", ("lora_r=4",)),
+                         "r=16, α=1": ("r16", ("lora_r=16",)),
+                         "r=1, α=8": ("alpha8", ("lora_alpha=8",)),
+                         "r=16, α=16": ("r16-alpha16", ("lora_r=16", "lora_alpha=16"))},
+}
+
+
+def declared() -> tuple[list[Experiment], list[Table]]:
+    """Every experiment (unique by name) and the tables of RESULTS.md that show them."""
+    experiments: dict[str, Experiment] = {}
+    tables = []
+    for ds, title in DATASETS.items():
+        for alpha in ALPHAS:
+            names = []
+            for method, overrides in METHODS.items():
+                name = f"{ds}-a{alpha}-{method}"
+                experiments[name] = Experiment(name, f"configs/{ds}.yaml",
+                                               (f"dirichlet_alpha={alpha}", *overrides))
+                names.append(name)
+            tables.append(Table(f"{title}, α={alpha}", "Spry against every baseline.",
+                                tuple(names), dict(zip(names, METHODS))))
+    for topic, settings in ABLATIONS.items():
+        labels = {}
+        for setting, (suffix, overrides) in settings.items():
+            name = f"{ABLATION_BASE}-{suffix}" if suffix else ABLATION_BASE
+            experiments.setdefault(name, Experiment(name, "configs/sst2.yaml",
+                                                    ("dirichlet_alpha=0.1", *overrides)))
+            labels[name] = setting
+        tables.append(Table(f"Ablation: {topic}", "Spry on SST-2, α=0.1.", tuple(labels),
+                            labels))
+    return list(experiments.values()), tables
+
+
+def selected(experiments: list[Experiment], pattern: str | None) -> list[Experiment]:
+    """`pattern`: a glob on the name (`sst2-a0.1-*`), or a plain substring (`fedmezo`)."""
+    if pattern is None:
+        return experiments
+    return [e for e in experiments if fnmatch.fnmatchcase(e.name, pattern) or pattern in e.name]
+
+
+def finished(run_dir: Path) -> bool:
+    return (run_dir / "trainable.safetensors").is_file()
+
+
+def command(e: Experiment, results: Path, budget: Budget) -> str:
+    return "spry " + shlex.join(e.args(results, budget))
+
+
+def run_experiment(e: Experiment, results: Path, budget: Budget) -> int:
+    """One `spry run` in its own process, from the repository root (its log beside the run
+    directory)."""
+    run_dir = ROOT / results / e.name
+    if run_dir.exists():
+        print(f"{e.name}: unfinished run directory, starting it again", flush=True)
+        shutil.rmtree(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    # the command as run: the doc shows it even if later invocations change the budget
+    (ROOT / results / f"{e.name}.command").write_text(command(e, results, budget) + "\n")
+    started = time.perf_counter()
+    with (ROOT / results / f"{e.name}.log").open("w") as log:
+        code = subprocess.call([sys.executable, "-m", "spry.cli",
+                                *e.args(results, budget)],
+                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    print(f"{e.name}: exit {code} after {time.perf_counter() - started:.0f} s", flush=True)
+    return code
+
+
+# ------------------------------------------------------------------------ RESULTS.md ---
+def table_markdown(table: Table, experiments: dict[str, Experiment], results: Path,
+                   budget: Budget, bench: dict | None, figure: Path | None = None) -> str:
+    """The table's section; with `figure` (a PNG stem beside the doc), its curves too."""
+    runs = {n: load_run(ROOT / results / n) for n in table.names
+            if (ROOT / results / n / "metrics.jsonl").is_file()}
+    target = auto_target(list(runs.values()))
+    rows = []
+    for name in table.names:
+        label = table.labels.get(name, name)
+        row = summarize(runs[name], target, bench) if name in runs else {}
+        row["run"] = label if name in runs else f"{label} (not run)"
+        ran = ROOT / results / f"{name}.command"
+        row["command"] = (ran.read_text().strip() if name in runs and ran.is_file()
+                          else command(experiments[name], results, budget))
+        rows.append(row)
+    head = f"### {table.title}\n\n{table.note}"
+    if target is not None:
+        head += f" Target: generalized accuracy ≥ {target:.3f} (the lowest best of these runs)."
+    text = head + "\n\n" + markdown_table(rows, [("command", "command", lambda c: f"`{c}`")])
+    if figure is not None and runs:
+        from spry.plots import curves_figure, save
+
+        save(curves_figure(list(runs.values())), figure, formats=("png",))
+        text += f"\n\n![{table.title}](img/results/{figure.name}.png)"
+    return text
+
+
+def _shown(path: Path | None) -> str | None:
+    """A path as the doc shows it: relative to the repository where it lies inside."""
+    if path is None:
+        return None
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def write_doc(doc: Path, tables: list[Table], experiments: list[Experiment], results: Path,
+              budget: Budget, bench_path: Path | None, plots: bool = True) -> None:
+    import torch
+
+    bench = read_bench(bench_path) if bench_path else None
+    by_name = {e.name: e for e in experiments}
+    ran = sum((ROOT / results / e.name / "metrics.jsonl").is_file() for e in experiments)
+    parts = [
+        "# Results",
+        "",
+        f"Written by `python scripts/make_results.py` from the run directories in "
+        f"`{_shown(ROOT / results)}` ({ran} of {len(experiments)} experiments have run); nothing here is "
+        "typed by hand. Every row is read from its run's metrics.jsonl by `spry.compare` and "
+        "carries the command that reproduces it.",
+        "",
+        f"Budget per run (each row's command says its own): at most {budget.rounds} rounds and {budget.seconds:g} s of wall time "
+        f"(`max_wall_seconds`: no round starts after it), so the methods compare at equal "
+        f"time on one machine: {os.cpu_count()} CPU cores, {platform.machine()}, torch "
+        f"{torch.__version__}. Model: the packaged all-MiniLM-L6-v2 with each config's "
+        "settings (configs/*.yaml: 100 clients, 10 a round, LoRA r=1 on query/value).",
+        "",
+        "Columns: generalized accuracy is the global model on the sampled clients' test "
+        "splits, personalized accuracy after local finetuning on each client (both at the "
+        "evaluated rounds, every `eval_every`); rounds and seconds to target are the first "
+        "evaluated round at which generalized accuracy reached the table's target; bytes are "
+        "the totals over all clients; client peak MiB is one client step of the method as "
+        f"`spry bench` measured it ({_shown(bench_path) or 'no report given: `--bench`'}), "
+        "at the bench's batch and length.",
+        "",
+    ]
+    for table in tables:
+        slug = re.sub(r"[^a-z0-9]+", "-", table.title.lower().replace("α", "alpha")).strip("-")
+        figure = doc.parent / "img" / "results" / slug if plots else None
+        parts += [table_markdown(table, by_name, results, budget, bench, figure), ""]
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text("\n".join(parts))
+    print(f"wrote {doc}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", metavar="PATTERN", help="run only experiments whose name "
+                   "matches this glob or contains this text")
+    p.add_argument("--dry-run", action="store_true", help="print the commands to run")
+    p.add_argument("--doc-only", action="store_true", help="run nothing; rewrite the doc")
+    p.add_argument("--results", type=Path, default=Path("runs/results"),
+                   help="where the run directories go, relative to the repository root "
+                   "(default: runs/results)")
+    p.add_argument("--doc", type=Path, default=ROOT / "docs" / "RESULTS.md")
+    p.add_argument("--rounds", type=int, default=300)
+    p.add_argument("--max-wall-seconds", type=float, default=600.0)
+    p.add_argument("--no-plots", action="store_true", help="tables only, no curve PNGs")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override for every run (repeatable), e.g. max_train_examples=2000")
+    bench = ROOT / "benchmarks" / "results" / "minilm.json"
+    p.add_argument("--bench", type=Path, default=bench if bench.is_file() else None,
+                   help="a `spry bench --out` report for the peak memory column")
+    args = p.parse_args(argv)
+    results = args.results  # relative: to the repository root, as in the printed commands
+    experiments, tables = declared()
+    budget = Budget(args.rounds, args.max_wall_seconds, tuple(args.set))
+    todo = [e for e in selected(experiments, args.only) if not finished(ROOT / results / e.name)]
+    if args.dry_run:
+        for e in todo:
+            print(command(e, results, budget))
+        print(f"# {len(todo)} to run, "
+              f"{len(selected(experiments, args.only)) - len(todo)} finished", file=sys.stderr)
+        return 0
+    failed = []
+    if not args.doc_only:
+        for i, e in enumerate(todo, 1):
+            print(f"[{i}/{len(todo)}] {command(e, results, budget)}", flush=True)
+            if run_experiment(e, results, budget) != 0:
+                failed.append(e.name)
+    write_doc(args.doc, tables, experiments, results, budget, args.bench, not args.no_plots)
+    if failed:
+        print(f"failed (see their .log in {results}): {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

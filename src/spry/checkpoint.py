@@ -1,0 +1,180 @@
+"""Checkpoints for exact resume: everything a run carries from one round to the next.
+
+Every random number in a run is derived from the seed and the round (spry.seeds), so
+resuming needs the state, not the random streams: the server's trainable weights, its
+optimizer moments (m, v), FwdLLM's previous global update and the byte totals; each
+client's state in the in-process engine (the copy the server last sent it, and with
+keep_client_optimizer its optimizer moments); in per_iteration mode the server's and the
+clients' replicas (weights, step optimizer, version), the step log and who synced when;
+the round, the elapsed time and the metrics rows so far. The global torch / numpy /
+random RNG states are saved and restored too, for code we do not own that might read them.
+
+`save` is atomic: it writes `checkpoint.pt.tmp` in the same directory, flushes it to
+disk and `os.replace`s it over `checkpoint.pt`, so a crash mid-write leaves the previous
+checkpoint whole. The file holds only tensors and plain containers and loads with
+`torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spry.config import ConfigError
+from spry.engines.node import ClientState
+from spry.federation.replay import Replica, ScalarUpload, StepRecord
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT_VERSION = 1
+
+
+def save(path: str | Path, state: dict[str, Any]) -> None:
+    """torch.save `state` to `path` atomically (temp file in the same dir + os.replace)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--resume: {path.parent} has no {path.name}; only runs with "
+                          "checkpoint_every set can be resumed")
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as exc:  # a truncated or foreign file
+        raise ConfigError(f"--resume: cannot read {path} ({type(exc).__name__}: "
+                          f"{str(exc)[:200]})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+        raise ConfigError(f"--resume: {path} is not a Spry checkpoint (format "
+                          f"{FORMAT_VERSION})")
+    return state
+
+
+# --------------------------------------------------------------------------------------
+def capture(exp, server_round: int, rows: list[dict], elapsed: float) -> dict[str, Any]:
+    """The state of `exp` (spry.experiment.Experiment) after `server_round`."""
+    server = exp.server
+    state = {
+        "format": FORMAT_VERSION,
+        "round": server_round,
+        "elapsed_seconds": elapsed,
+        "config": exp.cfg.to_dict(),
+        "metrics": rows,
+        "server": {
+            "weights": server.weights,
+            "optimizer": server.optimizer.state_dict(),
+            "previous_update": server.previous_update,
+            "bytes_up_total": server.bytes_up_total,
+            "bytes_down_total": server.bytes_down_total,
+        },
+        "rng": {"torch": torch.get_rng_state(),
+                "numpy": _numpy_state(),
+                "python": _python_state()},
+    }
+    engine = exp.engine
+    if hasattr(engine, "states"):  # LocalEngine
+        state["clients"] = {cid: {"received": s.received, "optimizer": s.optimizer}
+                            for cid, s in engine.states.items()}
+    if hasattr(engine, "replicas"):  # LocalStepEngine
+        state["replicas"] = {cid: _replica_state(r) for cid, r in engine.replicas.items()}
+        state["skipped_steps"] = engine.skipped_steps
+    driver = exp.driver
+    if driver is not server:  # PerIterationServer
+        state["per_iteration"] = {"replica": _replica_state(driver.replica),
+                                  "log": [_record_state(r) for r in driver.log],
+                                  "synced": dict(driver.synced)}
+    return state
+
+
+def restore(exp, state: dict[str, Any]) -> None:
+    """Put `state` (from `capture`) back into a freshly built `exp`."""
+    server = exp.server
+    saved = state["server"]
+    server.weights = {n: t.clone() for n, t in saved["weights"].items()}
+    server.optimizer.load_state_dict(saved["optimizer"])
+    server.previous_update = saved["previous_update"]
+    server.bytes_up_total = saved["bytes_up_total"]
+    server.bytes_down_total = saved["bytes_down_total"]
+    engine = exp.engine
+    if "clients" in state:
+        engine.states = {cid: ClientState(received=s["received"], optimizer=s["optimizer"])
+                         for cid, s in state["clients"].items()}
+    if "replicas" in state:
+        engine.replicas = {cid: _make_replica(r, exp.driver.replica.make_optimizer)
+                           for cid, r in state["replicas"].items()}
+        engine.skipped_steps = state["skipped_steps"]
+    if "per_iteration" in state:
+        driver, saved = exp.driver, state["per_iteration"]
+        driver.replica = _make_replica(saved["replica"], driver.replica.make_optimizer)
+        driver.log.clear()
+        driver.log.extend(_make_record(r) for r in saved["log"])
+        driver.synced = dict(saved["synced"])
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(_numpy_restore(rng["numpy"]))
+    random.setstate(_python_restore(rng["python"]))
+
+
+# --- plain containers for the classes a weights_only load refuses ----------------------
+def _replica_state(replica: Replica) -> dict:
+    return {"weights": replica.weights, "optimizer": replica.optimizer.state_dict(),
+            "version": replica.version}
+
+
+def _make_replica(saved: dict, make_optimizer) -> Replica:
+    replica = Replica(saved["weights"], make_optimizer, version=saved["version"])
+    replica.optimizer.load_state_dict(saved["optimizer"])
+    return replica
+
+
+def _record_state(record: StepRecord) -> list:
+    return [record.server_round, record.round_seed, record.step,
+            [[u.client_id, u.step, list(u.scalars), u.num_examples, u.loss]
+             for u in record.uploads]]
+
+
+def _make_record(saved: list) -> StepRecord:
+    server_round, round_seed, step, uploads = saved
+    return StepRecord(server_round, round_seed, step,
+                      tuple(ScalarUpload(c, s, tuple(x), n, loss) for c, s, x, n, loss in uploads))
+
+
+def _numpy_state() -> list:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]
+
+
+def _numpy_restore(saved: list) -> tuple:
+    kind, keys, pos, has_gauss, gauss = saved
+    return kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss
+
+
+def _python_state() -> list:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def _python_restore(saved: list) -> tuple:
+    version, internal, gauss = saved
+    return version, tuple(internal), gauss

@@ -1,0 +1,243 @@
+"""SQuAD v2 (Rajpurkar et al. 2018) as extractive span prediction on an encoder.
+
+The model (`AutoModelForQuestionAnswering`, head `qa_outputs`) gives each token a start and
+an end logit. Unanswerable questions point both at the first token ([CLS]), as in
+Devlin et al. (2019) and the transformers QA examples; at prediction time the best span
+competes with that null score and an empty answer wins ties.
+
+One window per question: the context is truncated to `max_length` (the paper used 384).
+An answer that falls outside the window is trained as "no answer in this window"; at
+evaluation it can then only be missed, which the official scores count against us.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from spry.config import Config, ConfigError
+from spry.tasks.metrics import squad_v2_scores
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass
+class QAExample:
+    qid: str
+    title: str
+    question: str
+    context: str
+    answers: list[str]
+    """Gold answer texts; empty for an unanswerable question."""
+    starts: list[int]
+    """Character offsets of `answers` in `context`."""
+
+
+@dataclass
+class QAEncoded:
+    """Tokenized questions, one window each, with the span targets and the offsets that
+    turn a predicted span back into context text."""
+
+    examples: list[QAExample]
+    features: list[dict[str, list[int]]]
+    start_positions: list[int]
+    end_positions: list[int]
+    offsets: list[list[tuple[int, int] | None]] = field(repr=False)
+    """Per token: its character span in the context, None outside the context."""
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+def read_squad_v2(path: str | Path) -> list[QAExample]:
+    """Every question of an official SQuAD v2.0 JSON file, unanswerable ones included."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))["data"]
+    except (OSError, KeyError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"dataset: cannot read {path} as SQuAD v2.0 JSON ({exc})") from None
+    out = []
+    for article in data:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                answers = [] if qa.get("is_impossible") else qa["answers"]
+                out.append(QAExample(qa["id"], article.get("title", ""), qa["question"],
+                                     paragraph["context"], [a["text"] for a in answers],
+                                     [a["answer_start"] for a in answers]))
+    return out
+
+
+def split_by_article(examples: list[QAExample], held_out_fraction: float, seed: int
+                     ) -> tuple[list[QAExample], list[QAExample]]:
+    """(client data, held-out data) with whole articles on one side, so no held-out
+    question shares a context with a training one."""
+    titles = sorted({e.title for e in examples})
+    random.Random(seed).shuffle(titles)
+    held = set(titles[: max(1, round(held_out_fraction * len(titles)))])
+    return ([e for e in examples if e.title not in held], [e for e in examples if e.title in held])
+
+
+def encode_qa(examples: list[QAExample], tokenizer, max_length: int) -> QAEncoded:
+    """Question first, context second; only the context is truncated."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError("model: SQuAD needs a fast tokenizer (character offsets)")
+    if not examples:
+        return QAEncoded([], [], [], [], [])
+    enc = tokenizer([e.question for e in examples], [e.context for e in examples],
+                    truncation="only_second", max_length=max_length,
+                    return_offsets_mapping=True)
+    features, starts, ends, offsets = [], [], [], []
+    for i, ex in enumerate(examples):
+        sequence = enc.sequence_ids(i)
+        spans = [tuple(o) if s == 1 else None for o, s in zip(enc["offset_mapping"][i], sequence)]
+        start = end = 0  # [CLS]: no answer (in this window)
+        if ex.answers:
+            a_start = ex.starts[0]
+            a_end = a_start + len(ex.answers[0])
+            inside = [t for t, o in enumerate(spans) if o is not None and o[0] < a_end
+                      and o[1] > a_start]
+            if inside and spans[inside[0]][0] <= a_start and spans[inside[-1]][1] >= a_end:
+                start, end = inside[0], inside[-1]
+        features.append({k: enc[k][i] for k in MODEL_INPUTS if k in enc})
+        starts.append(start)
+        ends.append(end)
+        offsets.append(spans)
+    return QAEncoded(list(examples), features, starts, ends, offsets)
+
+
+def collate_qa(encoded: QAEncoded, indices: list[int], tokenizer) -> dict[str, torch.Tensor]:
+    batch = dict(tokenizer.pad([encoded.features[i] for i in indices], return_tensors="pt"))
+    batch["start_positions"] = torch.tensor([encoded.start_positions[i] for i in indices])
+    batch["end_positions"] = torch.tensor([encoded.end_positions[i] for i in indices])
+    return batch
+
+
+def span_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
+    """L(params): mean of the start and end cross-entropies, params swapped in functionally."""
+    starts, ends = batch["start_positions"], batch["end_positions"]
+    inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
+
+    def loss_fn(params):
+        return _span_cross_entropy(functional_call(model, params, args=(), kwargs=inputs),
+                                   starts, ends)
+
+    return loss_fn
+
+
+def _span_cross_entropy(out, starts: torch.Tensor, ends: torch.Tensor,
+                        reduction: str = "mean") -> torch.Tensor:
+    return (F.cross_entropy(out.start_logits.float(), starts, reduction=reduction)
+            + F.cross_entropy(out.end_logits.float(), ends, reduction=reduction)) / 2
+
+
+def best_span(start_logits: torch.Tensor, end_logits: torch.Tensor,
+              offsets: list[tuple[int, int] | None], context: str,
+              max_answer_tokens: int = 30) -> str:
+    """The highest start+end span inside the context, or "" if the null span scores more."""
+    n = len(offsets)
+    s, e = start_logits[:n].float(), end_logits[:n].float()
+    inside = torch.tensor([o is not None for o in offsets])
+    scores = s[:, None] + e[None, :]
+    i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    valid = inside[:, None] & inside[None, :] & (j >= i) & (j - i < max_answer_tokens)
+    if not bool(valid.any()):
+        return ""
+    scores = scores.masked_fill(~valid, float("-inf"))
+    flat = int(scores.argmax())
+    best_i, best_j = divmod(flat, n)
+    if float(s[0] + e[0]) >= float(scores[best_i, best_j]):
+        return ""
+    return context[offsets[best_i][0]:offsets[best_j][1]]
+
+
+@torch.no_grad()
+def predict_answers(model: nn.Module, encoded: QAEncoded, tokenizer, batch_size: int = 32,
+                    device: str = "cpu") -> dict[str, str]:
+    model.eval()
+    predictions = {}
+    for lo in range(0, len(encoded), batch_size):
+        idx = list(range(lo, min(lo + batch_size, len(encoded))))
+        batch = collate_qa(encoded, idx, tokenizer)
+        out = model(**{k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS})
+        for row, i in enumerate(idx):
+            ex = encoded.examples[i]
+            predictions[ex.qid] = best_span(out.start_logits[row], out.end_logits[row],
+                                            encoded.offsets[i], ex.context)
+    return predictions
+
+
+def evaluate_qa(model: nn.Module, encoded: QAEncoded, tokenizer, batch_size: int = 32,
+                device: str = "cpu") -> dict[str, float]:
+    """Official SQuAD v2 exact match and F1 (percent), unanswerable questions included."""
+    predictions = predict_answers(model, encoded, tokenizer, batch_size, device)
+    return squad_v2_scores(predictions, {e.qid: e.answers for e in encoded.examples})
+
+
+def load_qa_model(cfg: Config) -> nn.Module:
+    """An extractive QA model (`qa_outputs` head, a unit) with PEFT; eager attention."""
+    from transformers import AutoModelForQuestionAnswering
+
+    from spry.models import apply_peft, resolve_model_path
+
+    try:
+        model = AutoModelForQuestionAnswering.from_pretrained(
+            resolve_model_path(cfg.model), attn_implementation="eager",
+            dtype=getattr(torch, cfg.dtype))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"model: cannot load {cfg.model!r} for extractive QA ({exc})") from None
+    return apply_peft(model, cfg).to(cfg.device)
+
+
+# --- as a federated task (dataset=squad_v2, task_head=span) ----------------------------
+LABEL_NAMES = ("unanswerable", "answerable")
+"""The "label" of a question, used only to deal questions to clients (Dirichlet α over
+answerable vs unanswerable)."""
+HELD_OUT_FRACTION = 0.25
+SPLIT_SEED = 0
+
+
+def _as_examples(examples: list[QAExample]):
+    from spry.data.sources import Examples
+
+    return Examples([e.question for e in examples], [int(bool(e.answers)) for e in examples],
+                    [e.context for e in examples], qa=list(examples))
+
+
+def read_client_part(path: Path, names: tuple[str, ...] = LABEL_NAMES):
+    """The questions of the articles not held out (the clients' data)."""
+    return _as_examples(split_by_article(read_squad_v2(path), HELD_OUT_FRACTION, SPLIT_SEED)[0])
+
+
+def read_held_out_part(path: Path, names: tuple[str, ...] = LABEL_NAMES):
+    """The questions of the held-out articles (the global test split)."""
+    return _as_examples(split_by_article(read_squad_v2(path), HELD_OUT_FRACTION, SPLIT_SEED)[1])
+
+
+@torch.no_grad()
+def evaluate_spans(model: nn.Module, encoded: QAEncoded, tokenizer, cfg: Config
+                   ) -> tuple[int, int, float]:
+    """(exact matches, questions, summed span loss): the `evaluate` contract, with exact
+    match (official normalisation) in place of correct labels."""
+    from spry.tasks.metrics import exact_match
+
+    model.eval()
+    matches, loss = 0.0, 0.0
+    for lo in range(0, len(encoded), cfg.eval_batch_size):
+        idx = list(range(lo, min(lo + cfg.eval_batch_size, len(encoded))))
+        batch = {k: v.to(cfg.device) for k, v in collate_qa(encoded, idx, tokenizer).items()}
+        out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS})
+        loss += float(_span_cross_entropy(out, batch["start_positions"], batch["end_positions"],
+                                          reduction="sum"))
+        for row, i in enumerate(idx):
+            ex = encoded.examples[i]
+            pred = best_span(out.start_logits[row], out.end_logits[row], encoded.offsets[i],
+                             ex.context)
+            matches += max(exact_match(pred, a) for a in ex.answers) if ex.answers else \
+                float(pred == "")
+    return int(matches), len(encoded), loss
