@@ -401,3 +401,53 @@ def test_squad_v2_shared_dev_half(data_dir):
     assert len(clients) + len(held) == 6_078
     assert not {e.title for e in clients} & {e.title for e in held}
     assert len({e.title for e in held}) == 4
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(dataset="squad_v2"), "task_head=span"),
+    (dict(task_head="span"), "dataset=squad_v2"),
+    (dict(dataset="squad_v2", task_head="span", communication="per_iteration",
+          server_optimizer="fedavg"), "per_epoch only"),
+])
+def test_config_pairs_squad_with_span_head(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        Config(**settings)
+
+
+def _squad_data_dir(root):
+    articles = []
+    for title, city in (("A", "Paris"), ("B", "Rome")):
+        context = f"The tower in {city} was completed in 1889 by the builders."
+        qas = []
+        for k in range(24):
+            if k % 3 == 0:
+                qas.append({"id": f"{title}{k}", "question": f"Who painted it {k}?",
+                            "is_impossible": True, "answers": []})
+            else:
+                qas.append({"id": f"{title}{k}", "question": f"Where is the tower {k}?",
+                            "is_impossible": False,
+                            "answers": [{"text": city, "answer_start": context.index(city)}]})
+        articles.append({"title": title, "paragraphs": [{"context": context, "qas": qas}]})
+    (root / "squad_v2").mkdir(parents=True)
+    (root / "squad_v2" / "dev-v2.0.cs224n-half.json").write_text(
+        json.dumps({"version": "v2.0", "data": articles}))
+    return root
+
+
+def test_spry_run_on_squad_v2_with_span_head(tiny_bert, tmp_path):
+    from spry.data import load_task
+    from spry.experiment import run
+    from spry.metrics import read_metrics
+
+    root = _squad_data_dir(tmp_path / "data")
+    cfg = Config(model=tiny_bert, dataset="squad_v2", task_head="span", data_dir=str(root),
+                 num_clients=4, clients_per_round=2, rounds=2, max_length=48, max_steps=2,
+                 dirichlet_alpha=1.0, personalization_epochs=1, output_dir=str(tmp_path / "runs"),
+                 run_name="squad")
+    task = load_task(cfg)
+    assert len(task.train) == 24 and len(task.test) == 24  # one article each side
+    assert {e.title for e in task.train.qa}.isdisjoint({e.title for e in task.test.qa})
+    rows = read_metrics(run(cfg, progress=False))
+    assert len(rows) == 2 and all(math.isfinite(r["train_loss"]) for r in rows)
+    assert 0 <= rows[-1]["test_accuracy"] <= 1  # exact match on the held-out article
+    assert 0 <= rows[-1]["generalized_accuracy"] <= 1

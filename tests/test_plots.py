@@ -81,6 +81,13 @@ def test_summary_final_best_target_and_bytes(tmp_path):
     assert summarize(load_run(d), target=0.9)["target_round"] is None
 
 
+def test_a_line_being_written_is_left_out(tmp_path):
+    d = _run_dir(tmp_path, "live", _rows([0.5, 0.6]), finished=False)
+    with (d / "metrics.jsonl").open("a") as f:
+        f.write('{"round": 3, "train_lo')
+    assert [r["round"] for r in load_run(d).rows] == [1, 2]
+
+
 def test_auto_target_is_the_lowest_best(tmp_path):
     runs = [load_run(_run_dir(tmp_path, "a", _rows([0.5, 0.9]))),
             load_run(_run_dir(tmp_path, "b", _rows([0.6, 0.7]))),

@@ -26,7 +26,10 @@ from spry import checkpoint
 from spry.cli import main
 from spry.config import Config, ConfigError
 from spry.experiment import RunStopped, build, resume_config, run
+from spry.engines.local_steps import LocalStepEngine
 from spry.metrics import read_metrics
+from spry.per_iteration import PerIterationServer
+from spry.server import Server
 from spry.seeds import derive_seed
 from spry.validation import check_update
 
@@ -380,9 +383,10 @@ def test_per_iteration_server_rejects_scalars_it_did_not_issue_seeds_for(tiny_co
                       personalization_epochs=0, max_steps=2, max_update_norm=1e4,
                       client_lr=1e-2)
     real = spry.engines.local_steps.scalar_step
-    victim = build(cfg).server.configure_train(1)[0].client_id
-    outsider = next(c for c in range(cfg.num_clients)
-                    if c not in {i.client_id for i in build(cfg).server.configure_train(1)})
+    exp = build(cfg)
+    initial = {n: t.clone() for n, t in exp.server.weights.items()}
+    sampled = [i.client_id for i in exp.server.configure_train(1)]
+    victim, outsider = sampled[0], next(c for c in range(cfg.num_clients) if c not in sampled)
 
     def one_round(kind):
         def scalar_step(model, batch, unit_params, c, round_seed, client_id, step):
@@ -392,8 +396,10 @@ def test_per_iteration_server_rejects_scalars_it_did_not_issue_seeds_for(tiny_co
             return None if kind is None else _hostile_upload(kind, up, outsider)
 
         monkeypatch.setattr(spry.engines.local_steps, "scalar_step", scalar_step)
-        exp = build(cfg)
-        return exp.driver.run_round(1, exp.engine), exp.server.weights
+        # A fresh server and clients around the same model and data.
+        driver = PerIterationServer(Server(cfg, exp.server.units, dict(initial)))
+        engine = LocalStepEngine(cfg, exp.model, exp.tokenizer, exp.data, driver.params_of)
+        return driver.run_round(1, engine), driver.server.weights
 
     row, skipped = one_round(None)  # the victim's first step never arrives
     assert row["rejected_updates"] == []

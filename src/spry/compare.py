@@ -20,7 +20,6 @@ from pathlib import Path
 import yaml
 
 from spry.config import Config, ConfigError
-from spry.metrics import read_metrics
 
 
 @dataclass
@@ -46,8 +45,18 @@ def load_run(path: str | Path) -> Run:
                           "`spry run` (e.g. runs/sentiment-spry-<time>)")
     config_file = path / "config.yaml"
     config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
-    return Run(path, read_metrics(path), config or {},
+    return Run(path, _complete_rows(path / "metrics.jsonl"), config or {},
                (path / "trainable.safetensors").is_file())
+
+
+def _complete_rows(path: Path) -> list[dict]:
+    """The rows of metrics.jsonl, less a last line that a live run is still writing."""
+    text = path.read_text()
+    if not text.endswith("\n") and "\n" in text:
+        text = text[:text.rindex("\n") + 1]
+    elif not text.endswith("\n"):
+        text = ""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 # ------------------------------------------------------------------------- peak memory ---
