@@ -3,7 +3,8 @@
     python benchmarks/curve_table.py runs/sst2-spry-alpha0.1 runs/sst2-spry-alpha1.0
 
 Reads only metrics.jsonl (metrics are data). One column group per run; rows are the
-evaluated rounds. The footer gives rounds run, median wall seconds per round and the
+evaluated rounds: generalized accuracy (sampled clients' test splits), global test
+accuracy, personalized accuracy and the bytes uploaded so far (all clients). The footer gives rounds run, median wall seconds per round and the
 final cumulative bytes.
 """
 
@@ -24,13 +25,17 @@ def table(run_dirs: list[str]) -> str:
     runs = {Path(d).name: read_metrics(d) for d in run_dirs}
     rounds = sorted({r["round"] for rows in runs.values() for r in rows
                      if r.get("generalized_accuracy") is not None})
-    head = ["round"] + [f"{name} {col}" for name in runs for col in ("gen. acc", "test acc")]
+    cols = ("gen. acc", "test acc", "pers. acc", "MB up")
+    head = ["round"] + [f"{name} {col}" for name in runs for col in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for rnd in rounds:
         cells = [str(rnd)]
         for rows in runs.values():
             row = next((r for r in rows if r["round"] == rnd), {})
-            cells += [_fmt(row.get("generalized_accuracy")), _fmt(row.get("test_accuracy"))]
+            up = row.get("bytes_up_total")
+            cells += [_fmt(row.get("generalized_accuracy")), _fmt(row.get("test_accuracy")),
+                      _fmt(row.get("personalized_accuracy")),
+                      "" if up is None else f"{up / 1e6:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("| run | rounds | median s/round (all) | median s/round (no eval) | elapsed s | "

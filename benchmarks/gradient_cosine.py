@@ -1,0 +1,61 @@
+"""How far a forward gradient points along the true gradient, on a real model and data.
+
+    SPRY_DATA_DIR=../shared/data python benchmarks/gradient_cosine.py peft=head
+    SPRY_DATA_DIR=../shared/data python benchmarks/gradient_cosine.py peft=lora
+
+For one batch of the first client's SST-2 data and the untrained model, prints the cosine
+between the autograd gradient of the trainable weights and forward-gradient estimates
+with K tangents (5 draws each). Theory for Gaussian tangents: about sqrt(K / d) for d
+weights while K << d. This is why K=1 needs on the order of d steps per unit to learn.
+`ks=1,8,32` picks the K values (default 1,8,32,128,512; with LoRA every tangent runs
+through the whole encoder, so large K costs K tangent passes). Other key=value arguments
+go to the Config (e.g. model=..., dataset=...).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import torch
+
+from spry.client import task_loss
+from spry.config import Config
+from spry.data.batches import iterate_batches
+from spry.estimators.autograd import backprop_gradient
+from spry.estimators.forward_gradient import forward_gradient
+from spry.experiment import build
+
+
+def flat(grads: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([grads[n].flatten() for n in sorted(grads)])
+
+
+def main(argv: list[str]) -> None:
+    settings = dict(model="all-minilm-l6-v2", dataset="sst2", num_clients=4,
+                    clients_per_round=4, dirichlet_alpha=1.0, max_train_examples=2000,
+                    max_test_examples=100, data_dir=os.environ.get("SPRY_DATA_DIR"))
+    args = dict(a.split("=", 1) for a in argv)
+    ks = [int(k) for k in args.pop("ks", "1,8,32,128,512").split(",")]
+    cfg = Config.from_flat({**settings, **args})
+    exp = build(cfg)
+    params = {n: p for n, p in exp.model.named_parameters() if p.requires_grad}
+    d = sum(p.numel() for p in params.values())
+    batch = next(iter(iterate_batches(exp.data.clients[0].train, exp.tokenizer,
+                                      cfg.batch_size, seed=0)))
+    exp.model.eval()  # no dropout: both estimators see the same loss
+    loss_fn = task_loss(exp.model, batch)
+    true = flat(backprop_gradient(loss_fn, params).grads)
+    print(f"peft={cfg.peft}: {d} trainable weights")
+    print("| K | cosine (5 draws) | sqrt(K/d) |\n|---|---|---|")
+    for k in ks:
+        cos = []
+        for draw in range(5):
+            est = flat(forward_gradient(loss_fn, params, [10_000 * draw + i for i in range(k)]).grads)
+            cos.append(float(true @ est / (true.norm() * est.norm())))
+        print(f"| {k} | {' '.join(f'{c:.3f}' for c in cos)} | {math.sqrt(k / d):.3f} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
