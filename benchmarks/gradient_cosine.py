@@ -5,8 +5,8 @@
 
 For one batch of the first client's SST-2 data and the untrained model, prints the cosine
 between the autograd gradient of the trainable weights and forward-gradient estimates
-with K tangents (5 draws each). Theory for Gaussian tangents: about sqrt(K / d) for d
-weights while K << d. This is why K=1 needs on the order of d steps per unit to learn.
+with K tangents (5 draws each), next to the theory for Gaussian tangents over d weights:
+E|g~|^2 = |g|^2 (1 + (d + 1) / K), so the cosine is about sqrt(K / (K + d + 1)). This is why K=1 needs on the order of d steps per unit to learn.
 `ks=1,8,32` picks the K values (default 1,8,32,128,512; with LoRA every tangent runs
 through the whole encoder, so large K costs K tangent passes). Other key=value arguments
 go to the Config (e.g. model=..., dataset=...).
@@ -48,13 +48,13 @@ def main(argv: list[str]) -> None:
     loss_fn = task_loss(exp.model, batch)
     true = flat(backprop_gradient(loss_fn, params).grads)
     print(f"peft={cfg.peft}: {d} trainable weights")
-    print("| K | cosine (5 draws) | sqrt(K/d) |\n|---|---|---|")
+    print("| K | cosine (5 draws) | sqrt(K/(K+d+1)) |\n|---|---|---|")
     for k in ks:
         cos = []
         for draw in range(5):
             est = flat(forward_gradient(loss_fn, params, [10_000 * draw + i for i in range(k)]).grads)
             cos.append(float(true @ est / (true.norm() * est.norm())))
-        print(f"| {k} | {' '.join(f'{c:.3f}' for c in cos)} | {math.sqrt(k / d):.3f} |")
+        print(f"| {k} | {' '.join(f'{c:.3f}' for c in cos)} | {math.sqrt(k / (k + d + 1)):.3f} |")
 
 
 if __name__ == "__main__":
