@@ -4,8 +4,8 @@
 
 Reads only metrics.jsonl (metrics are data). One column group per run; rows are the
 evaluated rounds: generalized accuracy (sampled clients' test splits), global test
-accuracy, personalized accuracy and the bytes uploaded so far (all clients). The footer gives rounds run, median wall seconds per round and the
-final cumulative bytes.
+accuracy, personalized accuracy and the bytes uploaded so far (all clients). The footer
+gives rounds run, median wall seconds per round and the final cumulative bytes.
 """
 
 from __future__ import annotations
