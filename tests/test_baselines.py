@@ -22,8 +22,9 @@ from spry.estimators import (ESTIMATORS, backprop_gradient, draw_tangents,
 from spry.estimators.fwdllm import candidate_seeds, rank_perturbations
 from spry.experiment import build, run
 from spry.metrics import read_metrics
-from spry.models import load_model, load_tokenizer, trainable_params, trainable_state
+from spry.models import trainable_params, trainable_state
 from spry.seeds import derive_seed, seeded_global_rng
+from tiny_lora import model_and_batch
 
 ZEROTH_ORDER = ["spsa", "finite_difference", "fwdllm"]
 
@@ -154,7 +155,7 @@ def test_spsa_restores_weights_when_the_loss_fails():
 
 
 def test_spsa_on_a_tiny_model_restores_lora_weights(tiny_bert):
-    model, batch = _model_and_batch(tiny_bert, "float32")
+    model, batch = model_and_batch(tiny_bert, "float32")
     params = trainable_params(model)
     before = {n: p.detach().clone() for n, p in params.items()}
     seeds = [1, 2, 3]
@@ -247,21 +248,6 @@ def test_fwdllm_variance_control():
 
 
 # --- a tiny LoRA model: finite differences approach the jvp ----------------------------------
-def _model_and_batch(path: str, dtype: str = "float64", lora_dropout: float = 0.0):
-    cfg = Config(model=path, dtype=dtype, lora_r=2, lora_dropout=lora_dropout)
-    tok = load_tokenizer(cfg)
-    with seeded_global_rng(0):
-        model = load_model(cfg, num_labels=2, pad_token_id=tok.pad_token_id)
-        for name, p in trainable_params(model).items():
-            if "lora_B" in name:  # B starts at zero; give every unit a gradient
-                torch.nn.init.normal_(p, std=0.5)
-    model.eval()
-    batch = dict(tok(["a fine film", "dull and far too long", "i loved it"], padding=True,
-                     return_tensors="pt"))
-    batch["labels"] = torch.tensor([1, 0, 1])
-    return model, batch
-
-
 def _float64_loss(model, batch):
     """classification_loss casts logits to float32; keep float64 end to end here, so the
     finite difference's rounding (~1e-16·L/ε) stays far below its O(ε²) truncation."""
@@ -278,7 +264,7 @@ def _float64_loss(model, batch):
 
 @pytest.mark.parametrize("name", ["spsa", "finite_difference"])
 def test_finite_differences_approach_the_jvp_as_epsilon_shrinks(tiny_bert, name):
-    model, batch = _model_and_batch(tiny_bert)
+    model, batch = model_and_batch(tiny_bert)
     loss_fn = _float64_loss(model, batch)
     params = trainable_params(model)
     seed = 17
@@ -294,7 +280,7 @@ def test_finite_differences_approach_the_jvp_as_epsilon_shrinks(tiny_bert, name)
 def test_both_sides_of_a_difference_see_the_same_dropout_masks(tiny_bert):
     """In train mode the masks come from the global RNG; L(w+εv) and L(w−εv) must share
     them, or the difference measures the masks (O(1)/2ε), not the slope."""
-    model, batch = _model_and_batch(tiny_bert, lora_dropout=0.1)
+    model, batch = model_and_batch(tiny_bert, lora_dropout=0.1)
     model.train()
     loss_fn = _float64_loss(model, batch)
     params = {n: p.detach() for n, p in trainable_params(model).items()}

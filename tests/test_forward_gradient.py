@@ -6,31 +6,14 @@ import pytest
 import torch
 
 from spry.client import classification_loss
-from spry.config import Config
 from spry.estimators import backprop_gradient, draw_tangents, forward_gradient
-from spry.models import load_model, load_tokenizer, trainable_params
-from spry.seeds import seeded_global_rng
-
-
-def _model_and_batch(path: str, dtype: str = "float64"):
-    cfg = Config(model=path, dtype=dtype, lora_r=2, lora_dropout=0.0)
-    tok = load_tokenizer(cfg)
-    with seeded_global_rng(0):
-        model = load_model(cfg, num_labels=2, pad_token_id=tok.pad_token_id)
-        # LoRA B starts at zero; give it values so every unit's gradient is non-trivial.
-        for name, p in trainable_params(model).items():
-            if "lora_B" in name:
-                torch.nn.init.normal_(p, std=0.5)
-    model.eval()
-    batch = dict(tok(["a fine film", "dull and far too long", "i loved it"], padding=True,
-                     return_tensors="pt"))
-    batch["labels"] = torch.tensor([1, 0, 1])
-    return model, batch
+from spry.models import trainable_params
+from tiny_lora import model_and_batch
 
 
 @pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_llama", "tiny_opt"])
 def test_jvp_equals_grad_dot_tangent(fixture, request):
-    model, batch = _model_and_batch(request.getfixturevalue(fixture))
+    model, batch = model_and_batch(request.getfixturevalue(fixture))
     loss_fn = classification_loss(model, batch)
     params = {n: p.detach() for n, p in trainable_params(model).items()}
     exact = backprop_gradient(loss_fn, params).grads
@@ -44,7 +27,7 @@ def test_jvp_equals_grad_dot_tangent(fixture, request):
 
 
 def test_partial_parameter_dict_gets_the_units_gradient_only(tiny_bert):
-    model, batch = _model_and_batch(tiny_bert)
+    model, batch = model_and_batch(tiny_bert)
     loss_fn = classification_loss(model, batch)
     params = {n: p.detach() for n, p in trainable_params(model).items()}
     some = {n: t for n, t in params.items() if "layer.1" in n}
@@ -79,7 +62,7 @@ def test_mean_of_many_forward_gradients_approaches_autograd():
 
 
 def test_k_tangents_average_and_same_seeds_same_estimate(tiny_bert):
-    model, batch = _model_and_batch(tiny_bert)
+    model, batch = model_and_batch(tiny_bert)
     loss_fn = classification_loss(model, batch)
     params = {n: p.detach() for n, p in trainable_params(model).items()}
     est = forward_gradient(loss_fn, params, tangent_seeds=[1, 2, 3])
@@ -90,7 +73,7 @@ def test_k_tangents_average_and_same_seeds_same_estimate(tiny_bert):
 
 
 def test_forward_gradient_builds_no_autograd_graph(tiny_bert):
-    model, batch = _model_and_batch(tiny_bert, dtype="float32")
+    model, batch = model_and_batch(tiny_bert, dtype="float32")
     loss_fn = classification_loss(model, batch)
     params = trainable_params(model)  # live Parameters that require grad
     est = forward_gradient(loss_fn, params, tangent_seeds=[0])

@@ -10,13 +10,12 @@ import torch.nn.functional as F
 from torch.func import jvp
 
 from spry.client import classification_loss
-from spry.config import Config
 from spry.estimators import forward_gradient
 from spry.estimators.forward_gradient import (batched_forward_gradient,
                                               sequential_forward_gradient)
 from spry.estimators.lean_jvp import lean_forward_ad
-from spry.models import load_model, load_tokenizer, trainable_params
-from spry.seeds import seeded_global_rng
+from spry.models import trainable_params
+from tiny_lora import model_and_batch
 
 
 def _both(fn, primals, tangents):
@@ -56,25 +55,10 @@ def test_lean_softmax_matches_builtin_jvp(call):
     torch.testing.assert_close(t1, t0)
 
 
-def _model_and_batch(path: str):
-    cfg = Config(model=path, dtype="float64", lora_r=2, lora_dropout=0.0)
-    tok = load_tokenizer(cfg)
-    with seeded_global_rng(0):
-        model = load_model(cfg, num_labels=2, pad_token_id=tok.pad_token_id)
-        for name, p in trainable_params(model).items():
-            if "lora_B" in name:
-                torch.nn.init.normal_(p, std=0.5)
-    model.eval()
-    batch = dict(tok(["a fine film", "dull and far too long", "i loved it"], padding=True,
-                     return_tensors="pt"))
-    batch["labels"] = torch.tensor([1, 0, 1])
-    return model, batch
-
-
 @pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_llama", "tiny_opt"])
 def test_batched_tangents_equal_sequential(fixture, request):
     """Same seeds -> same tangents -> the same estimate, one primal pass or K."""
-    model, batch = _model_and_batch(request.getfixturevalue(fixture))
+    model, batch = model_and_batch(request.getfixturevalue(fixture))
     loss_fn = classification_loss(model, batch)
     params = {n: p.detach() for n, p in sorted(trainable_params(model).items())}
     seeds = [11, 12, 13, 14]
@@ -94,7 +78,7 @@ def test_batched_tangents_equal_sequential(fixture, request):
 def test_falls_back_to_sequential_when_vmap_fails(tiny_bert, monkeypatch, caplog):
     # The package re-exports the function under the module's name: fetch the module.
     module = importlib.import_module("spry.estimators.forward_gradient")
-    model, batch = _model_and_batch(tiny_bert)
+    model, batch = model_and_batch(tiny_bert)
     loss_fn = classification_loss(model, batch)
     params = {n: p.detach() for n, p in trainable_params(model).items()}
     expected = forward_gradient(loss_fn, params, [1, 2])
