@@ -1,12 +1,13 @@
 """How far a forward gradient points along the true gradient, on a real model and data.
 
     SPRY_DATA_DIR=../shared/data python benchmarks/gradient_cosine.py peft=head
-    SPRY_DATA_DIR=../shared/data python benchmarks/gradient_cosine.py peft=lora
+    SPRY_DATA_DIR=../shared/data python benchmarks/gradient_cosine.py peft=lora head=shared ks=1,8,32
 
 For one batch of the first client's SST-2 data and the untrained model, prints the cosine
 between the autograd gradient of the trainable weights and forward-gradient estimates
 with K tangents (5 draws each), next to the theory for Gaussian tangents over d weights:
-E|g~|^2 = |g|^2 (1 + (d + 1) / K), so the cosine is about sqrt(K / (K + d + 1)). This is why K=1 needs on the order of d steps per unit to learn.
+E|g~|^2 = |g|^2 (1 + (d + 1) / K), so the cosine is about sqrt(K / (K + d + 1)). This
+is why K=1 needs on the order of d steps per unit to learn (docs/core.md).
 `ks=1,8,32` picks the K values (default 1,8,32,128,512; with LoRA every tangent runs
 through the whole encoder, so large K costs K tangent passes). Other key=value arguments
 go to the Config (e.g. model=..., dataset=...).
@@ -52,7 +53,8 @@ def main(argv: list[str]) -> None:
     for k in ks:
         cos = []
         for draw in range(5):
-            est = flat(forward_gradient(loss_fn, params, [10_000 * draw + i for i in range(k)]).grads)
+            seeds = [10_000 * draw + i for i in range(k)]
+            est = flat(forward_gradient(loss_fn, params, seeds).grads)
             cos.append(float(true @ est / (true.norm() * est.norm())))
         print(f"| {k} | {' '.join(f'{c:.3f}' for c in cos)} | {math.sqrt(k / (k + d + 1)):.3f} |")
 
