@@ -47,6 +47,13 @@ def test_config_rejects_bad_task_head_settings(settings, message):
         Config(**settings)
 
 
+def _grad_dot_tangent(loss_fn, params, seed: int) -> float:
+    """∇L·v by autograd, for the tangent v that `seed` draws: what the jvp must equal."""
+    grads = torch.autograd.grad(loss_fn(params), list(params.values()))
+    v = draw_tangents({n: p.detach() for n, p in params.items()}, seed)
+    return sum(float((g * v[n]).sum()) for n, g in zip(params, grads))
+
+
 def test_config_reads_task_head_overrides():
     cfg = Config.from_yaml(None, ["task_head=verbalizer", "label_words=[bad, good]"])
     assert cfg.task_head == "verbalizer" and cfg.label_words == ["bad", "good"]
@@ -313,9 +320,7 @@ def test_smollm2_verbalizer_jvp_matches_autograd(smollm2):
     assert logits.argmax(-1).tolist() == [1, 0]  # the pretrained LM already reads sentiment
     loss_fn = classification_loss(model, batch)
     est = forward_gradient(loss_fn, params, [5])
-    grads = torch.autograd.grad(loss_fn(params), list(params.values()))
-    v = draw_tangents({n: p.detach() for n, p in params.items()}, 5)
-    reference = sum(float((g * v[n]).sum()) for n, g in zip(params, grads))
+    reference = _grad_dot_tangent(loss_fn, params, 5)
     assert est.scalars[0] == pytest.approx(reference, rel=1e-3)
 
 
@@ -383,9 +388,7 @@ def test_squad_span_loss_forward_gradient_and_scores(tiny_bert, tmp_path):
     params = {p: named[p] for u in units for p in u.params}
     loss_fn = span_loss(model, batch)
     est = forward_gradient(loss_fn, params, [11])
-    grads = torch.autograd.grad(loss_fn(params), list(params.values()))
-    v = draw_tangents({n: p.detach() for n, p in params.items()}, 11)
-    reference = sum(float((g * v[n]).sum()) for n, g in zip(params, grads))
+    reference = _grad_dot_tangent(loss_fn, params, 11)
     assert est.scalars[0] == pytest.approx(reference, rel=1e-5)
     scores = evaluate_qa(model, enc, tok)
     assert scores["total"] == 3 and scores["has_ans_total"] == 2 and scores["no_ans_total"] == 1

@@ -23,12 +23,14 @@ from spry.estimators.base import Estimate, LossFn, Params, draw_tangents, replay
 
 def central_difference(loss_fn: LossFn, primals: Params, v: Params, epsilon: float
                        ) -> tuple[float, float]:
-    """(L(w+εv), L(w−εv)), both under the same randomness (dropout masks), `primals` untouched."""
+    """(d, loss): the slope d = (L(w+εv) − L(w−εv)) / 2ε and the midpoint loss
+    (L(w+εv) + L(w−εv)) / 2, both evaluations under the same randomness (dropout masks),
+    `primals` untouched."""
     rewind = replay_randomness(next(iter(primals.values())).device)
     loss_plus = float(loss_fn({n: primals[n] + epsilon * v[n] for n in primals}))
     rewind()
     loss_minus = float(loss_fn({n: primals[n] - epsilon * v[n] for n in primals}))
-    return loss_plus, loss_minus
+    return (loss_plus - loss_minus) / (2 * epsilon), (loss_plus + loss_minus) / 2
 
 
 def finite_difference_gradient(loss_fn: LossFn, params: Params, tangent_seeds: Sequence[int],
@@ -55,10 +57,9 @@ def finite_difference_gradient(loss_fn: LossFn, params: Params, tangent_seeds: S
     with torch.no_grad():
         for seed in tangent_seeds:
             v = draw_tangents(primals, seed)
-            loss_plus, loss_minus = central_difference(loss_fn, primals, v, epsilon)
-            d = (loss_plus - loss_minus) / (2 * epsilon)
+            d, loss = central_difference(loss_fn, primals, v, epsilon)
             scalars.append(d)
-            loss_sum += (loss_plus + loss_minus) / 2
+            loss_sum += loss
             for n in names:
                 grads[n].add_(v[n], alpha=d / k)
             del v

@@ -106,10 +106,9 @@ def fwdllm_gradient(loss_fn: LossFn, params: Params, tangent_seeds: Sequence[int
     with torch.no_grad():
         for seed in order:
             v = draw_tangents(primals, seed)
-            loss_plus, loss_minus = central_difference(loss_fn, primals, v, epsilon)
-            d = (loss_plus - loss_minus) / (2 * epsilon)
+            d, loss = central_difference(loss_fn, primals, v, epsilon)
             scalars.append(d)
-            loss_sum += (loss_plus + loss_minus) / 2
+            loss_sum += loss
             n_used = len(scalars)
             v_sq = sum(float((v[n].double() ** 2).sum()) for n in names)
             sum_sq += d * d * v_sq
