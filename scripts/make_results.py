@@ -147,9 +147,10 @@ def command(e: Experiment, results: Path, budget: Budget) -> str:
     return "spry " + shlex.join(e.args(results, budget))
 
 
-def run_experiment(e: Experiment, results: Path, budget: Budget) -> int:
+def run_experiment(e: Experiment, results: Path, budget: Budget, threads: int | None = None
+                   ) -> int:
     """One `spry run` in its own process, from the repository root (its log beside the run
-    directory)."""
+    directory); `threads`: its OMP_NUM_THREADS (None: the process default)."""
     run_dir = ROOT / results / e.name
     if run_dir.exists():
         print(f"{e.name}: unfinished run directory, starting it again", flush=True)
@@ -159,11 +160,40 @@ def run_experiment(e: Experiment, results: Path, budget: Budget) -> int:
     (ROOT / results / f"{e.name}.command").write_text(command(e, results, budget) + "\n")
     started = time.perf_counter()
     with (ROOT / results / f"{e.name}.log").open("w") as log:
+        env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
         code = subprocess.call([sys.executable, "-m", "spry.cli",
                                 *e.args(results, budget)],
-                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     print(f"{e.name}: exit {code} after {time.perf_counter() - started:.0f} s", flush=True)
     return code
+
+
+def run_all(todo: list[Experiment], results: Path, budget: Budget, jobs: int = 1) -> list[str]:
+    """Run `todo` in order, `jobs` at a time, the CPU cores shared out evenly between them
+    (runs side by side then compare at equal wall time only if they all get the same
+    share). Returns the names of the runs that failed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+
+    def one(item: tuple[int, Experiment]) -> str | None:
+        i, e = item
+        print(f"[{i}/{len(todo)}] {command(e, results, budget)}", flush=True)
+        return e.name if run_experiment(e, results, budget, threads) != 0 else None
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return [name for name in pool.map(one, enumerate(todo, 1)) if name is not None]
+
+
+GENERATED = "<!-- written by the script from here on; edit above this line -->"
+
+
+def kept_discussion(doc: Path, title: str) -> str:
+    """What a doc holds above the GENERATED line (the people's discussion of the numbers),
+    or just its title for a new doc: a rewrite replaces only the generated part."""
+    if doc.is_file() and GENERATED in doc.read_text():
+        return doc.read_text().split(GENERATED, 1)[0].rstrip() + "\n"
+    return f"# {title}\n"
 
 
 # ------------------------------------------------------------------------ RESULTS.md ---
@@ -254,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "RESULTS.md")
     p.add_argument("--rounds", type=int, default=300)
     p.add_argument("--max-wall-seconds", type=float, default=600.0)
+    p.add_argument("--jobs", type=int, default=1, help="runs side by side, the cores shared "
+                   "out evenly (default 1)")
     p.add_argument("--no-plots", action="store_true", help="tables only, no curve PNGs")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="an override for every run (repeatable), e.g. max_train_examples=2000")
@@ -271,12 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# {len(todo)} to run, "
               f"{len(selected(experiments, args.only)) - len(todo)} finished", file=sys.stderr)
         return 0
-    failed = []
-    if not args.doc_only:
-        for i, e in enumerate(todo, 1):
-            print(f"[{i}/{len(todo)}] {command(e, results, budget)}", flush=True)
-            if run_experiment(e, results, budget) != 0:
-                failed.append(e.name)
+    failed = [] if args.doc_only else run_all(todo, results, budget, args.jobs)
     write_doc(args.doc, tables, experiments, results, budget, args.bench, not args.no_plots)
     if failed:
         print(f"failed (see their .log in {results}): {', '.join(failed)}", file=sys.stderr)

@@ -55,3 +55,13 @@ def test_bad_yaml_and_missing_file(tmp_path):
         Config.from_yaml(bad)
     with pytest.raises(ConfigError, match="key=value"):
         Config.from_yaml(None, ["rounds"])
+
+
+@pytest.mark.parametrize("path", sorted((__import__("pathlib").Path(__file__).parent.parent
+                                         / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path):
+    """Each configs/*.yaml passes validation, and its header names its own command."""
+    cfg = Config.from_yaml(path)
+    assert cfg.rounds >= 1
+    header = path.read_text().split("\n\n", 1)[0]
+    assert f"# spry run --config configs/{path.name}" in header

@@ -59,7 +59,12 @@ def classification_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
 
 def task_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
     """The loss a batch asks for: span cross-entropy for extractive QA (task_head=span),
-    else label cross-entropy (classifier and verbalizer heads both give label logits)."""
+    answer-token cross-entropy for generative QA (task_head=generate), else label
+    cross-entropy (classifier and verbalizer heads both give label logits)."""
+    if "target_mask" in batch:
+        from spry.tasks.squad_generate import answer_loss
+
+        return answer_loss(model, batch)
     if "start_positions" in batch:
         from spry.tasks.squad import span_loss
 
@@ -143,18 +148,52 @@ def local_train(model: nn.Module, data: Encoded, tokenizer, unit_params: list[st
 def evaluate(model: nn.Module, data: Encoded, tokenizer, cfg: Config) -> tuple[int, int, float]:
     """(correct, total, summed loss) of the model as it stands.
 
-    Extractive QA counts a question as correct on an exact match (SQuAD v2 rules)."""
+    QA counts a question as correct on an exact match (SQuAD v2 rules)."""
+    from spry.tasks.squad_generate import GenEncoded, evaluate_generation
+
+    if isinstance(data, GenEncoded):
+        return evaluate_generation(model, data, tokenizer, cfg)
     if not isinstance(data, Encoded):
         from spry.tasks.squad import evaluate_spans
 
         return evaluate_spans(model, data, tokenizer, cfg)
+    predictions, labels, loss = predict_labels(model, data, tokenizer, cfg)
+    return sum(p == y for p, y in zip(predictions, labels)), len(labels), loss
+
+
+@torch.no_grad()
+def predict_labels(model: nn.Module, data: Encoded, tokenizer, cfg: Config
+                   ) -> tuple[list[int], list[int], float]:
+    """(predicted labels, gold labels, summed cross-entropy) over a classification split."""
     model.eval()
-    correct, total, loss = 0, 0, 0.0
+    predictions, golds, loss = [], [], 0.0
     for batch in iterate_batches(data, tokenizer, cfg.eval_batch_size):
         batch = _to_device(batch, cfg.device)
         labels = batch.pop("labels")
         logits = model(**batch).logits.float()
         loss += float(F.cross_entropy(logits, labels, reduction="sum"))
-        correct += int((logits.argmax(-1) == labels).sum())
-        total += len(labels)
-    return correct, total, loss
+        predictions += logits.argmax(-1).tolist()
+        golds += labels.tolist()
+    return predictions, golds, loss
+
+
+def held_out_metrics(model: nn.Module, data, tokenizer, cfg: Config) -> dict[str, float]:
+    """The held-out split's metrics for metrics.jsonl: `test_accuracy` always (exact match
+    for QA), plus the task's own — SQuAD v2 F1 (`test_f1`), MultiRC's F1a (`test_f1a`);
+    fractions, not percent."""
+    from spry.tasks.metrics import binary_f1
+    from spry.tasks.squad_generate import GenEncoded, score_generation
+
+    if isinstance(data, GenEncoded):
+        scores = score_generation(model, data, tokenizer, cfg, with_loss=False)
+    elif not isinstance(data, Encoded):
+        from spry.tasks.squad import evaluate_qa
+
+        scores = evaluate_qa(model, data, tokenizer, cfg.eval_batch_size, cfg.device)
+    else:
+        predictions, labels, _ = predict_labels(model, data, tokenizer, cfg)
+        out = {"test_accuracy": sum(p == y for p, y in zip(predictions, labels)) / len(labels)}
+        if cfg.dataset == "multirc":
+            out["test_f1a"] = binary_f1(predictions, labels)
+        return out
+    return {"test_accuracy": scores["exact"] / 100, "test_f1": scores["f1"] / 100}

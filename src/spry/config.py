@@ -36,7 +36,7 @@ COMMUNICATIONS = ("per_epoch", "per_iteration")
 CONTEXTS = ("global", "local")
 ENGINES = ("local", "flower")
 DTYPES = ("float32", "float64", "bfloat16")
-TASK_HEADS = ("classifier", "verbalizer", "span")
+TASK_HEADS = ("classifier", "verbalizer", "span", "generate")
 ON_ALL_CLIENTS_FAILED = ("continue", "stop")
 
 
@@ -56,7 +56,8 @@ class Config:
     task_head: str = "classifier"
     """`classifier`: a sequence-classification head (a trainable unit); `verbalizer`: a
     causal LM scores each label's word as the next token after the text (no head unit);
-    `span`: extractive QA, start/end logits from the `qa_outputs` head (dataset=squad_v2)."""
+    `span`: extractive QA, start/end logits from the `qa_outputs` head (dataset=squad_v2);
+    `generate`: QA on a causal LM, which writes the answer (dataset=squad_v2; no head unit)."""
     label_words: list[str] | None = None
     """task_head=verbalizer: one word per label, in label order (default: the recipe's
     words, else the label names); each is scored by its first token after a space."""
@@ -350,18 +351,21 @@ def _check_task_head(cfg: Config) -> None:
                               "task_head=verbalizer")
         if len(set(cfg.label_words)) != len(cfg.label_words):
             raise ConfigError(f"label_words: has duplicates: {cfg.label_words}")
-    if cfg.task_head == "verbalizer":
+    if cfg.task_head in ("verbalizer", "generate"):
         if cfg.peft == "head":
-            raise ConfigError("peft: task_head=verbalizer has no head to train; use peft=lora, "
-                              "ia3 or bitfit")
+            raise ConfigError(f"peft: task_head={cfg.task_head} has no head to train; use "
+                              "peft=lora, ia3 or bitfit")
         if cfg.head == "shared":
-            raise ConfigError("head: task_head=verbalizer has no head unit to share; leave "
+            raise ConfigError(f"head: task_head={cfg.task_head} has no head unit to share; leave "
                               "head=split")
-    if (cfg.dataset == "squad_v2") != (cfg.task_head == "span"):
+    qa_heads = ("span", "generate")
+    if (cfg.dataset == "squad_v2") != (cfg.task_head in qa_heads):
         raise ConfigError(f"task_head: dataset={cfg.dataset!r} with task_head={cfg.task_head!r}; "
-                          "extractive QA pairs dataset=squad_v2 with task_head=span")
-    if cfg.task_head == "span" and cfg.communication == "per_iteration":
-        raise ConfigError("communication: task_head=span runs per_epoch only for now")
+                          "SQuAD v2 pairs dataset=squad_v2 with task_head=span (an encoder's "
+                          "extractive span head) or task_head=generate (a decoder writes the "
+                          "answer)")
+    if cfg.task_head in qa_heads and cfg.communication == "per_iteration":
+        raise ConfigError(f"communication: task_head={cfg.task_head} runs per_epoch only for now")
 
 
 def _check_zeroth_order(cfg: Config) -> None:

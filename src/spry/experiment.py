@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from spry import checkpoint
-from spry.client import evaluate
+from spry.client import held_out_metrics
 from spry.config import Config, ConfigError
 from spry.data import FederatedData, build_federated_data, load_task
 from spry.engines import LocalEngine
@@ -82,12 +82,12 @@ def run_dir_for(cfg: Config) -> Path:
     return Path(cfg.output_dir) / name
 
 
-def global_test_accuracy(exp: Experiment) -> float | None:
+def global_test_metrics(exp: Experiment) -> dict[str, float | None]:
+    """The global model on the held-out split (spry.client.held_out_metrics)."""
     if exp.data.test is None or len(exp.data.test) == 0:
-        return None
+        return {"test_accuracy": None}
     load_trainable(exp.model, exp.server.weights)
-    correct, total, _ = evaluate(exp.model, exp.data.test, exp.tokenizer, exp.cfg)
-    return correct / total
+    return held_out_metrics(exp.model, exp.data.test, exp.tokenizer, exp.cfg)
 
 
 def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
@@ -177,7 +177,7 @@ def run(cfg: Config, progress: bool = True, engine=None, resume_dir: str | Path 
         row = exp.driver.run_round(server_round, exp.engine)
         if "generalized_accuracy" in row:
             t0 = time.perf_counter()
-            row["test_accuracy"] = global_test_accuracy(exp)
+            row.update(global_test_metrics(exp))
             row["wall_seconds"] += time.perf_counter() - t0
         row["elapsed_seconds"] = time.perf_counter() - started
         metrics.append(row)

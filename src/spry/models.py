@@ -85,6 +85,10 @@ def load_model(cfg: Config, num_labels: int, pad_token_id: int | None) -> nn.Mod
         from spry.tasks.verbalizer import load_verbalizer
 
         return load_verbalizer(cfg, num_labels, pad_token_id)
+    if cfg.task_head == "generate":
+        from spry.tasks.squad_generate import load_generative
+
+        return load_generative(cfg)
     if cfg.task_head == "span":
         from spry.tasks.squad import load_qa_model
 
@@ -190,7 +194,9 @@ def list_units(model: nn.Module) -> list[Unit]:
     """Trainable units in network order: one adapted module's tensors each; the head last."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     # A verbalizer scores label words with the frozen LM head: no head unit.
-    heads = [] if getattr(model, "task_head", None) == "verbalizer" else head_module_names(base)
+    # So does a generative QA model (the LM head scores answer tokens, frozen).
+    heads = ([] if getattr(model, "task_head", None) in ("verbalizer", "generate")
+             else head_module_names(base))
     order: dict[str, list[str]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:

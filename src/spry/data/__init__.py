@@ -52,16 +52,16 @@ def build_federated_data(cfg: Config, tokenizer, task: Task | None = None) -> Fe
         counts = [0] * len(task.label_names)
         for i in indices:
             counts[pool.labels[i]] += 1
-        clients.append(ClientData(cid, encode(pool.subset(train_idx), tokenizer, cfg.max_length),
-                                  encode(pool.subset(test_idx), tokenizer, cfg.max_length),
-                                  counts))
+        clients.append(ClientData(
+            cid, encode(pool.subset(train_idx), tokenizer, cfg.max_length, cfg.task_head),
+            encode(pool.subset(test_idx), tokenizer, cfg.max_length, cfg.task_head), counts))
     test = None
     if task.test is not None:
         held_out = task.test
         if cfg.max_test_examples and len(held_out) > cfg.max_test_examples:
             keep = torch.randperm(len(held_out), generator=generator(derive_seed(cfg.seed, "test")))
             held_out = held_out.subset(sorted(keep[: cfg.max_test_examples].tolist()))
-        test = encode(held_out, tokenizer, cfg.max_length)
+        test = encode(held_out, tokenizer, cfg.max_length, cfg.task_head)
     return FederatedData(task, clients, test)
 
 

@@ -20,7 +20,12 @@ class Encoded:
         return len(self.labels)
 
 
-def encode(examples: Examples, tokenizer, max_length: int) -> Encoded:
+def encode(examples: Examples, tokenizer, max_length: int, task_head: str = "classifier"
+           ) -> Encoded:
+    if examples.qa is not None and task_head == "generate":
+        from spry.tasks.squad_generate import encode_generative
+
+        return encode_generative(examples.qa, tokenizer, max_length)
     if examples.qa is not None:
         from spry.tasks.squad import encode_qa
 
@@ -34,6 +39,10 @@ def encode(examples: Examples, tokenizer, max_length: int) -> Encoded:
 
 
 def collate(encoded: Encoded, indices: list[int], tokenizer) -> dict[str, torch.Tensor]:
+    from spry.tasks.squad_generate import GenEncoded, collate_generative
+
+    if isinstance(encoded, GenEncoded):  # generative QA
+        return collate_generative(encoded, indices, tokenizer)
     if not isinstance(encoded, Encoded):  # extractive QA: spry.tasks.squad.QAEncoded
         from spry.tasks.squad import collate_qa
 

@@ -80,9 +80,9 @@ RECIPES: dict[str, Recipe] = {
                        reader=multirc.read_multirc),
         test=FileSpec("multirc/val.jsonl", text="passage", label="label",
                       reader=multirc.read_multirc)),
-    # Extractive QA (task_head=span). Only the labelled half of the official dev set is
-    # here: a quarter of its articles is held out (the global test split), the rest is
-    # dealt to the clients.
+    # SQuAD v2 (task_head=span on encoders, generate on decoders). Only the labelled half
+    # of the official dev set is here: a quarter of its articles is held out (the global
+    # test split), the rest is dealt to the clients.
     "squad_v2": Recipe(
         hub_id="rajpurkar/squad_v2", hub_text="question", hub_pair="context",
         hub_label="answers", label_names=squad.LABEL_NAMES,

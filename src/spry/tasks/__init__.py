@@ -1,2 +1,3 @@
 """Task-specific pieces beyond sequence classification: the verbalizer (a causal LM read as a
-classifier), MultiRC, and the SQuAD v2 metrics."""
+classifier), MultiRC, SQuAD v2 (an encoder's span head, or a decoder generating the answer)
+and their metrics."""

@@ -128,21 +128,21 @@ def load_verbalizer(cfg: Config, num_labels: int, pad_token_id: int | None) -> V
     except (OSError, ValueError) as exc:
         raise ConfigError(f"model: cannot load {cfg.model!r} as a causal LM ({exc}); "
                           "task_head=verbalizer needs a decoder (e.g. smollm2-135m)") from None
-    _check_plain_lm_head(model, cfg.model)
+    check_plain_lm_head(model, cfg.model, "verbalizer")
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
     return VerbalizerLM(apply_peft(model, cfg), ids).to(cfg.device)
 
 
-def _check_plain_lm_head(model, name: str) -> None:
-    """The verbalizer applies the output embedding straight to the decoder's last hidden
-    state; refuse models whose LM logits need more (an MLM transform, soft-capping, a
-    logit scale), which it would silently skip."""
+def check_plain_lm_head(model, name: str, task_head: str) -> None:
+    """The verbalizer (and generative QA's loss) applies the output embedding straight to
+    the decoder's last hidden state; refuse models whose LM logits need more (an MLM
+    transform, soft-capping, a logit scale), which it would silently skip."""
     kind = type(model).__name__
     extra = [k for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")
              if getattr(model.config, k, None) not in (None, 1, 1.0)]
     if not kind.endswith("ForCausalLM") or extra:
         raise ConfigError(f"model: {name!r} loads as {kind}{' with ' + str(extra) if extra else ''}"
-                          "; task_head=verbalizer needs a causal LM whose logits are its output "
+                          f"; task_head={task_head} needs a causal LM whose logits are its output "
                           "embedding of the last hidden state (Llama, OPT, Qwen2, Mistral, "
                           "SmolLM2)")

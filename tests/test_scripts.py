@@ -1,0 +1,124 @@
+"""scripts/baselines.py and scripts/decoders.py: the grids they declare, the bar the
+baselines doc checks, and running experiments side by side."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from spry.compare import Run
+from spry.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(name: str):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def baselines():
+    yield _load("baselines")
+    del sys.modules["baselines"]
+
+
+@pytest.fixture
+def decoders():
+    yield _load("decoders")
+    del sys.modules["decoders"]
+
+
+def test_baselines_grid_sweeps_three_rates_for_every_method(baselines):
+    experiments = baselines.declared()
+    names = [e.name for e in experiments]
+    assert len(names) == len(set(names)) == 2 * 11 * 3
+    for ds in ("sst2", "ag_news"):
+        for method in ("spry", "fedfgd", "fedavg", "fedyogi", "fedadam", "fedsgd",
+                       "split-fedavg", "split-fedyogi", "fedmezo", "baffle", "fwdllm"):
+            assert sum(n.startswith(f"{ds}-a0.1-{method}-lr") for n in names) == 3
+    for e in experiments:  # each command's settings are valid, budget included
+        cfg = Config.from_yaml(ROOT / e.config, [*e.overrides, *baselines.BUDGET.extra])
+        assert cfg.dirichlet_alpha == 0.1 and cfg.clients_per_round == 5
+    # the middle rates run first, so a partial grid still has every method
+    assert {e.name.rsplit("-lr", 1)[0] for e in experiments[:22]} == \
+        {e.name.rsplit("-lr", 1)[0] for e in experiments}
+
+
+def _run(method: str, lr: float, curve: list[tuple[int, float, float]]) -> Run:
+    """(round, test accuracy, elapsed seconds) at each evaluated round."""
+    rows = [{"round": r, "test_accuracy": acc, "generalized_accuracy": acc,
+             "elapsed_seconds": s, "bytes_up_total": 0} for r, acc, s in curve]
+    return Run(Path(method), rows, {"method": method, "client_lr": lr}, True)
+
+
+def test_bar_is_checked_from_the_numbers(baselines):
+    chosen = {"spry": _run("spry", 1e-2, [(4, 0.62, 40.0), (8, 0.70, 80.0), (12, 0.71, 120.0)]),
+              "fedavg": _run("backprop", 1e-3, [(4, 0.65, 50.0), (12, 0.715, 150.0)]),
+              "fedmezo": _run("fedmezo", 1e-2, [(4, 0.50, 30.0), (12, 0.61, 130.0)]),
+              "baffle": _run("baffle", 1e-2, [(4, 0.52, 30.0), (12, 0.55, 140.0)])}
+    text = "\n".join(baselines.bar_lines("sst2", chosen))
+    assert "0.710 vs 0.715 → met" in text  # within 1 point
+    assert "(fedmezo, 0.610): met" in text  # 10 points above the best zeroth-order
+    assert "3.2x → met" in text  # fedmezo reached 0.60 at 130 s, Spry at 40 s
+    chosen["fedavg"] = _run("backprop", 1e-3, [(12, 0.80, 150.0)])
+    chosen["spry"] = _run("spry", 1e-2, [(12, 0.65, 120.0)])
+    text = "\n".join(baselines.bar_lines("sst2", chosen))
+    assert "0.650 vs 0.800 → not met" in text
+    assert "(fedmezo, 0.610): not met" in text
+    assert "1.1x → not met" in text
+
+
+def test_bar_when_nobody_reaches_the_target(baselines):
+    flat = [(4, 0.51, 40.0), (12, 0.51, 120.0)]
+    chosen = {m: _run(m, 1e-2, flat) for m in ("spry", "fedavg", "fedmezo")}
+    text = "\n".join(baselines.bar_lines("sst2", chosen))
+    assert "spry never reached 0.6, fedmezo never reached 0.6) → not met" in text
+    assert "no method reached 0.6 in this budget" in text
+
+
+def test_decoders_grid_is_three_methods_on_four_settings(decoders):
+    experiments = decoders.declared()
+    assert len(experiments) == 12
+    for e in experiments:
+        cfg = Config.from_yaml(ROOT / e.config, list(e.overrides))
+        assert cfg.dataset in ("multirc", "squad_v2")
+        assert cfg.method in ("spry", "backprop", "fedmezo")
+    heads = {Config.from_yaml(ROOT / e.config).task_head for e in experiments}
+    assert heads == {"classifier", "verbalizer", "span", "generate"}
+
+
+def test_run_all_runs_side_by_side(tiny_bert, tmp_path):
+    make_results = _load("make_results")
+    try:
+        runs = [make_results.Experiment(f"tiny-{m}", None, (
+            f"model={tiny_bert}", "dataset=sentiment", "num_clients=4", "clients_per_round=2",
+            "max_steps=1", "max_length=16", "personalization_epochs=0", f"method={m}"))
+            for m in ("spry", "fedmezo")]
+        failed = make_results.run_all(runs, tmp_path, make_results.Budget(1, 120.0), jobs=2)
+        assert failed == []
+        for m in ("spry", "fedmezo"):
+            assert make_results.finished(tmp_path / f"tiny-{m}")
+            assert f"run_name=tiny-{m}" in (tmp_path / f"tiny-{m}.command").read_text()
+    finally:
+        del sys.modules["make_results"]
+
+
+def test_a_rewrite_keeps_the_discussion_above_the_generated_part(decoders, tmp_path):
+    doc = tmp_path / "decoders.md"
+    decoders.write_doc(doc, tmp_path / "none")  # a new doc: title, then the tables
+    first = doc.read_text()
+    assert first.startswith("# Decoders and question answering\n") and "not run" in first
+    discussion = "# Decoders\n\nWhat we saw, by hand.\n"
+    doc.write_text(discussion + "\n" + first.split("\n", 1)[1].replace("not run", "stale"))
+    decoders.write_doc(doc, tmp_path / "none")
+    text = doc.read_text()
+    assert text.startswith(discussion) and "stale" not in text and "not run" in text
+    assert text.count(decoders.GENERATED) == 1
