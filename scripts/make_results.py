@@ -189,11 +189,12 @@ GENERATED = "<!-- written by the script from here on; edit above this line -->"
 
 
 def kept_discussion(doc: Path, title: str) -> str:
-    """What a doc holds above the GENERATED line (the people's discussion of the numbers),
-    or just its title for a new doc: a rewrite replaces only the generated part."""
-    if doc.is_file() and GENERATED in doc.read_text():
-        return doc.read_text().split(GENERATED, 1)[0].rstrip() + "\n"
-    return f"# {title}\n"
+    """What a doc holds above the GENERATED line (the people's discussion of the numbers):
+    a rewrite replaces only the generated part. A doc without the line was never written
+    by a script, so all of it is kept; a new doc gets just its title."""
+    if not doc.is_file():
+        return f"# {title}\n"
+    return doc.read_text().split(GENERATED, 1)[0].rstrip() + "\n"
 
 
 # ------------------------------------------------------------------------ RESULTS.md ---

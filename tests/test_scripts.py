@@ -122,3 +122,7 @@ def test_a_rewrite_keeps_the_discussion_above_the_generated_part(decoders, tmp_p
     text = doc.read_text()
     assert text.startswith(discussion) and "stale" not in text and "not run" in text
     assert text.count(decoders.GENERATED) == 1
+    hand_written = tmp_path / "by_hand.md"  # no GENERATED line: nothing of it is lost
+    hand_written.write_text("# Notes\n\nKeep me.\n")
+    decoders.write_doc(hand_written, tmp_path / "none")
+    assert hand_written.read_text().startswith("# Notes\n\nKeep me.\n\n" + decoders.GENERATED)
