@@ -93,7 +93,8 @@ def encode_generative(examples: list[QAExample], tokenizer, max_length: int) -> 
             raise ConfigError(f"max_length: {max_length} leaves no room for the context of "
                               f"question {ex.qid!r}; raise it (e.g. max_length=256)")
         kept = context["input_ids"][:room]
-        if ex.answers and context["offset_mapping"][len(kept) - 1][1] < ex.starts[0] + len(ex.answers[0]):
+        kept_chars = context["offset_mapping"][len(kept) - 1][1]
+        if ex.answers and kept_chars < ex.starts[0] + len(ex.answers[0]):
             target = no_answer  # the answer was cut off with the context
         prompts.append(head + kept + tail)
         targets.append(target)
@@ -214,7 +215,8 @@ def score_generation(model: GenerativeLM, encoded: GenEncoded, tokenizer, cfg: C
     loss = 0.0
     for lo in range(0, len(encoded) if with_loss else 0, cfg.eval_batch_size):
         idx = list(range(lo, min(lo + cfg.eval_batch_size, len(encoded))))
-        batch = {k: v.to(cfg.device) for k, v in collate_generative(encoded, idx, tokenizer).items()}
+        batch = collate_generative(encoded, idx, tokenizer)
+        batch = {k: v.to(cfg.device) for k, v in batch.items()}
         logits = model(**batch).logits.float()
         per_token = F.cross_entropy(logits, answer_targets(batch), reduction="none")
         rows = batch["target_mask"][:, 1:].nonzero()[:, 0]  # the row of each scored token
