@@ -88,7 +88,7 @@ def load_model(cfg: Config, num_labels: int, pad_token_id: int | None) -> nn.Mod
     if cfg.task_head == "generate":
         from spry.tasks.squad_generate import load_generative
 
-        return load_generative(cfg)
+        return load_generative(cfg, pad_token_id)
     if cfg.task_head == "span":
         from spry.tasks.squad import load_qa_model
 

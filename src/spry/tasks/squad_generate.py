@@ -227,22 +227,10 @@ def score_generation(model: GenerativeLM, encoded: GenEncoded, tokenizer, cfg: C
     return {**scores, "loss_sum": loss}
 
 
-def load_generative(cfg: Config) -> GenerativeLM:
+def load_generative(cfg: Config, pad_token_id: int | None) -> GenerativeLM:
     """A causal LM with PEFT applied (eager attention), wrapped to score answer tokens."""
-    from transformers import AutoModelForCausalLM
+    from spry.models import apply_peft
+    from spry.tasks.verbalizer import load_causal_lm
 
-    from spry.models import apply_peft, load_tokenizer, resolve_model_path
-
-    path = resolve_model_path(cfg.model)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager",
-                                                     dtype=getattr(torch, cfg.dtype))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"model: cannot load {cfg.model!r} as a causal LM ({exc}); "
-                          "task_head=generate needs a decoder (e.g. smollm2-135m)") from None
-    from spry.tasks.verbalizer import check_plain_lm_head
-
-    check_plain_lm_head(model, cfg.model, "generate")
-    model.config.pad_token_id = load_tokenizer(cfg).pad_token_id
-    model.generation_config.pad_token_id = model.config.pad_token_id
+    model = load_causal_lm(cfg, pad_token_id)
     return GenerativeLM(apply_peft(model, cfg)).to(cfg.device)

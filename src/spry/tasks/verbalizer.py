@@ -112,25 +112,35 @@ def label_token_ids(tokenizer, words: list[str]) -> list[int]:
     return ids
 
 
-def load_verbalizer(cfg: Config, num_labels: int, pad_token_id: int | None) -> VerbalizerLM:
-    """A causal LM with PEFT applied (eager attention), wrapped as a label-word classifier."""
+def load_causal_lm(cfg: Config, pad_token_id: int | None) -> nn.Module:
+    """The causal LM of `cfg.model` (eager attention, plain LM head checked), before PEFT;
+    shared by task_head=verbalizer and task_head=generate."""
     from transformers import AutoModelForCausalLM
 
-    from spry.models import apply_peft, load_tokenizer, resolve_model_path
+    from spry.models import resolve_model_path
 
-    tokenizer = load_tokenizer(cfg)
-    ids = label_token_ids(tokenizer, resolve_label_words(cfg, num_labels))
-    path = resolve_model_path(cfg.model)
     try:
         # Fused SDPA kernels have no forward-AD formula; eager attention does.
-        model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager",
+        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.model),
+                                                     attn_implementation="eager",
                                                      dtype=getattr(torch, cfg.dtype))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"model: cannot load {cfg.model!r} as a causal LM ({exc}); "
-                          "task_head=verbalizer needs a decoder (e.g. smollm2-135m)") from None
-    check_plain_lm_head(model, cfg.model, "verbalizer")
+                          f"task_head={cfg.task_head} needs a decoder (e.g. smollm2-135m)"
+                          ) from None
+    check_plain_lm_head(model, cfg.model, cfg.task_head)
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
+        model.generation_config.pad_token_id = pad_token_id
+    return model
+
+
+def load_verbalizer(cfg: Config, num_labels: int, pad_token_id: int | None) -> VerbalizerLM:
+    """A causal LM with PEFT applied (eager attention), wrapped as a label-word classifier."""
+    from spry.models import apply_peft, load_tokenizer
+
+    ids = label_token_ids(load_tokenizer(cfg), resolve_label_words(cfg, num_labels))
+    model = load_causal_lm(cfg, pad_token_id)
     return VerbalizerLM(apply_peft(model, cfg), ids).to(cfg.device)
 
 
