@@ -241,7 +241,8 @@ def write_doc(doc: Path, tables: list[Table], experiments: list[Experiment], res
     by_name = {e.name: e for e in experiments}
     ran = sum((ROOT / results / e.name / "metrics.jsonl").is_file() for e in experiments)
     parts = [
-        "# Results",
+        kept_discussion(doc, "Results"),
+        GENERATED,
         "",
         f"Written by `python scripts/make_results.py` from the run directories in "
         f"`{_shown(ROOT / results)}` ({ran} of {len(experiments)} experiments have run); nothing here is "

@@ -309,6 +309,14 @@ def test_one_tiny_experiment_runs_resumes_and_writes_the_doc(make_results, tiny_
     assert "1 of 2 experiments have run" in text
     assert "![Tiny](img/results/tiny.png)" in text
     assert (tmp_path / "img" / "results" / "tiny.png").read_bytes().startswith(b"\x89PNG")
+    # a rewrite keeps what people wrote above the generated part
+    assert text.startswith("# Results\n\n" + make_results.GENERATED)
+    doc.write_text(text.replace("# Results\n", "# Results\n\nOur reading.\n", 1))
+    assert make_results.main(["--doc-only", "--results", str(tmp_path / "res"),
+                              "--doc", str(doc), "--no-plots"]) == 0
+    again = doc.read_text()
+    assert again.startswith("# Results\n\nOur reading.\n\n" + make_results.GENERATED)
+    assert again.count(make_results.GENERATED) == 1 and "| spry | spry |" in again
     capsys.readouterr()
     # resumable: a finished run is skipped; an unfinished one is started again
     assert make_results.main(["--dry-run", "--results", str(tmp_path / "res")]) == 0
