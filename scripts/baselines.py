@@ -52,16 +52,16 @@ METHODS = {
     "split-fedyogi": (("method=backprop_split", "server_optimizer=fedyogi"), BACKPROP_LRS),
     "fedmezo": (("method=fedmezo",), FG_LRS),
     "baffle": (("method=baffle",), FG_LRS),
-    # At most 2 perturbations a step (pool 20), not FwdLLM's 10: at 10 one round costs
-    # ~20 forward passes a step (~140 s a round on one core), 12 rounds ~28 min a run; on
-    # this model the cap binds either way (spry.estimators.fwdllm).
+    # At most 2 perturbations a step (pool 20), not FwdLLM's 10: at 10 a step costs up to
+    # 20 forward passes (a first run took 134-153 s a round, 12 rounds ~30 min); on this
+    # model the cap binds either way (spry.estimators.fwdllm).
     "fwdllm": (("method=fwdllm", "fwdllm_max_perturbations=2"), FG_LRS),
 }
 ZEROTH_ORDER = ("fedmezo", "baffle", "fwdllm")
 # Sized for a 2-core CPU: 5 clients a round, 10 local steps each, 12 rounds; held-out
 # accuracy on 500 test examples every 4 rounds. The rounds bind, not the wall-time cap
-# (a guard against a runaway run), so every method gets the same rounds. Every client trains the head (head=shared):
-# MiniLM's classifier starts random (docs/core.md).
+# (a guard against a runaway run), so every method gets the same rounds. Every client
+# trains the head (head=shared): MiniLM's classifier starts random (docs/core.md).
 BUDGET = Budget(rounds=12, seconds=900, extra=(
     "clients_per_round=5", "max_steps=10", "eval_every=4", "max_test_examples=500",
     "personalization_epochs=0", "head=shared"))

@@ -245,11 +245,12 @@ def write_doc(doc: Path, tables: list[Table], experiments: list[Experiment], res
         GENERATED,
         "",
         f"Written by `python scripts/make_results.py` from the run directories in "
-        f"`{_shown(ROOT / results)}` ({ran} of {len(experiments)} experiments have run); nothing here is "
-        "typed by hand. Every row is read from its run's metrics.jsonl by `spry.compare` and "
+        f"`{_shown(ROOT / results)}` ({ran} of {len(experiments)} experiments have run); "
+        "nothing here is typed by hand. Every row is read from its run's metrics.jsonl by `spry.compare` and "
         "carries the command that reproduces it.",
         "",
-        f"Budget per run (each row's command says its own): at most {budget.rounds} rounds and {budget.seconds:g} s of wall time "
+        f"Budget per run (each row's command says its own): at most {budget.rounds} rounds "
+        f"and {budget.seconds:g} s of wall time "
         f"(`max_wall_seconds`: no round starts after it), so the methods compare at equal "
         f"time on one machine: {os.cpu_count()} CPU cores, {platform.machine()}, torch "
         f"{torch.__version__}. Model: the packaged all-MiniLM-L6-v2 with each config's "
