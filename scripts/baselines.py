@@ -20,14 +20,12 @@ the target accuracy. The doc checks it from the numbers; nothing is typed by han
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_results import (GENERATED, ROOT, Budget, Experiment, _shown,  # noqa: E402
-                          command, finished, kept_discussion, run_all)
+from make_results import (ROOT, Budget, Experiment, cell, command,  # noqa: E402
+                          finished, generated_head, machine, run_all)
 
 from spry.compare import Run, load_run  # noqa: E402
 
@@ -105,10 +103,6 @@ def to_target(run: Run, target: float) -> tuple[int, float] | None:
     return (hit["round"], hit["elapsed_seconds"]) if hit else None
 
 
-def _f(v, spec=".3f") -> str:
-    return "–" if v is None else format(v, spec)
-
-
 def dataset_section(ds: str, results: Path) -> tuple[list[str], dict[str, Run]]:
     """The sweep table and the comparison at each method's best rate."""
     target = TARGETS[ds]
@@ -133,11 +127,11 @@ def dataset_section(ds: str, results: Path) -> tuple[list[str], dict[str, Run]]:
             # a run stopped from outside is shown, never chosen (it will be run again)
             shown = method if run.finished else f"{method} (stopped, not counted)"
             lines.append(
-                f"| {shown} | {lr:g} | {_f(at_round(run, 'generalized_accuracy', BUDGET.rounds))}"
-                f" | {_f(at_round(run, 'test_accuracy', BUDGET.rounds))}"
-                f" | {_f(best[0]) if best else '–'} ({best[1] if best else '–'})"
-                f" | {hit[0] if hit else '–'} | {_f(hit[1], ',.0f') if hit else '–'}"
-                f" | {last.get('round', '–')} | {_f(last.get('elapsed_seconds'), ',.0f')}"
+                f"| {shown} | {lr:g} | {cell(at_round(run, 'generalized_accuracy', BUDGET.rounds))}"
+                f" | {cell(at_round(run, 'test_accuracy', BUDGET.rounds))}"
+                f" | {cell(best[0]) if best else '–'} ({best[1] if best else '–'})"
+                f" | {hit[0] if hit else '–'} | {cell(hit[1], ',.0f') if hit else '–'}"
+                f" | {last.get('round', '–')} | {cell(last.get('elapsed_seconds'), ',.0f')}"
                 f" | {last.get('bytes_up_total', 0):,}"
                 f" | `{cmd.read_text().strip() if cmd.is_file() else ''}` |")
             if best and run.finished:
@@ -156,9 +150,9 @@ def bar_lines(ds: str, chosen: dict[str, Run]) -> list[str]:
     for method, run in chosen.items():
         hit = to_target(run, target)
         lines.append(f"| {method} | {run.config.get('client_lr'):g}"
-                     f" | {_f(at_round(run, 'test_accuracy', BUDGET.rounds))}"
-                     f" | {_f(at_round(run, 'generalized_accuracy', BUDGET.rounds))}"
-                     f" | {hit[0] if hit else '–'} | {_f(hit[1], ',.0f') if hit else '–'} |")
+                     f" | {cell(at_round(run, 'test_accuracy', BUDGET.rounds))}"
+                     f" | {cell(at_round(run, 'generalized_accuracy', BUDGET.rounds))}"
+                     f" | {hit[0] if hit else '–'} | {cell(hit[1], ',.0f') if hit else '–'} |")
     if not {"spry", "fedavg"} <= set(chosen) or not set(ZEROTH_ORDER) & set(chosen):
         return lines + ["", "Bar: not checked (Spry, FedAvg or every zeroth-order run missing)."]
     acc = {m: at_round(r, "test_accuracy", BUDGET.rounds) for m, r in chosen.items()}
@@ -186,19 +180,16 @@ def bar_lines(ds: str, chosen: dict[str, Run]) -> list[str]:
 
 
 def write_doc(doc: Path, results: Path) -> None:
-    """The doc: its kept discussion (make_results.kept_discussion), then the tables."""
-    import torch
-
-    parts = [kept_discussion(doc, "Baselines"), GENERATED, "",
-             f"Written by `python scripts/baselines.py` from the run directories in "
-             f"`{_shown(ROOT / results)}`; every row is read from its run's metrics.jsonl and "
-             f"carries its command. Budget for every run: {BUDGET.rounds} rounds (or "
-             f"{BUDGET.seconds:g} s of wall time, whichever ends first), "
-             f"{' '.join(BUDGET.extra)}; one run per core on {os.cpu_count()} CPU cores "
-             f"({platform.machine()}, torch {torch.__version__}). @R: at the last evaluated "
-             f"round ≤ {BUDGET.rounds}. gen. acc: the global model on the sampled clients' "
-             "own test splits (at α=0.1 a model that predicts one class can score high there, "
-             "so the best rate and the target use the held-out test set instead).", ""]
+    """The doc: its kept discussion and note (make_results.generated_head), then the tables."""
+    *head, written = generated_head(doc, "Baselines", "baselines.py", results)
+    parts = [*head,
+             f"{written} and carries its command. Budget for every run: {BUDGET.rounds} "
+             f"rounds (or {BUDGET.seconds:g} s of wall time, whichever ends first), "
+             f"{' '.join(BUDGET.extra)}; one run per core on {machine()}. @R: at the last "
+             f"evaluated round ≤ {BUDGET.rounds}. gen. acc: the global model on the sampled "
+             "clients' own test splits (at α=0.1 a model that predicts one class can score "
+             "high there, so the best rate and the target use the held-out test set "
+             "instead).", ""]
     for ds in DATASETS:
         lines, chosen = dataset_section(ds, results)
         parts += lines + bar_lines(ds, chosen) + [""]

@@ -17,14 +17,12 @@ Run directories and logs go to runs/decoders (resumable, as scripts/make_results
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_results import (GENERATED, ROOT, Budget, Experiment, _shown,  # noqa: E402
-                          command, finished, kept_discussion, run_all)
+from make_results import (GENERATED, ROOT, Budget, Experiment, cell, command,  # noqa: E402
+                          finished, generated_head, machine, run_all)
 
 from spry.compare import load_run  # noqa: E402
 
@@ -57,22 +55,15 @@ def budget_for(e: Experiment) -> Budget:
     return Budget(rounds, BUDGET_SECONDS)
 
 
-def _f(v, spec=".3f") -> str:
-    return "–" if v is None else format(v, spec)
-
-
 def write_doc(doc: Path, results: Path) -> None:
-    """The doc: its kept discussion (make_results.kept_discussion), then the tables."""
-    import torch
-
-    lines = [kept_discussion(doc, "Decoders and question answering"), GENERATED, "",
-             f"Written by `python scripts/decoders.py` from the run directories in "
-             f"`{_shown(ROOT / results)}`; every row is read from its run's metrics.jsonl. "
-             f"Machine: {os.cpu_count()} CPU cores ({platform.machine()}, torch "
-             f"{torch.__version__}). Test metrics are on the held-out split after the last "
-             "round: accuracy (MultiRC, over answer options) or exact match (SQuAD v2), and "
-             "F1a (MultiRC) or F1 (SQuAD v2), official normalisation; gen. acc is the global "
-             "model on the sampled clients' own test splits.", "",
+    """The doc: its kept discussion and note (make_results.generated_head), then the tables."""
+    *head, written = generated_head(doc, "Decoders and question answering", "decoders.py",
+                                    results)
+    lines = [*head,
+             f"{written}. Machine: {machine()}. Test metrics are on the held-out split after "
+             "the last round: accuracy (MultiRC, over answer options) or exact match "
+             "(SQuAD v2), and F1a (MultiRC) or F1 (SQuAD v2), official normalisation; gen. "
+             "acc is the global model on the sampled clients' own test splits.", "",
              "| task | model | method | test acc / EM | F1a / F1 | gen. acc | train loss "
              "(first → last round) | rounds | steps | wall s | client s per step | bytes up | "
              "command |",
@@ -95,11 +86,11 @@ def write_doc(doc: Path, results: Path) -> None:
             cmd = ROOT / results / f"{name}.command"
             shown = method if run.finished else f"{method} (running or stopped)"
             lines.append(
-                f"| {task} | {model} | {shown} | {_f(last.get('test_accuracy'))} | {_f(f1)}"
-                f" | {_f(gen[-1]['generalized_accuracy'] if gen else None)}"
-                f" | {_f(rows[0]['train_loss'])} → {_f(rows[-1]['train_loss'])}"
-                f" | {rows[-1]['round']} | {steps} | {_f(rows[-1]['elapsed_seconds'], ',.0f')}"
-                f" | {_f(client_s / steps if steps else None, '.2f')}"
+                f"| {task} | {model} | {shown} | {cell(last.get('test_accuracy'))} | {cell(f1)}"
+                f" | {cell(gen[-1]['generalized_accuracy'] if gen else None)}"
+                f" | {cell(rows[0]['train_loss'])} → {cell(rows[-1]['train_loss'])}"
+                f" | {rows[-1]['round']} | {steps} | {cell(rows[-1]['elapsed_seconds'], ',.0f')}"
+                f" | {cell(client_s / steps if steps else None, '.2f')}"
                 f" | {rows[-1]['bytes_up_total']:,}"
                 f" | `{cmd.read_text().strip() if cmd.is_file() else ''}` |")
     doc.write_text("\n".join(lines) + "\n")

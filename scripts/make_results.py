@@ -197,6 +197,26 @@ def kept_discussion(doc: Path, title: str) -> str:
     return doc.read_text().split(GENERATED, 1)[0].rstrip() + "\n"
 
 
+def generated_head(doc: Path, title: str, script: str, results: Path) -> list[str]:
+    """The start of a doc a script writes: the kept discussion, the GENERATED line, and the
+    first words of its note, to go on with "; ..." or ". ..."."""
+    return [kept_discussion(doc, title), GENERATED, "",
+            f"Written by `python scripts/{script}` from the run directories in "
+            f"`{_shown(ROOT / results)}`; every row is read from its run's metrics.jsonl"]
+
+
+def machine() -> str:
+    """This machine as the docs name it: cores, architecture, torch."""
+    import torch
+
+    return f"{os.cpu_count()} CPU cores ({platform.machine()}, torch {torch.__version__})"
+
+
+def cell(value, spec: str = ".3f") -> str:
+    """A table cell: `value` formatted, or a dash where there is none."""
+    return "–" if value is None else format(value, spec)
+
+
 # ------------------------------------------------------------------------ RESULTS.md ---
 def table_markdown(table: Table, experiments: dict[str, Experiment], results: Path,
                    budget: Budget, bench: dict | None, figure: Path | None = None) -> str:
@@ -246,8 +266,8 @@ def write_doc(doc: Path, tables: list[Table], experiments: list[Experiment], res
         "",
         f"Written by `python scripts/make_results.py` from the run directories in "
         f"`{_shown(ROOT / results)}` ({ran} of {len(experiments)} experiments have run); "
-        "nothing here is typed by hand. Every row is read from its run's metrics.jsonl by `spry.compare` and "
-        "carries the command that reproduces it.",
+        "nothing here is typed by hand. Every row is read from its run's metrics.jsonl by "
+        "`spry.compare` and carries the command that reproduces it.",
         "",
         f"Budget per run (each row's command says its own): at most {budget.rounds} rounds "
         f"and {budget.seconds:g} s of wall time "
