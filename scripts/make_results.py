@@ -6,14 +6,14 @@
     python scripts/make_results.py --doc-only            # rewrite RESULTS.md from what ran
 
 Each experiment is one `spry run` command: a config from configs/ plus key=value
-overrides, with the same CPU budget for all (`--rounds`, `--max-wall-seconds`: methods are
-compared at equal wall time on one machine). Resumable: an experiment whose run directory
+overrides, with the same budget for all (`--rounds` and the CPU sizing in CPU_BUDGET;
+`--max-wall-seconds` is a guard). Resumable: an experiment whose run directory
 holds trainable.safetensors (its run loop ended) is skipped; an unfinished one is started
 again from scratch. RESULTS.md is drawn only from the runs' metrics.jsonl (through
 spry.compare), and every row carries the command that reproduces it; an experiment that
 has not run is listed as such; each table with a run also gets its accuracy curves
-(`spry plot`, PNG beside the doc in img/results/). The whole grid is 92 runs: at the
-default 10 minutes each, about 15 hours on a 2-core CPU. The data sets come from
+(`spry plot`, PNG beside the doc in img/results/). The whole grid is 93 runs: at the
+default budget under two hours on a 2-core CPU with --jobs 2. The data sets come from
 $SPRY_DATA_DIR (../shared/data/README.md).
 """
 
@@ -54,9 +54,11 @@ class Experiment:
     overrides: tuple[str, ...] = ()
 
     def args(self, results: Path, budget: Budget) -> list[str]:
-        """`spry` arguments; later overrides win, so the budget and the run's place are last."""
+        """`spry` arguments; later overrides win: the budget's extras are defaults for every
+        run, the experiment's own settings (its method, rate, ablated value) override them,
+        and the round budget and the run's place come last."""
         config = ["--config", self.config] if self.config else []
-        return ["run", "--quiet", *config, *self.overrides, *budget.extra,
+        return ["run", "--quiet", *config, *budget.extra, *self.overrides,
                 f"rounds={budget.rounds}", f"max_wall_seconds={budget.seconds:g}",
                 f"output_dir={results}", f"run_name={self.name}"]
 
@@ -73,16 +75,22 @@ class Table:
 DATASETS = {"sst2": "SST-2", "ag_news": "AG News", "snli": "SNLI", "mnli": "MNLI",
             "yahoo": "Yahoo Answers (2-topic subset)"}
 ALPHAS = (0.1, 1.0)
-# The paper's baselines (Panchal et al. 2024, Table 1), as settings of `spry run`.
+# The paper's baselines (Panchal et al. 2024, Table 1), as settings of `spry run`. Each
+# method's client learning rate comes from the sweep in docs/baselines.md (SST-2 and AG
+# News, three rates each): the rate best on both, or the sweep's middle one where they
+# disagree.
+# BAFFLE at K=5 and FwdLLM at 2 perturbations a step, as there (the reasons are in
+# scripts/baselines.py: at K=1 BAFFLE is FedMeZO's estimate; FwdLLM's 10 cost ~30 min a run).
 METHODS = {
-    "spry": (),
-    "fedfgd": ("method=fedfgd",),
-    "fedavg": ("method=backprop", "server_optimizer=fedavg"),
-    "fedyogi": ("method=backprop",),
-    "fedsgd": ("method=fedsgd", "client_optimizer=sgd", "client_lr=0.1"),
-    "fedmezo": ("method=fedmezo",),
-    "baffle": ("method=baffle",),
-    "fwdllm": ("method=fwdllm",),
+    "spry": ("client_lr=0.003",),
+    "fedfgd": ("method=fedfgd", "client_lr=0.01"),
+    "fedavg": ("method=backprop", "server_optimizer=fedavg", "client_lr=0.003"),
+    "fedyogi": ("method=backprop", "server_optimizer=fedyogi", "client_lr=0.001"),
+    "fedsgd": ("method=fedsgd", "client_optimizer=sgd", "server_optimizer=fedavg",
+               "client_lr=0.3"),
+    "fedmezo": ("method=fedmezo", "client_lr=0.01"),
+    "baffle": ("method=baffle", "tangents=5", "client_lr=0.003"),
+    "fwdllm": ("method=fwdllm", "fwdllm_max_perturbations=2", "client_lr=0.01"),
 }
 # Ablations on SST-2 with α=0.1 (the paper's Sec. 5.3 and App. E that fit on a CPU):
 # setting -> (run name suffix, overrides on top of configs/sst2.yaml); the first setting
@@ -91,7 +99,9 @@ ABLATION_BASE = "sst2-a0.1-spry"
 ABLATIONS = {
     "K (perturbations per step)": {"K=1": ("", ()), "K=3": ("k3", ("tangents=3",)),
                                    "K=10": ("k10", ("tangents=10",))},
-    "clients per round M": {"M=10": ("", ()), "M=5": ("m5", ("clients_per_round=5",)),
+    # every M named: the budget may set clients_per_round for the main run
+    "clients per round M": {"M=5": ("m5", ("clients_per_round=5",)),
+                            "M=10": ("m10", ("clients_per_round=10",)),
                             "M=20": ("m20", ("clients_per_round=20",))},
     "PEFT method": {"LoRA": ("", ()), "IA3": ("ia3", ("peft=ia3",)),
                     "BitFit": ("bitfit", ("peft=bitfit",))},
@@ -104,6 +114,17 @@ ABLATIONS = {
                          "r=1, α=8": ("alpha8", ("lora_alpha=8",)),
                          "r=16, α=16": ("r16-alpha16", ("lora_r=16", "lora_alpha=16"))},
 }
+
+
+# The default budget, sized so that the whole grid fits in under two hours of a 2-core
+# CPU with --jobs 2: 8 rounds of 5 clients x 6 local steps (personalization too, 1 epoch),
+# 20,000 training examples dealt over the clients (so each client's test split, which
+# every evaluation runs, stays small), accuracy every 4 rounds and on 200 held-out
+# examples. The rounds bind; the wall-time cap is a guard against a runaway run. Every
+# client trains the head (head=shared): MiniLM's classifier starts random (docs/core.md).
+CPU_BUDGET = Budget(rounds=8, seconds=1800, extra=(
+    "clients_per_round=5", "max_steps=6", "eval_every=4", "max_train_examples=20000",
+    "max_test_examples=200", "head=shared"))
 
 
 def declared() -> tuple[list[Experiment], list[Table]]:
@@ -124,8 +145,8 @@ def declared() -> tuple[list[Experiment], list[Table]]:
         labels = {}
         for setting, (suffix, overrides) in settings.items():
             name = f"{ABLATION_BASE}-{suffix}" if suffix else ABLATION_BASE
-            experiments.setdefault(name, Experiment(name, "configs/sst2.yaml",
-                                                    ("dirichlet_alpha=0.1", *overrides)))
+            experiments.setdefault(name, Experiment(
+                name, "configs/sst2.yaml", ("dirichlet_alpha=0.1", *METHODS["spry"], *overrides)))
             labels[name] = setting
         tables.append(Table(f"Ablation: {topic}", "Spry on SST-2, α=0.1.", tuple(labels),
                             labels))
@@ -269,12 +290,16 @@ def write_doc(doc: Path, tables: list[Table], experiments: list[Experiment], res
         "nothing here is typed by hand. Every row is read from its run's metrics.jsonl by "
         "`spry.compare` and carries the command that reproduces it.",
         "",
-        f"Budget per run (each row's command says its own): at most {budget.rounds} rounds "
-        f"and {budget.seconds:g} s of wall time "
-        f"(`max_wall_seconds`: no round starts after it), so the methods compare at equal "
-        f"time on one machine: {os.cpu_count()} CPU cores, {platform.machine()}, torch "
-        f"{torch.__version__}. Model: the packaged all-MiniLM-L6-v2 with each config's "
-        "settings (configs/*.yaml: 100 clients, 10 a round, LoRA r=1 on query/value).",
+        f"Budget per run (each row's command says its own): {budget.rounds} rounds, "
+        f"with {' '.join(budget.extra) or 'each config’s own sizes'} as defaults that an "
+        f"experiment's own settings override, and a wall-time guard of {budget.seconds:g} s "
+        "(`max_wall_seconds`: no round starts after it). Every method gets the same rounds "
+        f"on one machine: {os.cpu_count()} CPU cores, {platform.machine()}, torch "
+        f"{torch.__version__} (with `--jobs N`, N runs side by side share the cores "
+        "evenly). Model: "
+        "the packaged all-MiniLM-L6-v2 with each config's settings (configs/*.yaml: 100 "
+        "clients, LoRA r=1 on query/value); each method at its client learning rate from "
+        "the sweep in docs/baselines.md (the rows' commands).",
         "",
         "Columns: generalized accuracy is the global model on the sampled clients' test "
         "splits, personalized accuracy after local finetuning on each client (both at the "
@@ -305,20 +330,24 @@ def main(argv: list[str] | None = None) -> int:
                    help="where the run directories go, relative to the repository root "
                    "(default: runs/results)")
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "RESULTS.md")
-    p.add_argument("--rounds", type=int, default=300)
-    p.add_argument("--max-wall-seconds", type=float, default=600.0)
+    p.add_argument("--rounds", type=int, default=CPU_BUDGET.rounds)
+    p.add_argument("--max-wall-seconds", type=float, default=CPU_BUDGET.seconds)
     p.add_argument("--jobs", type=int, default=1, help="runs side by side, the cores shared "
                    "out evenly (default 1)")
     p.add_argument("--no-plots", action="store_true", help="tables only, no curve PNGs")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="an override for every run (repeatable), e.g. max_train_examples=2000")
+                   help="a default for every run (repeatable; after the CPU budget's, "
+                   "before each experiment's own settings), e.g. max_train_examples=2000")
+    p.add_argument("--no-cpu-budget", action="store_true", help="drop the CPU budget's "
+                   f"defaults ({' '.join(CPU_BUDGET.extra)}): each config's own sizes")
     bench = ROOT / "benchmarks" / "results" / "minilm.json"
     p.add_argument("--bench", type=Path, default=bench if bench.is_file() else None,
                    help="a `spry bench --out` report for the peak memory column")
     args = p.parse_args(argv)
     results = args.results  # relative: to the repository root, as in the printed commands
     experiments, tables = declared()
-    budget = Budget(args.rounds, args.max_wall_seconds, tuple(args.set))
+    extra = () if args.no_cpu_budget else CPU_BUDGET.extra
+    budget = Budget(args.rounds, args.max_wall_seconds, (*extra, *args.set))
     todo = [e for e in selected(experiments, args.only) if not finished(ROOT / results / e.name)]
     if args.dry_run:
         for e in todo:

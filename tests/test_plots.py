@@ -106,6 +106,11 @@ def test_peak_memory_comes_from_the_bench_mode_of_the_method(tmp_path):
     assert peak_mib(fedavg, BENCH) == 500.0
     assert peak_mib(fwdllm, BENCH) is None  # the bench mode failed
     assert peak_mib(other, BENCH) is None  # measured on another model
+    for name, adapter in (("ia3", {"peft": "ia3"}), ("r16", {"lora_r": 16})):
+        run = load_run(_run_dir(tmp_path, name, _rows([0.5]), **adapter))
+        assert peak_mib(run, BENCH) is None  # ... or another adapter
+    assert peak_mib(load_run(_run_dir(tmp_path, "a8", _rows([0.5]), lora_alpha=8.0)),
+                    BENCH) == 200.0  # alpha scales the adapter, not its memory
     assert peak_mib(spry, None) is None
 
 
@@ -264,21 +269,36 @@ def test_declared_grid_covers_every_dataset_method_and_ablation(make_results):
     for topic in ("K", "clients per round", "PEFT", "communication", "LoRA r and alpha"):
         assert topic in titles
     by_name = {e.name: e for e in experiments}
+    budget = make_results.CPU_BUDGET
     for table in tables:  # every row is a declared experiment with a valid config
         for name in table.names:
-            e = by_name[name]
-            overrides = [o for o in e.overrides if not o.startswith("dataset")]
-            Config.from_yaml(ROOT / e.config, overrides)
+            args = by_name[name].args(Path("runs"), budget)
+            cfg = Config.from_yaml(ROOT / args[3], [a for a in args[4:] if "=" in a])
+            assert cfg.rounds == budget.rounds
+    # an experiment's own settings win over the budget's defaults: the M ablation's runs
+    # differ although the budget sets clients_per_round for every run
+    for m in (5, 10, 20):
+        args = by_name[f"sst2-a0.1-spry-m{m}"].args(Path("runs"), budget)
+        assert Config.from_yaml(ROOT / args[3], args[4:]).clients_per_round == m
+    # every method runs at a rate of its own (docs/baselines.md's sweep)
+    assert all(any(o.startswith("client_lr=") for o in ov)
+               for ov in make_results.METHODS.values())
 
 
 def test_dry_run_prints_the_selected_commands(make_results, tmp_path, capsys):
     assert make_results.main(["--dry-run", "--only", "sst2-a0.1-spry-k*", "--results",
-                              str(tmp_path), "--rounds", "5", "--max-wall-seconds", "60"]) == 0
+                              str(tmp_path), "--rounds", "5", "--max-wall-seconds", "60",
+                              "--no-cpu-budget", "--set", "max_steps=2"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out == [
-        f"spry run --quiet --config configs/sst2.yaml dirichlet_alpha=0.1 tangents={k} "
-        f"rounds=5 max_wall_seconds=60 output_dir={tmp_path} run_name=sst2-a0.1-spry-k{k}"
-        for k in (3, 10)]
+        f"spry run --quiet --config configs/sst2.yaml max_steps=2 dirichlet_alpha=0.1 "
+        f"client_lr=0.003 tangents={k} rounds=5 max_wall_seconds=60 output_dir={tmp_path} "
+        f"run_name=sst2-a0.1-spry-k{k}" for k in (3, 10)]
+    assert make_results.main(["--dry-run", "--only", "sst2-a0.1-spry-k3", "--results",
+                              str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith(
+        "spry run --quiet --config configs/sst2.yaml "
+        + " ".join(make_results.CPU_BUDGET.extra) + " dirichlet_alpha=0.1")
     assert make_results.main(["--dry-run", "--only", "fedmezo", "--results",
                               str(tmp_path)]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 10  # 5 data sets x 2 alphas
@@ -298,7 +318,7 @@ def test_one_tiny_experiment_runs_resumes_and_writes_the_doc(make_results, tiny_
     bench.write_text(json.dumps(BENCH))
     assert make_results.main(["--only", "tiny-spry", "--results", str(tmp_path / "res"),
                               "--doc", str(doc), "--rounds", "2", "--max-wall-seconds", "120",
-                              "--bench", str(bench)]) == 0
+                              "--no-cpu-budget", "--bench", str(bench)]) == 0
     run_dir = tmp_path / "res" / "tiny-spry"
     assert (run_dir / "trainable.safetensors").is_file()
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2

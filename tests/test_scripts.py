@@ -45,7 +45,7 @@ def test_baselines_grid_sweeps_three_rates_for_every_method(baselines):
                        "split-fedavg", "split-fedyogi", "fedmezo", "baffle", "fwdllm"):
             assert sum(n.startswith(f"{ds}-a0.1-{method}-lr") for n in names) == 3
     for e in experiments:  # each command's settings are valid, budget included
-        cfg = Config.from_yaml(ROOT / e.config, [*e.overrides, *baselines.BUDGET.extra])
+        cfg = Config.from_yaml(ROOT / e.config, [*baselines.BUDGET.extra, *e.overrides])
         assert cfg.dirichlet_alpha == 0.1 and cfg.clients_per_round == 5
     # the middle rates run first, so a partial grid still has every method
     assert {e.name.rsplit("-lr", 1)[0] for e in experiments[:22]} == \

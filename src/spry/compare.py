@@ -85,12 +85,18 @@ def bench_peaks(report: dict) -> dict[str, float]:
     return peaks
 
 
-def bench_model(report: dict) -> str:
+def bench_setting(report: dict, key: str):
+    """A setting the bench ran with, as its overrides give it (a string), or the default."""
     for item in report.get("settings", {}).get("overrides", []):
-        key, _, value = item.partition("=")
-        if key == "model":
+        name, _, value = item.partition("=")
+        if name == key:
             return value
-    return Config.model
+    return getattr(Config, key)
+
+
+# What a client step's memory depends on besides the method: a run that differs from the
+# bench in any of these gets no peak (the bench measured another adapter).
+BENCH_MATCH = ("model", "peft", "lora_r")
 
 
 # The bench mode that measures one client step of a run's method. Spry's client trains
@@ -101,7 +107,8 @@ BENCH_MODE = {"spry": ("spry_share", "spry"), "fedfgd": ("spry",), "backprop": (
 
 
 def peak_mib(run: Run, report: dict | None) -> float | None:
-    if report is None or run.config.get("model", Config.model) != bench_model(report):
+    if report is None or any(str(run.config.get(key, getattr(Config, key)))
+                             != str(bench_setting(report, key)) for key in BENCH_MATCH):
         return None
     peaks = bench_peaks(report)
     k = run.config.get("tangents", 1)
