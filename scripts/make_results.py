@@ -307,7 +307,8 @@ def write_doc(doc: Path, tables: list[Table], experiments: list[Experiment], res
         "evaluated round at which generalized accuracy reached the table's target; bytes are "
         "the totals over all clients; client peak MiB is one client step of the method as "
         f"`spry bench` measured it ({_shown(bench_path) or 'no report given: `--bench`'}), "
-        "at the bench's batch and length.",
+        "at the bench's batch and length (empty where the bench has no step of that "
+        "method, K, PEFT method and LoRA rank).",
         "",
     ]
     for table in tables:
