@@ -127,7 +127,8 @@ def dataset_section(ds: str, results: Path) -> tuple[list[str], dict[str, Run]]:
             # a run stopped from outside is shown, never chosen (it will be run again)
             shown = method if run.finished else f"{method} (stopped, not counted)"
             lines.append(
-                f"| {shown} | {lr:g} | {cell(at_round(run, 'generalized_accuracy', BUDGET.rounds))}"
+                f"| {shown} | {lr:g}"
+                f" | {cell(at_round(run, 'generalized_accuracy', BUDGET.rounds))}"
                 f" | {cell(at_round(run, 'test_accuracy', BUDGET.rounds))}"
                 f" | {cell(best[0]) if best else '–'} ({best[1] if best else '–'})"
                 f" | {hit[0] if hit else '–'} | {cell(hit[1], ',.0f') if hit else '–'}"

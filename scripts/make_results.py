@@ -276,28 +276,22 @@ def _shown(path: Path | None) -> str | None:
 
 def write_doc(doc: Path, tables: list[Table], experiments: list[Experiment], results: Path,
               budget: Budget, bench_path: Path | None, plots: bool = True) -> None:
-    import torch
-
     bench = read_bench(bench_path) if bench_path else None
     by_name = {e.name: e for e in experiments}
     ran = sum((ROOT / results / e.name / "metrics.jsonl").is_file() for e in experiments)
+    *head, written = generated_head(doc, "Results", "make_results.py", results)
     parts = [
-        kept_discussion(doc, "Results"),
-        GENERATED,
-        "",
-        f"Written by `python scripts/make_results.py` from the run directories in "
-        f"`{_shown(ROOT / results)}` ({ran} of {len(experiments)} experiments have run); "
-        "nothing here is typed by hand. Every row is read from its run's metrics.jsonl by "
-        "`spry.compare` and carries the command that reproduces it.",
+        *head,
+        f"{written} by `spry.compare` and carries the command that reproduces it ({ran} of "
+        f"{len(experiments)} experiments have run); nothing here is typed by hand.",
         "",
         f"Budget per run (each row's command says its own): {budget.rounds} rounds, "
         f"with {' '.join(budget.extra) or 'each config’s own sizes'} as defaults that an "
         f"experiment's own settings override, and a wall-time guard of {budget.seconds:g} s "
         "(`max_wall_seconds`: no round starts after it). Every method gets the same rounds "
-        f"on one machine: {os.cpu_count()} CPU cores, {platform.machine()}, torch "
-        f"{torch.__version__} (with `--jobs N`, N runs side by side share the cores "
-        "evenly). Model: "
-        "the packaged all-MiniLM-L6-v2 with each config's settings (configs/*.yaml: 100 "
+        f"on one machine: {machine()} (with `--jobs N`, N runs side by side share the "
+        "cores evenly). Model: the packaged all-MiniLM-L6-v2 with each config's settings "
+        "(configs/*.yaml: 100 "
         "clients, LoRA r=1 on query/value); each method at its client learning rate from "
         "the sweep in docs/baselines.md (the rows' commands).",
         "",
