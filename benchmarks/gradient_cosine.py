@@ -9,8 +9,14 @@ with K tangents (5 draws each), next to the theory for Gaussian tangents over d 
 E|g~|^2 = |g|^2 (1 + (d + 1) / K), so the cosine is about sqrt(K / (K + d + 1)). This
 is why K=1 needs on the order of d steps per unit to learn (docs/core.md).
 `ks=1,8,32` picks the K values (default 1,8,32,128,512; with LoRA every tangent runs
-through the whole encoder, so large K costs K tangent passes). Other key=value arguments
-go to the Config (e.g. model=..., dataset=...).
+through the whole encoder, so large K costs K tangent passes). `tangent_sharing=example`
+draws one tangent per example (spry.estimators.example_tangents), `batch` one for the
+batch; `draws=20` sets the draws per K; `lora_b=0.01` first gives every LoRA B factor
+N(0, 0.01²) values (at B = 0 the A factors have no gradient at all). Other key=value
+arguments go to the Config (e.g. model=..., dataset=...).
+
+    SPRY_DATA_DIR=../shared/data python benchmarks/gradient_cosine.py peft=lora \
+        ks=1,8 draws=20 lora_b=0.01 tangent_sharing=example
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ import sys
 
 import torch
 
-from spry.client import task_loss
+from spry.client import classification_loss, task_loss
 from spry.config import Config
 from spry.data.batches import iterate_batches
 from spry.estimators.autograd import backprop_gradient
+from spry.estimators.example_tangents import example_forward_gradient
 from spry.estimators.forward_gradient import forward_gradient
 from spry.experiment import build
 
@@ -39,24 +46,35 @@ def main(argv: list[str]) -> None:
                     max_test_examples=100, data_dir=os.environ.get("SPRY_DATA_DIR"))
     args = dict(a.split("=", 1) for a in argv)
     ks = [int(k) for k in args.pop("ks", "1,8,32,128,512").split(",")]
+    draws = int(args.pop("draws", "5"))
+    lora_b = float(args.pop("lora_b", "0"))
     cfg = Config.from_flat({**settings, **args})
     exp = build(cfg)
     params = {n: p for n, p in exp.model.named_parameters() if p.requires_grad}
+    with torch.no_grad():
+        for n, p in params.items():
+            if "lora_B" in n and lora_b:
+                p.normal_(0, lora_b, generator=torch.Generator().manual_seed(0))
     d = sum(p.numel() for p in params.values())
     batch = next(iter(iterate_batches(exp.data.clients[0].train, exp.tokenizer,
                                       cfg.batch_size, seed=0)))
     exp.model.eval()  # no dropout: both estimators see the same loss
     loss_fn = task_loss(exp.model, batch)
     true = flat(backprop_gradient(loss_fn, params).grads)
-    print(f"peft={cfg.peft}: {d} trainable weights")
-    print("| K | cosine (5 draws) | sqrt(K/(K+d+1)) |\n|---|---|---|")
+    per_example = classification_loss(exp.model, batch, per_example=True)
+    print(f"peft={cfg.peft}, tangent_sharing={cfg.tangent_sharing}: {d} trainable weights")
+    print(f"| K | mean cosine ({draws} draws) | rms cosine | sqrt(K/(K+d+1)) |\n|---|---|---|---|")
     for k in ks:
         cos = []
-        for draw in range(5):
+        for draw in range(draws):
             seeds = [10_000 * draw + i for i in range(k)]
-            est = flat(forward_gradient(loss_fn, params, seeds).grads)
+            if cfg.tangent_sharing == "example":
+                est = flat(example_forward_gradient(per_example, params, seeds).grads)
+            else:
+                est = flat(forward_gradient(loss_fn, params, seeds).grads)
             cos.append(float(true @ est / (true.norm() * est.norm())))
-        print(f"| {k} | {' '.join(f'{c:.3f}' for c in cos)} | {math.sqrt(k / (k + d + 1)):.3f} |")
+        rms = math.sqrt(sum(c * c for c in cos) / len(cos))
+        print(f"| {k} | {sum(cos) / len(cos):.4f} | {rms:.4f} | {math.sqrt(k / (k + d + 1)):.4f} |")
 
 
 if __name__ == "__main__":

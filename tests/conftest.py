@@ -65,9 +65,13 @@ def tiny_config(tiny_bert, tmp_path):
     """A small, fast run on the generated sentiment task."""
 
     def make(**overrides) -> Config:
+        # head_init=random, head=split: one metrics row per round and the head dealt as one
+        # unit, as these engine and reliability tests expect; the class-mean round 0 and the
+        # shared head are tested in test_learning.py.
         base = dict(model=tiny_bert, dataset="sentiment", num_clients=8, clients_per_round=4,
                     rounds=2, max_length=16, personalization_epochs=1, max_steps=2,
-                    output_dir=str(tmp_path / "runs"), run_name="test")
+                    output_dir=str(tmp_path / "runs"), run_name="test", head_init="random",
+                    head="split")
         base.update(overrides)
         return Config(**base)
 

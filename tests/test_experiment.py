@@ -34,7 +34,8 @@ def test_cli_run_and_overrides(tiny_bert, tmp_path, capsys):
                  f"output_dir={tmp_path}", "run_name=cli"])
     assert code == 0
     assert "generalized accuracy" in capsys.readouterr().out
-    assert len(read_metrics(tmp_path / "cli")) == 1
+    # Round 0 (the class-mean head, forward only), then the one training round.
+    assert [r["round"] for r in read_metrics(tmp_path / "cli")] == [0, 1]
 
 
 def test_cli_rejects_unknown_key_before_work(capsys):

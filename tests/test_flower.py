@@ -135,7 +135,10 @@ def test_deployment_on_loopback(tiny_bert, tmp_path):
     # Assert
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = read_metrics(out / "deployed")
-    assert [r["round"] for r in rows] == [1, 2]
+    # Round 0: the class-mean head from every node's feature sums (a Flower QUERY).
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert sorted(rows[0]["clients"]) == [0, 1, 2] and rows[0]["bytes_up"] > 0
+    rows = rows[1:]
     for row in rows:
         assert sorted(row["clients"]) == [0, 1, 2] and row["failed_clients"] == []
         assert row["steps"] == 6 and row["bytes_up"] > 0

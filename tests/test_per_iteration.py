@@ -62,7 +62,7 @@ def test_lagging_client_downloads_weights_instead_of_replaying(tiny_config):
 def test_one_client_sgd_equals_centralised_forward_gradient_sgd(tiny_config):
     cfg = _per_iteration(tiny_config, num_clients=1, clients_per_round=1, rounds=2,
                          max_steps=None, client_optimizer="sgd", client_lr=0.05, tangents=2,
-                         lora_dropout=0.0, head="split")
+                         lora_dropout=0.0, head="split", recipe="paper")
     exp = build(cfg)
     start = {n: t.clone() for n, t in exp.server.weights.items()}
     _run_rounds(exp, cfg.rounds)

@@ -321,7 +321,7 @@ def test_one_tiny_experiment_runs_resumes_and_writes_the_doc(make_results, tiny_
                               "--no-cpu-budget", "--bench", str(bench)]) == 0
     run_dir = tmp_path / "res" / "tiny-spry"
     assert (run_dir / "trainable.safetensors").is_file()
-    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 3  # rounds 0, 1, 2
     text = doc.read_text()
     command = make_results.command(tiny, tmp_path / "res", make_results.Budget(2, 120.0))
     assert f"`{command}`" in text

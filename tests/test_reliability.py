@@ -418,8 +418,8 @@ def test_non_finite_loss_skips_the_step_and_is_counted(tiny_config, monkeypatch,
 
     calls = []
 
-    def nan_every_other_call(model, batch):
-        real_fn = spry.client.classification_loss.__wrapped__(model, batch)
+    def nan_every_other_call(model, batch, **options):
+        real_fn = spry.client.classification_loss.__wrapped__(model, batch, **options)
         calls.append(1)
         poison = len(calls) % 2 == 0
         return (lambda params: real_fn(params) * float("nan")) if poison else real_fn

@@ -12,7 +12,9 @@ from spry.seeds import seeded_global_rng
 
 
 def model_and_batch(path: str, dtype: str = "float64", lora_dropout: float = 0.0):
-    cfg = Config(model=path, dtype=dtype, lora_r=2, lora_dropout=lora_dropout)
+    # The architecture's own head (recipe=paper): these tests check the estimators' math,
+    # with tolerances set on it; the pooled head has its own tests (test_learning.py).
+    cfg = Config(model=path, dtype=dtype, lora_r=2, lora_dropout=lora_dropout, recipe="paper")
     tok = load_tokenizer(cfg)
     with seeded_global_rng(0):
         model = load_model(cfg, num_labels=2, pad_token_id=tok.pad_token_id)

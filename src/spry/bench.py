@@ -168,7 +168,7 @@ def run_mode(mode: str, overrides: list[str], steps: int, warmup: int,
     from spry.federation.assign import assign_units
     from spry.methods import make_estimator
     from spry.models import list_units
-    from spry.client import classification_loss, make_client_optimizer
+    from spry.client import classification_loss, exact_head, make_client_optimizer, step_estimate
 
     if threads:
         torch.set_num_threads(threads)
@@ -207,12 +207,18 @@ def run_mode(mode: str, overrides: list[str], steps: int, warmup: int,
     else:
         model.train()
         estimator = make_estimator(cfg)
-        optimizer = make_client_optimizer(cfg, list(params.values()))
+        # The client's own step (spry.client.step_estimate): the recipe's head treatment,
+        # tangent sharing and zero-factor rule are measured as a run uses them.
+        head = exact_head(model, cfg, list(params))
+        optimizer = make_client_optimizer(
+            cfg, [p for n, p in params.items() if n not in (head or ())],
+            [p for n, p in params.items() if n in (head or ())])
 
         def step(i: int) -> None:
-            est = estimator(loss_fn, params, [1000 * i + j for j in range(k)])
+            est = step_estimate(model, batch, params, head, cfg, estimator,
+                                [1000 * i + j for j in range(k)])
             for pname, p in params.items():
-                p.grad = est.grads[pname].to(p.dtype)
+                p.grad = est.grads[pname].to(p.dtype) if pname in est.grads else None
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 

@@ -12,12 +12,16 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
 from spry.config import Config
 from spry.data import Encoded, iterate_batches
+from spry.estimators import Estimate
+from spry.estimators.example_tangents import example_forward_gradient
+from spry.tasks.classifier import head_gradient, head_param_names, is_pooled
 from spry.methods import METHODS, make_estimator
 from spry.federation.replay import tangent_seed
 from spry.seeds import derive_seed, seeded_global_rng
@@ -45,14 +49,26 @@ class ClientEval:
     personalized_correct: int | None = None
 
 
-def classification_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
-    """L(params) on one batch, with `params` swapped into the model functionally."""
+def classification_loss(model: nn.Module, batch: dict[str, torch.Tensor],
+                        per_example: bool = False, capture: dict | None = None):
+    """L(params) on one batch, with `params` swapped into the model functionally.
+
+    `per_example`: the (B,) losses instead of their mean (spry.estimators.example_tangents).
+    `capture`: filled with the first call's pooled features and logits (their primal
+    values), from which the exact head gradient is computed (spry.tasks.classifier)."""
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
 
     def loss_fn(params):
-        logits = functional_call(model, params, args=(), kwargs=inputs).logits
-        return F.cross_entropy(logits.float(), labels)
+        out = functional_call(model, params, args=(), kwargs=inputs)
+        if capture is not None and "logits" not in capture:
+            capture["features"] = fwAD.unpack_dual(out.features).primal.detach()
+            capture["logits"] = fwAD.unpack_dual(out.logits).primal.detach()
+        # Widen bfloat16 to float32, keep float64 (the estimator tests' precision).
+        logits = out.logits.to(torch.promote_types(out.logits.dtype, torch.float32))
+        if per_example:
+            return F.cross_entropy(logits, labels, reduction="none")
+        return F.cross_entropy(logits, labels)
 
     return loss_fn
 
@@ -72,12 +88,68 @@ def task_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
     return classification_loss(model, batch)
 
 
-def make_client_optimizer(cfg: Config, params: list[torch.Tensor]) -> torch.optim.Optimizer:
-    if cfg.client_optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.client_lr, weight_decay=cfg.weight_decay)
-    if cfg.client_optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.client_lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.client_lr, weight_decay=cfg.weight_decay)
+def make_client_optimizer(cfg: Config, params: list[torch.Tensor],
+                          head: list[torch.Tensor] = ()) -> torch.optim.Optimizer:
+    """The local optimizer; `head` tensors get head_lr when it is set."""
+    groups = [{"params": list(params)}] if params or not head else []
+    if head:
+        groups.append({"params": list(head), "lr": cfg.head_lr or cfg.client_lr})
+    kind = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    return kind[cfg.client_optimizer](groups, lr=cfg.client_lr, weight_decay=cfg.weight_decay)
+
+
+def exact_head(model: nn.Module, cfg: Config, unit_params) -> tuple[str, str] | None:
+    """(weight, bias) names of the linear head when this client trains it with its exact
+    closed-form gradient (head_gradient=exact, a pooled head, a non-backprop method)."""
+    from spry.models import list_units, HEAD_UNIT
+
+    if (cfg.head_gradient != "exact" or METHODS[cfg.method].estimator == "backprop"
+            or not is_pooled(model)):
+        return None
+    head = next((u for u in list_units(model) if u.name == HEAD_UNIT), None)
+    if head is None or not set(head.params) <= set(unit_params):
+        return None
+    return head_param_names(head.params)
+
+
+def zero_factors(params: dict[str, torch.Tensor]) -> set[str]:
+    """LoRA A factors whose B partner is exactly zero: ∂L/∂A = Bᵀ(...) = 0 exactly."""
+    skip = set()
+    for name in params:
+        if ".lora_A." in name:
+            partner = params.get(name.replace(".lora_A.", ".lora_B."))
+            if partner is not None and not bool(partner.detach().any()):
+                skip.add(name)
+    return skip
+
+
+def step_estimate(model: nn.Module, batch: dict[str, torch.Tensor], params: dict,
+                  head: tuple[str, str] | None, cfg: Config, estimator, seeds: list[int]):
+    """One step's gradient estimate of `params` (and, with `head`, its exact gradient).
+
+    Forward-gradient methods honour tangent_sharing and skip_zero_factors; the head's
+    gradient comes from the features and logits of the estimator's first forward pass
+    (for zeroth-order methods that pass is at w + εz: an O(ε) approximation)."""
+    forward = METHODS[cfg.method].estimator == "forward_gradient"
+    perturbed = {n: p for n, p in params.items() if head is None or n not in head}
+    if forward and cfg.skip_zero_factors:
+        skip = zero_factors(perturbed)
+        perturbed = {n: p for n, p in perturbed.items() if n not in skip}
+    capture = {} if head is not None else None
+    if (forward and cfg.tangent_sharing == "example") or (head is not None and not perturbed):
+        est = example_forward_gradient(
+            classification_loss(model, batch, per_example=True, capture=capture), perturbed, seeds)
+    else:
+        est = estimator(task_loss(model, batch), perturbed, seeds) if perturbed else None
+        if head is not None:  # torch.func's jvp hides its primals: read the head's input
+            with torch.no_grad():
+                loss = float(classification_loss(model, batch, capture=capture)(
+                    {n: p.detach() for n, p in params.items()}))
+            est = est or Estimate(loss=loss, grads={})
+    if head is not None:
+        gw, gb = head_gradient(capture["features"], capture["logits"], batch["labels"])
+        est.grads.update({head[0]: gw, head[1]: gb})
+    return est
 
 
 def _to_device(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
@@ -103,7 +175,10 @@ def local_train(model: nn.Module, data: Encoded, tokenizer, unit_params: list[st
         max_steps = METHODS[cfg.method].local_steps
     named = dict(model.named_parameters())
     params = {n: named[n] for n in unit_params}
-    optimizer = make_client_optimizer(cfg, list(params.values()))
+    head = exact_head(model, cfg, unit_params)
+    head_names = set(head or ()) | _head_of(model, unit_params)
+    optimizer = make_client_optimizer(cfg, [p for n, p in params.items() if n not in head_names],
+                                      [p for n, p in params.items() if n in head_names])
     for name, p in params.items():
         if optimizer_state is not None and name in optimizer_state:
             optimizer.state[p] = {k: v.clone() for k, v in optimizer_state[name].items()}
@@ -118,15 +193,16 @@ def local_train(model: nn.Module, data: Encoded, tokenizer, unit_params: list[st
             for batch in batches:
                 if max_steps is not None and step >= max_steps:
                     break
-                loss_fn = task_loss(model, _to_device(batch, cfg.device))
                 seeds = [tangent_seed(round_seed, client_id, step, k) for k in range(cfg.tangents)]
-                est = estimator(loss_fn, params, seeds)
+                est = step_estimate(model, _to_device(batch, cfg.device), params, head, cfg,
+                                    estimator, seeds)
                 step += 1
                 if not math.isfinite(est.loss) or not all(map(math.isfinite, est.scalars)):
                     skipped += 1  # a non-finite loss would poison the optimizer state
                     continue
                 for name, p in params.items():
-                    p.grad = est.grads[name].to(p.dtype)
+                    # A tensor the step did not perturb (a zero-gradient factor) stays put.
+                    p.grad = est.grads[name].to(p.dtype) if name in est.grads else None
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 losses.append(est.loss)
@@ -142,6 +218,16 @@ def local_train(model: nn.Module, data: Encoded, tokenizer, unit_params: list[st
         train_loss=sum(losses) / len(losses) if losses else float("nan"),
         steps=step, skipped_steps=skipped, seconds=time.perf_counter() - start,
         scalars=scalars)
+
+
+def _head_of(model: nn.Module, unit_params) -> set[str]:
+    """The head's parameter names among `unit_params` (they take head_lr)."""
+    from spry.models import list_units, HEAD_UNIT
+
+    if model is None or getattr(model, "task_head", None) in ("verbalizer", "generate"):
+        return set()
+    units = {u.name: u.params for u in list_units(model)}
+    return set(units.get(HEAD_UNIT, ())) & set(unit_params)
 
 
 @torch.no_grad()

@@ -38,10 +38,33 @@ ENGINES = ("local", "flower")
 DTYPES = ("float32", "float64", "bfloat16")
 TASK_HEADS = ("classifier", "verbalizer", "span", "generate")
 ON_ALL_CLIENTS_FAILED = ("continue", "stop")
+RECIPES = ("spry", "paper")
+POOLINGS = ("auto", "model", "cls", "mean", "max", "last")
+HEAD_INITS = ("class_means", "random")
+HEAD_GRADIENTS = ("exact", "estimator")
+TANGENT_SHARINGS = ("example", "batch")
+
+RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    # What this project measured to learn at CPU budgets (docs/learning.md): the head reads
+    # the feature the model was trained to produce, starts from federated class means and
+    # takes its exact gradient; forward gradients go to the adapters only, with one
+    # tangent per example and none on a factor whose gradient is exactly zero.
+    # The head is trained by every client (head=shared): its exact gradient costs nothing.
+    "spry": dict(pooling="auto", head_init="class_means", head_gradient="exact",
+                 tangent_sharing="example", skip_zero_factors=True, head="shared"),
+    # The paper's recipe (Panchal et al. 2024): the architecture's own head, randomly
+    # initialised, one shared tangent over every trainable tensor of the client.
+    "paper": dict(pooling="model", head_init="random", head_gradient="estimator",
+                  tangent_sharing="batch", skip_zero_factors=False, head="split"),
+}
 
 
 @dataclass(frozen=True)
 class Config:
+    recipe: str = "spry"
+    """`spry`: this project's measured defaults for the settings below that are left unset
+    (None); `paper`: the paper's exact recipe (docs/learning.md). Explicit values win."""
+
     # --- model and PEFT --------------------------------------------------------------
     model: str = "all-minilm-l6-v2"
     """Hub name, local directory, or a packaged alias (all-minilm-l6-v2)."""
@@ -61,6 +84,29 @@ class Config:
     label_words: list[str] | None = None
     """task_head=verbalizer: one word per label, in label order (default: the recipe's
     words, else the label names); each is scored by its first token after a space."""
+
+    pooling: str | None = None
+    """task_head=classifier: which feature a linear head reads. `auto`: what a
+    sentence-transformers model declares (modules.json, 1_Pooling/config.json: mean, cls or
+    max, normalised or not), else the architecture's convention (the first token for
+    encoders, the last real token for decoders); `cls`, `mean`, `max`, `last`: that pooling
+    of the last hidden states, unnormalised; `model`: the architecture's own head
+    (AutoModelForSequenceClassification, e.g. BERT's [CLS] pooler). None: the recipe's."""
+    head_init: str | None = None
+    """`class_means`: before round 1, clients send per-class sums and counts of their pooled
+    features (one forward pass, no backward) and the server sets the head to the normalised
+    class means (FedNCM, Legate et al. 2023), logged as round 0; `random`: the
+    architecture's random head. Needs a pooled head (pooling other than `model`)."""
+    head_init_scale: float = 10.0
+    """class_means: the head's rows are the unit class means times this (a softmax
+    temperature: features are normalised, so cosine logits times this scale)."""
+    head_init_examples: int | None = 64
+    """class_means: at most this many training examples per client enter the class means
+    (None: all), so round 0 costs a bounded forward pass per client."""
+    head_gradient: str | None = None
+    """`exact`: the linear head's gradient in closed form from the forward pass (pooled
+    features, softmax, labels), so the estimator spends its perturbations on the adapters
+    only; `estimator`: the head is one more tensor for the method's estimator."""
 
     # --- data ------------------------------------------------------------------------
     dataset: str = "sentiment"
@@ -95,7 +141,9 @@ class Config:
     which receives the whole model); `local` — only its units travel, the rest keep the
     values this client last received (a smaller downlink; stale context, so pair it with
     head=shared)."""
-    head: str = "split"
+    head: str | None = None
+    """`split`: the task head is one more unit, dealt to one client a round (the paper);
+    `shared`: every client trains it. None: the recipe's."""
     server_optimizer: str = "fedyogi"
     server_lr: float = 1e-2
     server_beta1: float = 0.9
@@ -105,6 +153,15 @@ class Config:
     # --- client ----------------------------------------------------------------------
     tangents: int = 1
     """K, the number of jvps (perturbations) per step."""
+    tangent_sharing: str | None = None
+    """Forward gradients: `example` draws an independent tangent for every example of the
+    batch (per-example weight perturbation, Ren et al. 2023), averaging B estimates for the
+    price of one jvp; `batch`: one tangent for the whole batch (the paper)."""
+    skip_zero_factors: bool | None = None
+    """Forward gradients: no tangent on a LoRA A factor while its B is exactly zero (its
+    gradient is then exactly zero: the tangent would add variance and no signal)."""
+    head_lr: float | None = None
+    """The head's client learning rate (None: client_lr)."""
     client_optimizer: str = "adamw"
     client_lr: float = 1e-4
     weight_decay: float = 0.0
@@ -166,6 +223,11 @@ class Config:
     run after it (the CLI exits with status 1; resume from the last checkpoint)."""
 
     def __post_init__(self) -> None:
+        _one_of(self, "recipe", RECIPES)
+        if self.recipe in RECIPE_DEFAULTS:
+            for name in RECIPE_DEFAULTS[self.recipe]:
+                if getattr(self, name) is None:
+                    object.__setattr__(self, name, _recipe_default(self, name))
         _check_types(self)
         _check_values(self)
 
@@ -208,6 +270,22 @@ class Config:
 
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)
+
+
+def _recipe_default(cfg: Config, name: str) -> Any:
+    """The recipe's value for `name`, where this run can use it."""
+    value = RECIPE_DEFAULTS[cfg.recipe][name]
+    # Per-example tangents need per-example losses (the classifier head) and linear-layer
+    # tensors (not IA3's scales, not BitFit's LayerNorm biases); per-iteration uploads K
+    # scalars a step, so it keeps one tangent per batch and the head on the estimator.
+    if name == "tangent_sharing" and (cfg.peft in ("ia3", "bitfit") or cfg.task_head != "classifier"
+                                      or cfg.communication == "per_iteration"):
+        return "batch"
+    if name == "head_gradient" and cfg.communication == "per_iteration":
+        return "estimator"
+    if name == "head" and cfg.task_head in ("verbalizer", "generate"):
+        return "split"  # no head unit to share
+    return value
 
 
 # --------------------------------------------------------------------------------------
@@ -293,6 +371,8 @@ def _check_values(cfg: Config) -> None:
     _one_of(cfg, "engine", ENGINES)
     _one_of(cfg, "dtype", DTYPES)
     _one_of(cfg, "on_all_clients_failed", ON_ALL_CLIENTS_FAILED)
+    _one_of(cfg, "recipe", RECIPES)
+    _check_head(cfg)
     _positive(cfg, "lora_r", "lora_alpha", "max_length", "num_clients", "dirichlet_alpha",
               "rounds", "clients_per_round", "tangents", "client_lr", "server_lr",
               "batch_size", "local_epochs", "max_steps", "eval_every", "eval_batch_size",
@@ -366,6 +446,34 @@ def _check_task_head(cfg: Config) -> None:
                           "answer)")
     if cfg.task_head in qa_heads and cfg.communication == "per_iteration":
         raise ConfigError(f"communication: task_head={cfg.task_head} runs per_epoch only for now")
+
+
+def _check_head(cfg: Config) -> None:
+    """The classification head's settings (pooling, head_init, head_gradient)."""
+    _one_of(cfg, "pooling", POOLINGS)
+    _one_of(cfg, "head_init", HEAD_INITS)
+    _one_of(cfg, "head_gradient", HEAD_GRADIENTS)
+    _one_of(cfg, "tangent_sharing", TANGENT_SHARINGS)
+    _positive(cfg, "head_init_scale", "head_init_examples", "head_lr")
+    if cfg.tangent_sharing == "example":
+        if cfg.peft in ("ia3", "bitfit") or cfg.task_head != "classifier":
+            raise ConfigError("tangent_sharing: example needs task_head=classifier and linear "
+                              f"trainable tensors (peft=lora or head), not peft={cfg.peft!r}, "
+                              f"task_head={cfg.task_head!r}; set tangent_sharing=batch")
+        if cfg.communication == "per_iteration":
+            raise ConfigError("tangent_sharing: per_iteration uploads K scalars a step; set "
+                              "tangent_sharing=batch")
+    if cfg.head_gradient == "exact" and cfg.communication == "per_iteration":
+        raise ConfigError("head_gradient: per_iteration uploads only directional derivatives; "
+                          "set head_gradient=estimator")
+    if cfg.task_head != "classifier":
+        return  # the other heads have no pooled linear head; these settings do not apply
+    if cfg.pooling == "model" and cfg.head_init == "class_means":
+        raise ConfigError("head_init: class_means needs a pooled head (pooling=auto, cls, mean "
+                          "or max); with pooling=model set head_init=random")
+    if cfg.pooling == "model" and cfg.head_gradient == "exact":
+        raise ConfigError("head_gradient: exact needs a pooled linear head (pooling=auto, cls, "
+                          "mean or max); with pooling=model set head_gradient=estimator")
 
 
 def _check_zeroth_order(cfg: Config) -> None:

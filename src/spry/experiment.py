@@ -77,6 +77,18 @@ def build(cfg: Config) -> Experiment:
     return Experiment(cfg, tokenizer, data, model, server, LocalEngine(cfg, model, tokenizer, data))
 
 
+def class_means_head(exp: Experiment) -> tuple[str, str] | None:
+    """(weight, bias) of the head that round 0 sets from class means, or None."""
+    from spry.models import HEAD_UNIT
+    from spry.tasks.classifier import head_param_names, is_pooled
+
+    cfg = exp.cfg
+    if cfg.head_init != "class_means" or cfg.task_head != "classifier" or not is_pooled(exp.model):
+        return None
+    head = next((u for u in exp.server.units if u.name == HEAD_UNIT), None)
+    return None if head is None else head_param_names(head.params)
+
+
 def run_dir_for(cfg: Config) -> Path:
     name = cfg.run_name or f"{Path(cfg.dataset).stem}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     return Path(cfg.output_dir) / name
@@ -164,6 +176,12 @@ def run(cfg: Config, progress: bool = True, engine=None, resume_dir: str | Path 
         log.info("resuming %s after round %d", out, state["round"])
     metrics = MetricsLog(out / "metrics.jsonl")
     metrics.rows = list(state["metrics"]) if state is not None else []
+    if state is None and (head := class_means_head(exp)) is not None:
+        row = exp.server.initialize_head(exp.engine, *head)
+        if exp.driver is not exp.server:
+            exp.driver.load_weights(exp.server.weights)
+        row.update(global_test_metrics(exp))
+        metrics.append(row)
 
     view = Progress(cfg.rounds, first - 1, bar=progress, max_seconds=cfg.max_wall_seconds,
                     tensorboard_dir=out / "tensorboard" if cfg.tensorboard else None)

@@ -94,6 +94,13 @@ def load_model(cfg: Config, num_labels: int, pad_token_id: int | None) -> nn.Mod
 
         return load_qa_model(cfg)
     path = resolve_model_path(cfg.model)
+    if cfg.pooling != "model":
+        from spry.tasks.classifier import load_pooled_classifier
+
+        model = load_pooled_classifier(cfg, path, num_labels)
+        if pad_token_id is not None:
+            model.config.pad_token_id = pad_token_id
+        return apply_peft(model, cfg).to(cfg.device)
     dtype = getattr(torch, cfg.dtype)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(

@@ -49,6 +49,10 @@ class PerIterationServer:
         self.synced: dict[int, int] = {}
         """The replica version each client last caught up to."""
 
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Start from `weights` (after round 0 set the head): a fresh server replica."""
+        self.replica = Replica(weights, self.replica.make_optimizer)
+
     @functools.lru_cache(maxsize=64)
     def params_of(self, server_round: int) -> dict[int, list[str]]:
         return {cid: ins.unit_params for cid, ins in self._plan(server_round).items()}

@@ -124,6 +124,25 @@ class Server:
                                 self.weights, self.cfg.personalization_epochs)
                 for ins in train]
 
+    def initialize_head(self, engine, weight: str, bias: str) -> dict:
+        """Round 0 of head_init=class_means (FedNCM): every client sends per-class sums of
+        its pooled features, the server sets the head to the class means. Returns the
+        round's metrics row (bytes and seconds counted like any round's)."""
+        from spry.tasks.classifier import class_mean_head
+
+        start = time.perf_counter()
+        stats = engine.class_statistics(list(range(self.cfg.num_clients)))
+        w, b = class_mean_head(stats, self.cfg.head_init_scale)
+        self.weights = {**self.weights, weight: w.to(self.weights[weight].dtype),
+                        bias: b.to(self.weights[bias].dtype)}
+        bytes_up = sum(s.bytes() for s in stats)
+        self.bytes_up_total += bytes_up
+        return {"round": 0, "head_init": self.cfg.head_init, "clients": [s.client_id for s in stats],
+                "steps": 0, "client_seconds": sum(s.seconds for s in stats),
+                "bytes_up": bytes_up, "bytes_down": 0, "bytes_up_total": self.bytes_up_total,
+                "bytes_down_total": self.bytes_down_total,
+                "wall_seconds": time.perf_counter() - start}
+
     def run_round(self, server_round: int, engine) -> dict:
         start = time.perf_counter()
         instructions = self.configure_train(server_round)

@@ -24,7 +24,7 @@ from spry.client import ClientEval, ClientUpdate
 from spry.config import Config
 from spry.data import FederatedData
 from spry.engines import node
-from spry.engines.node import ClientState, evaluate_client
+from spry.engines.node import ClientState, client_class_statistics, evaluate_client
 from spry.messages import EvalInstruction, TrainInstruction
 from spry.models import trainable_state
 
@@ -60,6 +60,11 @@ class LocalEngine:
                 continue
             updates.append(update)
         return updates
+
+    def class_statistics(self, client_ids: list[int]) -> list:
+        """Round 0 of head_init=class_means (spry.engines.node.client_class_statistics)."""
+        return [client_class_statistics(self.model, self.initial, cid, self.data.clients[cid],
+                                        self.tokenizer, self.cfg) for cid in client_ids]
 
     def evaluate(self, instructions: list[EvalInstruction]) -> list[ClientEval]:
         return [evaluate_client(self.model, ins, self.data.clients[ins.client_id], self.tokenizer,

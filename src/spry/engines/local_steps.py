@@ -121,3 +121,6 @@ class LocalStepEngine:
 
     def evaluate(self, instructions):
         return self._evaluator.evaluate(instructions)
+
+    def class_statistics(self, client_ids: list[int]) -> list:
+        return self._evaluator.class_statistics(client_ids)

@@ -28,7 +28,7 @@ from spry.config import Config
 from spry.data import ClientData
 from spry.messages import EvalInstruction, TrainInstruction
 from spry.models import load_trainable
-from spry.seeds import derive_seed
+from spry.seeds import derive_seed, generator
 
 
 @dataclass
@@ -51,6 +51,38 @@ def train_client(model: nn.Module, initial: dict[str, torch.Tensor], state: Clie
     return local_train(model, data.train, tokenizer, ins.unit_params, cfg, ins.round_seed,
                        ins.client_id, optimizer_state=state.optimizer,
                        previous_update=ins.previous_update)
+
+
+@torch.no_grad()
+def client_class_statistics(model: nn.Module, initial: dict[str, torch.Tensor], client_id: int,
+                            data: ClientData, tokenizer, cfg: Config):
+    """Round 0 of head_init=class_means: the client's per-class sums of pooled features
+    over at most head_init_examples of its training examples (seeded choice), one
+    forward pass each, no backward (spry.tasks.classifier.ClassStatistics)."""
+    import time
+
+    from spry.data import iterate_batches
+    from spry.tasks.classifier import ClassStatistics, class_statistics
+
+    start = time.perf_counter()
+    load_trainable(model, initial)
+    model.eval()
+    train = data.train
+    order = torch.randperm(len(train), generator=generator(
+        derive_seed(cfg.seed, "head-init", client_id))).tolist()
+    keep = sorted(order[: cfg.head_init_examples] if cfg.head_init_examples else order)
+    features, labels = [], []
+    subset = type(train)([train.features[i] for i in keep], [train.labels[i] for i in keep])
+    for batch in iterate_batches(subset, tokenizer, cfg.eval_batch_size):
+        labels.append(batch.pop("labels"))
+        features.append(model(**{k: v.to(cfg.device) for k, v in batch.items()}).features)
+    num_labels = len(data.label_counts)
+    if not features:
+        return ClassStatistics(client_id, torch.zeros(num_labels, model.config.hidden_size),
+                               torch.zeros(num_labels), 0.0, time.perf_counter() - start)
+    sums, counts, norms = class_statistics(torch.cat(features).cpu(), torch.cat(labels),
+                                           num_labels)
+    return ClassStatistics(client_id, sums, counts, norms, time.perf_counter() - start)
 
 
 def evaluate_client(model: nn.Module, ins: EvalInstruction, data: ClientData, tokenizer,

@@ -22,7 +22,8 @@ from flwr.clientapp import ClientApp
 
 from spry.config import Config, ConfigError
 from spry.engines.flower import records
-from spry.engines.node import ClientState, evaluate_client, train_client
+from spry.engines.node import (ClientState, client_class_statistics, evaluate_client,
+                               train_client)
 
 RECEIVED, OPTIMIZER = "spry.received", "spry.optimizer"
 _SEP = "|"
@@ -80,7 +81,16 @@ def save_state(context: Context, state: ClientState) -> None:
 
 
 def handle_query(message: Message, context: Context) -> Message:
-    """The handshake: which Spry client this node is."""
+    """The handshake (which Spry client this node is), or round 0 of head_init=class_means."""
+    if "class-statistics" in message.content.config_records:
+        cfg = records.read_config(message.content)
+        client_id = int(message.content.config_records["class-statistics"]["client-id"])
+        _check_client(context, client_id)
+        with _lock:
+            exp, initial = _workspace(cfg)
+            stats = client_class_statistics(exp.model, initial, client_id,
+                                            exp.data.clients[client_id], exp.tokenizer, cfg)
+        return records.reply(message, records.class_statistics_reply(stats))
     return records.reply(message, RecordDict(
         {"node": MetricRecord({"partition-id": partition_id(context)})}))
 

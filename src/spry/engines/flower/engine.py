@@ -88,6 +88,12 @@ class FlowerEngine:
                 u.weights = {n: t.to(torch.bfloat16) for n, t in u.weights.items()}
         return updates
 
+    def class_statistics(self, client_ids: list[int]) -> list:
+        """Round 0 of head_init=class_means, as a QUERY message to each client's node."""
+        contents = self._exchange([(cid, records.class_statistics_content(cid, self.cfg))
+                                   for cid in client_ids], MessageType.QUERY)
+        return [records.read_class_statistics(c) for c in contents]
+
     def evaluate(self, instructions: list[EvalInstruction]) -> list[ClientEval]:
         contents = self._exchange([(i.client_id, records.evaluate_content(i, self.cfg))
                                    for i in instructions], MessageType.EVALUATE)

@@ -129,5 +129,27 @@ def read_eval(content: RecordDict) -> ClientEval:
                       int(personal) if personal is not None else None)
 
 
+# --- round 0 of head_init=class_means ------------------------------------------------------
+def class_statistics_content(client_id: int, cfg: Config) -> RecordDict:
+    return RecordDict({"class-statistics": ConfigRecord({"client-id": client_id}),
+                       "config": config_record(cfg)})
+
+
+def class_statistics_reply(stats) -> RecordDict:
+    return RecordDict({
+        "class-sums": to_array_record({"sums": stats.sums, "counts": stats.counts}),
+        "class-meta": ConfigRecord({"client-id": stats.client_id, "norm-sum": stats.norm_sum,
+                                    "seconds": stats.seconds})})
+
+
+def read_class_statistics(content: RecordDict):
+    from spry.tasks.classifier import ClassStatistics
+
+    arrays = from_array_record(content.array_records["class-sums"])
+    meta = content.config_records["class-meta"]
+    return ClassStatistics(int(meta["client-id"]), arrays["sums"], arrays["counts"],
+                           float(meta["norm-sum"]), float(meta["seconds"]))
+
+
 def reply(message: Message, content: RecordDict) -> Message:
     return Message(content=content, reply_to=message)

