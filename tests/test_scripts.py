@@ -4,6 +4,7 @@ baselines doc checks, and running experiments side by side."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -126,3 +127,39 @@ def test_a_rewrite_keeps_the_discussion_above_the_generated_part(decoders, tmp_p
     hand_written.write_text("# Notes\n\nKeep me.\n")
     decoders.write_doc(hand_written, tmp_path / "none")
     assert hand_written.read_text().startswith("# Notes\n\nKeep me.\n\n" + decoders.GENERATED)
+
+
+@pytest.fixture
+def learning():
+    yield _load("learning")
+    del sys.modules["learning"]
+
+
+def test_learning_grid_gives_every_method_the_same_budget_and_valid_settings(learning):
+    experiments = learning.experiments()
+    assert len(experiments) == 2 * 2 * len(learning.RUN_ORDER)
+    for name, overrides in experiments.items():
+        cfg = Config.from_yaml(None, overrides)  # every setting valid before any run
+        assert (cfg.rounds, cfg.clients_per_round, cfg.max_steps, cfg.num_clients) == (
+            40, 10, 8, 100), name
+        if not name.endswith("-paper"):  # the main table: one head treatment for all
+            assert (cfg.head_init, cfg.pooling, cfg.head, cfg.head_lr) == (
+                "class_means", "auto", "shared", 1e-4), name
+
+
+def test_learning_doc_is_written_from_the_kept_metrics(learning, tmp_path, monkeypatch):
+    monkeypatch.setattr(learning, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(learning, "DOC", tmp_path / "learning.md")
+    (tmp_path / "learning.md").write_text("# Hand-written\n\nkept\n")
+    run = tmp_path / "results" / "sst2-a1.0-spry"
+    run.mkdir(parents=True)
+    rows = [{"round": 0, "test_accuracy": 0.7}, {"round": 10, "steps": 800, "client_seconds": 5,
+                                                 "test_accuracy": 0.75}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert learning.main(["--doc-only"]) == 0
+    text = (tmp_path / "learning.md").read_text()
+    assert text.startswith("# Hand-written\n\nkept")
+    assert "| Spry | 0.700 | 0.750 | 0.750 | 10 × 10 × 8 = 800 |" in text
+    assert "| FedAvg (backprop) | not run |" in text
+    learning.main(["--doc-only"])
+    assert (tmp_path / "learning.md").read_text() == text  # rewriting is idempotent

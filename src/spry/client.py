@@ -127,9 +127,11 @@ def step_estimate(model: nn.Module, batch: dict[str, torch.Tensor], params: dict
                   head: tuple[str, str] | None, cfg: Config, estimator, seeds: list[int]):
     """One step's gradient estimate of `params` (and, with `head`, its exact gradient).
 
-    Forward-gradient methods honour tangent_sharing and skip_zero_factors; the head's
-    gradient comes from the features and logits of the estimator's first forward pass
-    (for zeroth-order methods that pass is at w + εz: an O(ε) approximation)."""
+    Forward-gradient methods honour tangent_sharing and skip_zero_factors. The head's
+    gradient comes from the pooled features and logits at w: read from the per-example
+    estimator's own forward pass (free), else (one shared tangent, the zeroth-order
+    estimators) from one extra forward pass without tangents. Backprop trains the head
+    through autograd (exact_head is None)."""
     forward = METHODS[cfg.method].estimator == "forward_gradient"
     perturbed = {n: p for n, p in params.items() if head is None or n not in head}
     if forward and cfg.skip_zero_factors:
