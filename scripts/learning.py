@@ -139,7 +139,8 @@ def summary(name: str) -> dict | None:
     to_target = None if hit is None else (
         sum(r.get("steps", 0) for r in trained if r["round"] <= hit["round"]),
         hit.get("elapsed_seconds", 0.0))
-    return {"start": tested[0]["test_accuracy"], "final": tested[-1]["test_accuracy"],
+    start = tested[0]["test_accuracy"] if tested[0]["round"] == 0 else None  # recipe=paper: none
+    return {"start": start, "final": tested[-1]["test_accuracy"],
             "to_target": to_target,
             "best": max(r["test_accuracy"] for r in tested),
             "round": tested[-1]["round"], "steps": sum(r.get("steps", 0) for r in trained),
@@ -164,7 +165,8 @@ def table(data: str, alpha: float, methods: tuple[str, ...]) -> list[str]:
         curve = ", ".join(f"{r}: {a:.3f}" for r, a in s["curve"])
         hit = ("not reached" if s["to_target"] is None
                else f"{s['to_target'][0]:,}, {s['to_target'][1]:.0f}")
-        lines.append(f"| {label} | {s['start']:.3f} | {s['final']:.3f} | {s['best']:.3f} | "
+        start = "—" if s["start"] is None else f"{s['start']:.3f}"
+        lines.append(f"| {label} | {start} | {s['final']:.3f} | {s['best']:.3f} | "
                      f"{s['round']} × {_budget('clients_per_round')} × {_budget('max_steps')} "
                      f"= {s['steps']:,} | {s['seconds']:.0f} | {hit} | {curve} |")
     return lines
