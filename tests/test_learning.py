@@ -243,6 +243,8 @@ def test_recipe_paper_is_the_papers_setup_and_explicit_values_win():
                                                    True, "shared")
     assert Config(recipe="paper", head="shared").head == "shared"
     assert Config(peft="ia3").tangent_sharing == "batch"
+    model_head = Config(pooling="model")
+    assert (model_head.head_init, model_head.head_gradient) == ("random", "estimator")
     assert Config(communication="per_iteration", server_optimizer="fedavg").head_gradient \
         == "estimator"
 

@@ -285,6 +285,12 @@ def _recipe_default(cfg: Config, name: str) -> Any:
         return "estimator"
     if name == "head" and cfg.task_head in ("verbalizer", "generate"):
         return "split"  # no head unit to share
+    # The architecture's own head (pooling=model) is no single linear layer on a pooled
+    # feature: no class means, no closed-form gradient for it.
+    if name == "head_init" and cfg.pooling == "model":
+        return "random"
+    if name == "head_gradient" and cfg.pooling == "model":
+        return "estimator"
     return value
 
 
