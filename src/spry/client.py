@@ -101,15 +101,13 @@ def make_client_optimizer(cfg: Config, params: list[torch.Tensor],
 def exact_head(model: nn.Module, cfg: Config, unit_params) -> tuple[str, str] | None:
     """(weight, bias) names of the linear head when this client trains it with its exact
     closed-form gradient (head_gradient=exact, a pooled head, a non-backprop method)."""
-    from spry.models import list_units, HEAD_UNIT
-
     if (cfg.head_gradient != "exact" or METHODS[cfg.method].estimator == "backprop"
             or not is_pooled(model)):
         return None
-    head = next((u for u in list_units(model) if u.name == HEAD_UNIT), None)
-    if head is None or not set(head.params) <= set(unit_params):
+    head = _head_params(model)
+    if not head or not set(head) <= set(unit_params):
         return None
-    return head_param_names(head.params)
+    return head_param_names(head)
 
 
 def zero_factors(params: dict[str, torch.Tensor]) -> set[str]:
@@ -178,7 +176,7 @@ def local_train(model: nn.Module, data: Encoded, tokenizer, unit_params: list[st
     named = dict(model.named_parameters())
     params = {n: named[n] for n in unit_params}
     head = exact_head(model, cfg, unit_params)
-    head_names = set(head or ()) | _head_of(model, unit_params)
+    head_names = set(_head_params(model)) & set(unit_params)  # they take head_lr
     optimizer = make_client_optimizer(cfg, [p for n, p in params.items() if n not in head_names],
                                       [p for n, p in params.items() if n in head_names])
     for name, p in params.items():
@@ -222,14 +220,13 @@ def local_train(model: nn.Module, data: Encoded, tokenizer, unit_params: list[st
         scalars=scalars)
 
 
-def _head_of(model: nn.Module, unit_params) -> set[str]:
-    """The head's parameter names among `unit_params` (they take head_lr)."""
+def _head_params(model: nn.Module) -> tuple[str, ...]:
+    """The head unit's parameter names; empty where the model has no head unit."""
     from spry.models import list_units, HEAD_UNIT
 
-    if model is None or getattr(model, "task_head", None) in ("verbalizer", "generate"):
-        return set()
-    units = {u.name: u.params for u in list_units(model)}
-    return set(units.get(HEAD_UNIT, ())) & set(unit_params)
+    if getattr(model, "task_head", None) in ("verbalizer", "generate"):
+        return ()
+    return next((u.params for u in list_units(model) if u.name == HEAD_UNIT), ())
 
 
 @torch.no_grad()
