@@ -20,6 +20,7 @@ resumes: a run whose copy exists is not run again. Runs go to runs/learning/<nam
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -69,12 +70,17 @@ RUN_ORDER = ("fedavg", "spry", "head", "fedmezo", "fedfgd", "spry-paper", "fwdll
              "fedmezo-paper")
 
 
+LATER = ("spry-paper", "fwdllm", "fedmezo-paper")
+"""Rows that run after every data set's fast main-table rows: the paper table and FwdLLM
+(2-3x slower a step), so a session that ends early leaves the main table complete."""
+
+
 def experiments() -> dict[str, list[str]]:
-    """name -> spry run overrides, in the order they run (SST-2 at α=1.0 first)."""
+    """name -> spry run overrides, in the order they run (SST-2 at α=1.0 first, LATER last)."""
     out = {}
-    for data in DATASETS:
-        for alpha in ALPHAS:
-            for method in RUN_ORDER:
+    for later in (False, True):
+        for data, alpha, method in itertools.product(DATASETS, ALPHAS, RUN_ORDER):
+            if (method in LATER) == later:
                 name = f"{data}-a{alpha}-{method}"
                 out[name] = [f"dataset={data}", f"dirichlet_alpha={alpha}", *BUDGET,
                              *METHODS[method][1], f"output_dir={RUNS}", f"run_name={name}"]
