@@ -33,20 +33,29 @@ base="${SPRY_PORT_BASE:-9190}"
 logs="$FLWR_HOME/logs"
 mkdir -p "$logs"
 
+# Each Flower process starts in its own process group (setsid), so the SuperExec and app
+# processes it spawns are stopped with it: the script returns only when all are gone.
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 -- "-$pid" 2>/dev/null && alive=1; done
+    [[ $alive == 0 ]] && break
+    sleep 0.2
+  done
+  for pid in "${pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
 trap cleanup EXIT
 
-flower-superlink --insecure --disable-runtime-dependency-installation \
+setsid flower-superlink --insecure --disable-runtime-dependency-installation \
   --host 127.0.0.1 --port "$base" --database ":flwr-in-memory:" \
   >"$logs/superlink.log" 2>&1 &
 pids+=($!)
 
 for ((i = 0; i < nodes; i++)); do
-  flower-supernode --insecure --superlink "127.0.0.1:$base" \
+  setsid flower-supernode --insecure --superlink "127.0.0.1:$base" \
     --node-config "partition-id=$i num-partitions=$nodes" \
     --host 127.0.0.1 --port "$((base + 1 + i))" \
     >"$logs/supernode-$i.log" 2>&1 &

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -107,6 +106,10 @@ def test_a_failing_node_does_not_stop_the_run(tiny_config, tmp_path):
     rows = read_metrics(out)
     assert [r["round"] for r in rows] == [1, 2]
     assert rows[0]["failed_clients"] == [] and rows[1]["failed_clients"] == [victim]
+    # ... with its reason, as engine=local reports one
+    assert rows[0]["failure_reasons"] == []
+    (reason,) = rows[1]["failure_reasons"]
+    assert reason["client"] == victim and "node lost power" in reason["reason"]
     assert victim not in rows[1]["clients"] and rows[1]["generalized_accuracy"] is not None
     after_round_1 = load_file(str(run(cfg.replace(engine="local", rounds=1, run_name="r1"),
                                       progress=False) / "trainable.safetensors"))
@@ -146,3 +149,18 @@ def test_deployment_on_loopback(tiny_bert, tmp_path):
     assert 0.0 <= rows[1]["generalized_accuracy"] <= 1.0
     assert 0.0 <= rows[1]["personalized_accuracy"] <= 1.0
     assert (out / "deployed" / "trainable.safetensors").exists()
+    # Everything the script started is gone when it returns, SuperExec and app processes
+    # included: no process is left that inherited the test's private FLWR_HOME.
+    assert _processes_with_env(f"FLWR_HOME={env['FLWR_HOME']}") == []
+
+
+def _processes_with_env(entry: str) -> list[str]:
+    """Command lines of the processes whose environment holds `entry` (Linux /proc)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if entry.encode() in (proc / "environ").read_bytes().split(b"\0"):
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:  # gone, or not ours to read
+            continue
+    return found

@@ -118,12 +118,29 @@ def test_compare_table_marks_unfinished_runs(tmp_path):
     a = _run_dir(tmp_path, "spry-run", _rows([0.5, 0.8]))
     b = _run_dir(tmp_path, "mezo-run", _rows([0.5, 0.6]), finished=False, method="fedmezo")
     text = compare([a, b])
-    assert "Target: generalized accuracy ≥ 0.600" in text
+    # Both runs have a held-out test split: it leads, and the target is on it.
+    assert "Target: held-out test accuracy ≥ 0.590" in text
     lines = [line for line in text.splitlines() if line.startswith("| ")]
-    assert lines[0].startswith("| run | method | final gen. acc | best gen. acc")
-    assert "| spry-run | spry | 0.800 | 0.800 |" in lines[1]
-    assert lines[2].startswith("| mezo-run (running or stopped) | fedmezo | 0.600 |")
+    assert lines[0].startswith("| run | method | final test acc | best test acc | final gen. acc")
+    assert "| spry-run | spry | 0.790 | 0.790 | 0.800 | 0.800 |" in lines[1]
+    assert lines[2].startswith("| mezo-run (running or stopped) | fedmezo | 0.590 | 0.590 | 0.600 |")
     assert "| 2.0 kB | 10.0 kB |" in lines[1]  # 2 rounds of 1000 up, 5000 down
+
+
+def test_compare_targets_generalized_accuracy_without_a_test_split_and_flags_one_class(tmp_path):
+    untested = _rows([0.5, 0.8])
+    for row in untested:
+        row.pop("test_accuracy", None)
+    a = _run_dir(tmp_path, "a", untested)
+    one_class = _rows([0.5, 0.52])
+    one_class[-1]["test_predicted_classes"] = 1
+    b = _run_dir(tmp_path, "b", one_class)
+    text = compare([a, b])
+    assert "Target: generalized accuracy (the sampled clients' local test splits" in text
+    assert "≥ 0.520" in text
+    assert "| b | spry | 0.510 (one class) |" in text
+    assert "predicts one class for every test example" in text
+    assert "Target: held-out test accuracy ≥ 0.510" in compare([b])
 
 
 def test_cli_compare_writes_markdown(tmp_path, capsys):
@@ -179,18 +196,18 @@ def test_progress_keeps_the_latest_accuracy_and_gives_an_eta(caplog):
     view.started -= 20.0  # two rounds took 20 s
     rows = _rows([0.6], eval_every=2)
     assert view.text(rows[0]) == "loss=1.0000"
-    assert view.text(rows[1]) == "loss=0.5000, acc=0.6000, test=0.5900"
+    assert view.text(rows[1]) == "loss=0.5000, test=0.5900, acc=0.6000"  # held-out leads
     later = {"round": 3, "train_loss": 0.25}
-    assert view.text(later) == "loss=0.2500, acc=0.6000, test=0.5900 (round 2)"
+    assert view.text(later) == "loss=0.2500, test=0.5900, acc=0.6000 (round 2)"
     later["round"] = 2  # two rounds run: 10 s each, eight to go
     assert view.eta(later) == pytest.approx(80.0, rel=0.05)
     capped = Progress(total=10, bar=False, max_seconds=30.0)
     capped.started -= 20.0
-    # 10 s to the cap, then at most one round (10 s) more
-    assert capped.eta({"round": 2, "elapsed_seconds": 20.0}) == pytest.approx(20.0, rel=0.05)
+    # 10 s to the cap: no round starts that would end past it
+    assert capped.eta({"round": 2, "elapsed_seconds": 20.0}) == pytest.approx(10.0, rel=0.05)
     with caplog.at_level(logging.INFO, logger="spry.experiment"):
         capped.show({"round": 2, "train_loss": 0.5, "elapsed_seconds": 20.0})
-    assert "round 2/10: loss=0.5000; eta 0:00:2" in caplog.text
+    assert "round 2/10: loss=0.5000; eta 0:00:1" in caplog.text
 
 
 def test_progress_bar_shows_loss_accuracy_and_wall_cap(capsys):

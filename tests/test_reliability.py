@@ -13,7 +13,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+import logging
 import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,10 +32,11 @@ import spry.engines.node
 from spry import checkpoint
 from spry.cli import main
 from spry.config import Config, ConfigError
-from spry.experiment import RunStopped, build, resume_config, run
 from spry.engines.local_steps import LocalStepEngine
+from spry.experiment import RunStopped, build, run
 from spry.metrics import read_metrics
 from spry.per_iteration import PerIterationServer
+from spry.resume import resume_config
 from spry.server import Server
 from spry.seeds import derive_seed
 from spry.validation import check_update
@@ -451,3 +459,135 @@ def test_non_finite_loss_skips_the_step_and_is_counted(tiny_config, monkeypatch,
 def test_reliability_settings_are_validated(change, field):
     with pytest.raises(ConfigError, match=rf"^{field}: "):
         Config(**change)
+
+
+# --- 7. one writer per run directory, damaged files, unfinished ends ---------------------
+def test_a_second_run_in_a_locked_directory_is_refused_before_any_work(tiny_config, capsys):
+    from spry.rundir import RunLock
+
+    cfg = tiny_config(rounds=1, personalization_epochs=0)
+    out = Path(cfg.output_dir) / cfg.run_name
+    with RunLock(out):  # another run holds it (flock: a second open file conflicts)
+        with pytest.raises(ConfigError, match=r"run_name: .* is in use by another run \(pid "):
+            run(cfg, progress=False)
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing was written
+    assert not out.exists()  # the holder made the directory and wrote nothing: gone again
+    run(cfg, progress=False)
+    with pytest.raises(ConfigError, match="already holds a run; .* spry run --resume"):
+        run(cfg, progress=False)
+
+
+def test_a_stale_lock_of_a_dead_process_is_named_and_taken_over(tiny_config, caplog):
+    cfg = tiny_config(rounds=1, personalization_epochs=0)
+    out = Path(cfg.output_dir) / cfg.run_name
+    out.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (out / ".lock").write_text(json.dumps({"pid": int(dead), "host": "h", "since": "then"}))
+    with caplog.at_level(logging.INFO):
+        run(cfg, progress=False)
+    assert f"taking over the stale lock of pid {dead}" in caplog.text
+    assert not (out / ".lock").exists() and (out / "trainable.safetensors").exists()
+
+
+def test_two_cli_runs_on_one_directory_never_mix_their_rows(tiny_bert, tmp_path):
+    common = [sys.executable, "-m", "spry.cli", "run", "--quiet", f"model={tiny_bert}",
+              "dataset=sentiment", "num_clients=4", "clients_per_round=2", "rounds=3",
+              "max_length=16", "max_steps=2", "personalization_epochs=0",
+              f"output_dir={tmp_path}", "run_name=dup"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(common, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    for _ in range(600):  # the first holds the lock once it has made the directory
+        if (tmp_path / "dup" / ".lock").exists():
+            break
+        time.sleep(0.05)
+    second = subprocess.run(common + ["seed=5"], env=env, capture_output=True, text=True)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert second.returncode == 2
+    assert "is in use by another run" in second.stderr or "already holds a run" in second.stderr
+    assert [r["round"] for r in read_metrics(tmp_path / "dup")] == [0, 1, 2, 3]  # one run's
+
+
+def test_a_damaged_checkpoint_is_refused_and_the_previous_one_resumes(tiny_config, capsys):
+    settings = dict(rounds=3, checkpoint_every=1, personalization_epochs=0)
+    straight = run(tiny_config(run_name="straight", **settings), progress=False)
+    out = run(tiny_config(run_name="hurt", **{**settings, "rounds": 2}), progress=False)
+    path = out / checkpoint.CHECKPOINT
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 16] = bytes(b ^ 0x5A for b in data[middle:middle + 16])
+    path.write_bytes(bytes(data))
+    assert main(["run", "--quiet", "--resume", str(out), "rounds=3"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} is damaged" in err and "mv " in err and "(after round 1)" in err
+    os.replace(out / checkpoint.PREVIOUS, path)  # as the message says
+    assert main(["run", "--quiet", "--resume", str(out), "rounds=3"]) == 0
+    assert_same_run(straight, out)
+
+
+def test_checkpoints_keep_the_one_before(tmp_path):
+    path = tmp_path / checkpoint.CHECKPOINT
+    for r in (1, 2, 3):
+        checkpoint.save(path, {"format": checkpoint.FORMAT_VERSION, "round": r})
+    assert checkpoint.load(path)["round"] == 3
+    assert checkpoint.load(tmp_path / checkpoint.PREVIOUS)["round"] == 2
+    path.unlink()  # stopped between the two renames
+    with pytest.raises(ConfigError, match=r"is missing .* previous checkpoint \(after round 2\)"):
+        checkpoint.load(path)
+
+
+def test_config_files_that_are_not_utf8_or_cut_short_are_named(tiny_config, tmp_path):
+    bad = tmp_path / "j.yaml"
+    bad.write_bytes(b'rounds: 2\nrun_name: "\xff\xfe"\n')
+    assert main(["run", "--config", str(bad)]) == 2
+    out = run(tiny_config(rounds=1, checkpoint_every=1, personalization_epochs=0),
+              progress=False)
+    config = out / "config.yaml"
+    text = config.read_text()
+    lines = text.splitlines(keepends=True)
+    config.write_text("".join(lines[:len(lines) // 2]))  # cut at a line: valid YAML
+    with pytest.raises(ConfigError, match=r"--resume: .*config.yaml is damaged \(\d+ settings "
+                                          "missing"):
+        resume_config(out, ["rounds=2"])
+    config.write_text(text[:-3])  # the last value cut short
+    with pytest.raises(ConfigError, match="config.yaml is damaged .*cut short"):
+        resume_config(out, ["rounds=2"])
+    config.write_bytes(text.encode()[:-1] + b"\xff\n")
+    with pytest.raises(ConfigError, match="is damaged"):
+        resume_config(out, ["rounds=2"])
+
+
+def test_max_length_beyond_the_models_positions_is_refused_before_work(tiny_config):
+    with pytest.raises(ConfigError, match=r"max_length: 100000000 is more than .* \(128 "
+                                          r"tokens, its max_position_embeddings\)"):
+        build(tiny_config(max_length=100_000_000))
+
+
+def test_a_run_killed_after_its_last_checkpoint_is_finished_by_resume(tiny_config):
+    settings = dict(rounds=2, checkpoint_every=1, personalization_epochs=0)
+    straight = run(tiny_config(run_name="straight", **settings), progress=False)
+    out = run(tiny_config(run_name="cut", **settings), progress=False)
+    (out / "trainable.safetensors").unlink()  # killed between the checkpoint and this file
+    resumed = run(resume_config(out), progress=False, resume_dir=out)
+    assert (resumed / "trainable.safetensors").exists()
+    assert_same_run(straight, resumed)
+    with pytest.raises(ConfigError, match="rounds=<more than 2>"):
+        run(resume_config(out), progress=False, resume_dir=out)  # finished: nothing to do
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over_on_resume(tiny_config,
+                                                                        monkeypatch):
+    settings = dict(rounds=2, checkpoint_every=2, personalization_epochs=0)
+    straight = run(tiny_config(run_name="straight", **settings), progress=False)
+    cfg = tiny_config(run_name="early", **settings)
+    with monkeypatch.context() as m:
+        fail_client(m, lambda ins: ins.server_round == 2, Killed())
+        with pytest.raises(Killed):
+            run(cfg, progress=False)
+    early = straight.parent / "early"
+    assert len(read_metrics(early)) == 1 and not (early / checkpoint.CHECKPOINT).exists()
+    (early / "checkpoint.pt.tmp").write_bytes(b"half")  # killed inside the first write
+    resumed = run(resume_config(early), progress=False, resume_dir=early)
+    assert_same_run(straight, resumed)

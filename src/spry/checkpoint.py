@@ -9,14 +9,19 @@ clients' replicas (weights, step optimizer, version), the step log and who synce
 the round, the elapsed time and the metrics rows so far. The global torch / numpy /
 random RNG states are saved and restored too, for code we do not own that might read them.
 
-`save` is atomic: it writes `checkpoint.pt.tmp` in the same directory, flushes it to
-disk and `os.replace`s it over `checkpoint.pt`, so a crash mid-write leaves the previous
-checkpoint whole. The file holds only tensors and plain containers and loads with
-`torch.load(weights_only=True)`.
+`save` is atomic and keeps the one before: it writes `checkpoint.pt.tmp` in the same
+directory and flushes it to disk, moves the current `checkpoint.pt` to
+`checkpoint.prev.pt`, then `os.replace`s the new file over `checkpoint.pt`; a crash at any
+point leaves at least one whole checkpoint. The file is `torch.save` of {format, sha256,
+payload}: the state's own torch.save bytes and their SHA-256, so a file damaged after it
+was written (a flipped byte inside a tensor) is refused on load, naming the file and the
+previous checkpoint to resume from. It loads with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import random
 from pathlib import Path
@@ -30,22 +35,30 @@ from spry.engines.node import ClientState
 from spry.federation.replay import Replica, ScalarUpload, StepRecord
 
 CHECKPOINT = "checkpoint.pt"
-FORMAT_VERSION = 1
+PREVIOUS = "checkpoint.prev.pt"
+FORMAT_VERSION = 2
 
 
 def save(path: str | Path, state: dict[str, Any]) -> None:
-    """torch.save `state` to `path` atomically (temp file in the same dir + os.replace)."""
+    """torch.save `state` to `path` with its checksum, atomically; the file it replaces
+    becomes PREVIOUS beside it."""
     path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            torch.save({"format": FORMAT_VERSION, "sha256": hashlib.sha256(payload).hexdigest(),
+                        "payload": payload}, f)
             f.flush()
             os.fsync(f.fileno())
+        if path.exists():
+            os.replace(path, path.with_name(PREVIOUS))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    try:  # make the rename itself durable
+    try:  # make the renames themselves durable
         fd = os.open(path.parent, os.O_RDONLY)
     except OSError:
         return
@@ -56,19 +69,49 @@ def save(path: str | Path, state: dict[str, Any]) -> None:
 
 
 def load(path: str | Path) -> dict[str, Any]:
+    """The state saved at `path`, verified against its checksum."""
     path = Path(path)
+    previous = path.with_name(PREVIOUS)
     if not path.is_file():
+        if previous.is_file():
+            raise ConfigError(f"--resume: {path} is missing (the run was stopped while "
+                              f"replacing it); {_use_previous(path)}")
         raise ConfigError(f"--resume: {path.parent} has no {path.name}; only runs with "
                           "checkpoint_every set can be resumed")
-    try:
-        state = torch.load(path, weights_only=True)
-    except Exception as exc:  # a truncated or foreign file
-        raise ConfigError(f"--resume: cannot read {path} ({type(exc).__name__}: "
-                          f"{str(exc)[:200]})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
-        raise ConfigError(f"--resume: {path} is not a Spry checkpoint (format "
-                          f"{FORMAT_VERSION})")
+    state = read_verified(path)
+    if isinstance(state, str):
+        advice = (_use_previous(path) if previous.is_file() and path.name == CHECKPOINT
+                  and not isinstance(read_verified(previous), str)
+                  else "start the run again (no earlier checkpoint is whole)")
+        raise ConfigError(f"--resume: {path} {state}; {advice}")
     return state
+
+
+def read_verified(path: Path) -> dict[str, Any] | str:
+    """The state in `path`, or what is wrong with the file."""
+    try:
+        outer = torch.load(path, weights_only=True)
+    except Exception as exc:  # a truncated, damaged or foreign file
+        return f"is damaged or not a checkpoint (it cannot be read: {type(exc).__name__}: " \
+               f"{str(exc)[:200]})"
+    if not isinstance(outer, dict) or outer.get("format") != FORMAT_VERSION \
+            or not isinstance(outer.get("payload"), bytes):
+        return f"is not a Spry checkpoint (format {FORMAT_VERSION})"
+    if hashlib.sha256(outer["payload"]).hexdigest() != outer.get("sha256"):
+        return "is damaged: its contents do not match the checksum written with them"
+    try:
+        state = torch.load(io.BytesIO(outer["payload"]), weights_only=True)
+    except Exception as exc:
+        return f"cannot be read ({type(exc).__name__}: {str(exc)[:200]})"
+    return state if isinstance(state, dict) else "is not a Spry checkpoint"
+
+
+def _use_previous(path: Path) -> str:
+    previous = path.with_name(PREVIOUS)
+    state = read_verified(previous)
+    after = "" if isinstance(state, str) else f" (after round {state.get('round')})"
+    return (f"resume from the previous checkpoint{after}: mv {previous} {path}, then run the "
+            "same --resume again (the rounds after it are redone)")
 
 
 # --------------------------------------------------------------------------------------

@@ -7,12 +7,33 @@ import logging
 import sys
 
 from spry.config import Config, ConfigError
+from spry.settings import help_text
+
+
+def quiet_libraries() -> None:
+    """The libraries' own output (progress bars while loading weights or reading files,
+    transformers' LOAD REPORT of a new head's missing weights, deprecation warnings) would
+    bury the run's lines; the run says what it is doing itself (spry.experiment)."""
+    import os
+    import warnings
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DATASETS_VERBOSITY", "error")
+    for noisy in ("transformers", "datasets", "httpx", "huggingface_hub", "peft", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    for module in ("transformers", "peft", "datasets", "torch"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spry", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="federated finetuning; writes a run directory")
+    run = sub.add_parser("run", help="federated finetuning; writes a run directory",
+                         description="Federated finetuning: writes a run directory "
+                         "(config.yaml, metrics.jsonl, the trained weights).",
+                         epilog=help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--config", help="YAML file of settings (see configs/)")
     run.add_argument("--quiet", action="store_true", help="plain log lines, no progress bar")
     run.add_argument("--resume", metavar="RUN_DIR",
@@ -21,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                      "override allowed")
     run.add_argument("overrides", nargs="*", metavar="key=value",
                      help="settings on top of --config, e.g. rounds=5 dirichlet_alpha=1.0")
-    units = sub.add_parser("units", help="list the trainable units of a model and PEFT setting")
+    units = sub.add_parser("units", help="list the trainable units of a model and PEFT setting",
+                           epilog="The settings are those of `spry run --help`.")
     units.add_argument("--config")
     units.add_argument("overrides", nargs="*", metavar="key=value")
     bench = sub.add_parser("bench", help="peak memory and step time per method, one process "
@@ -57,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
                              "bytes and peak memory per run")
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     compare.add_argument("--target", type=float,
-                         help="generalized accuracy to reach (default: the lowest best)")
+                         help="accuracy to reach: held-out test accuracy where every run "
+                         "has a test split, else generalized (default: the lowest best)")
     compare.add_argument("--bench", metavar="JSON",
                          help="a `spry bench --out` report for the peak memory column")
     compare.add_argument("--out", help="also write the table to this file")
@@ -67,8 +90,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for noisy in ("transformers", "datasets", "httpx", "huggingface_hub", "peft"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    quiet_libraries()
     try:
         if args.command == "models":
             _models(args)
@@ -77,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             _results(args)
             return 0
         if args.command == "run" and args.resume:
-            from spry.experiment import resume_config, run
+            from spry.experiment import run
+            from spry.resume import resume_config
 
             if args.config:
                 raise ConfigError("--resume: the run's own config.yaml is used; drop --config")
@@ -119,12 +142,17 @@ def _summary(out) -> None:
     print(f"run directory: {out}")
     if evaluated:
         e = evaluated[-1]
-        parts = [f"generalized accuracy {e['generalized_accuracy']:.4f}"]
+        parts = []
         if e.get("test_accuracy") is not None:
-            parts.append(f"test accuracy {e['test_accuracy']:.4f}")
+            parts.append(f"test accuracy {e['test_accuracy']:.4f} (held-out split)")
+        parts.append(f"generalized accuracy {e['generalized_accuracy']:.4f} (clients' test "
+                     "splits)")
         if e.get("personalized_accuracy") is not None:
             parts.append(f"personalized accuracy {e['personalized_accuracy']:.4f}")
         print(f"round {e['round']}: " + ", ".join(parts))
+        if e.get("test_predicted_classes") == 1:
+            print("warning: the final model predicts one class for every held-out test "
+                  "example: its test accuracy is the majority-class rate, not learning")
     print(f"bytes up {last['bytes_up_total']:,}, bytes down {last['bytes_down_total']:,}, "
           f"elapsed {last['elapsed_seconds']:.1f} s")
 

@@ -277,7 +277,10 @@ def held_out_metrics(model: nn.Module, data, tokenizer, cfg: Config) -> dict[str
         scores = evaluate_qa(model, data, tokenizer, cfg.eval_batch_size, cfg.device)
     else:
         predictions, labels, _ = predict_labels(model, data, tokenizer, cfg)
-        out = {"test_accuracy": sum(p == y for p, y in zip(predictions, labels)) / len(labels)}
+        # How many classes the model predicts at all: 1 flags a constant predictor, whose
+        # accuracy is just the majority-class rate (spry.experiment warns).
+        out = {"test_accuracy": sum(p == y for p, y in zip(predictions, labels)) / len(labels),
+               "test_predicted_classes": len(set(predictions))}
         if cfg.dataset == "multirc":
             out["test_f1a"] = binary_f1(predictions, labels)
         return out

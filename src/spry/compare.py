@@ -3,10 +3,10 @@
     spry compare runs/sst2-spry runs/sst2-fedmezo --target 0.8 --bench benchmarks/results/minilm.json
 
 Reads only each run's metrics.jsonl and config.yaml (metrics are data), so it works on a
-run that is still going. Per run: final and best generalized and personalized accuracy,
-the first evaluated round (and the wall time then) at which generalized accuracy reached
-the target, the final accuracy on the data set's global test split (where it has one),
-rounds and wall time in all, bytes up and down, and the peak memory of one
+run that is still going. Per run: final and best accuracy on the held-out test split
+(where the data has one; it leads), generalized and personalized accuracy, the first
+evaluated round (and the wall time then) at which the target was reached — on held-out
+test accuracy where every run has it, else generalized — rounds and wall time in all, bytes up and down, and the peak memory of one
 client step of the run's method as `spry bench` measured it (`--bench`; the bench's own
 batch and length, not the run's).
 """
@@ -43,34 +43,102 @@ def load_run(path: str | Path) -> Run:
     if not (path / "metrics.jsonl").is_file():
         raise ConfigError(f"{path}: no metrics.jsonl there; give run directories written by "
                           "`spry run` (e.g. runs/sentiment-spry-<time>)")
-    config_file = path / "config.yaml"
-    config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
-    return Run(path, _complete_rows(path / "metrics.jsonl"), config or {},
+    return Run(path, _complete_rows(path / "metrics.jsonl"), _config(path / "config.yaml"),
                (path / "trainable.safetensors").is_file())
 
 
+def _config(path: Path) -> dict:
+    """A run's config.yaml as a mapping ({} where the run has none)."""
+    if not path.is_file():
+        return {}
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: not a readable config.yaml ({type(exc).__name__}); "
+                          "give run directories written by `spry run`") from None
+    if config is not None and not isinstance(config, dict):
+        raise ConfigError(f"{path}: not a mapping of settings; give run directories written "
+                          "by `spry run`")
+    return config or {}
+
+
+# Row keys that are read as numbers (None where a round did not measure them).
+NUMBERS = ("train_loss", "generalized_accuracy", "personalized_accuracy", "test_accuracy",
+           "elapsed_seconds", "wall_seconds", "bytes_up", "bytes_down", "bytes_up_total",
+           "bytes_down_total", "test_predicted_classes")
+
+
 def _complete_rows(path: Path) -> list[dict]:
-    """The rows of metrics.jsonl, less a last line that a live run is still writing."""
-    text = path.read_text()
+    """The rows of metrics.jsonl, less a last line that a live run is still writing; a
+    line that is not a metrics row is named."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); give run directories "
+                          "written by `spry run`") from None
     if not text.endswith("\n") and "\n" in text:
         text = text[:text.rindex("\n") + 1]
     elif not text.endswith("\n"):
         text = ""
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            rows.append(_row(line, f"{path} line {number}"))
+    return rows
+
+
+def _row(line: str, where: str) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: not JSON ({exc.msg}); metrics.jsonl holds one JSON "
+                          "object a round, as `spry run` writes it") from None
+    if not isinstance(row, dict) or not _is_int(row.get("round")):
+        raise ConfigError(f"{where}: not a metrics row (a JSON object with an integer "
+                          "`round`)")
+    for key in NUMBERS:
+        value = row.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"{where}: {key} is {value!r}, not a number")
+    return row
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # ------------------------------------------------------------------------- peak memory ---
 def read_bench(path: str | Path) -> dict:
     """A `spry bench --out` JSON report."""
     try:
-        report = json.loads(Path(path).read_text())
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"--bench: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--bench: {path} is not UTF-8 text; give a `spry bench --out` "
+                          "report") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--bench: {path} is not JSON ({exc}); give a `spry bench --out` "
                           "report") from None
     if not isinstance(report, dict) or not isinstance(report.get("results"), list):
         raise ConfigError(f"--bench: {path} has no `results` list; give a `spry bench --out` "
+                          "report")
+    for i, r in enumerate(report["results"], 1):
+        measured = isinstance(r, dict) and r.get("error") is None and r.get("available", True)
+        if not isinstance(r, dict) or not isinstance(r.get("mode"), str) or measured and not (
+                isinstance(r.get("allocator"), str)
+                and all(_is_number(r.get(k)) for k in ("peak_mib", "median_step_seconds"))):
+            raise ConfigError(f"--bench: {path} result {i} is not a bench row (mode, "
+                              "allocator, peak_mib, median_step_seconds); give a `spry bench "
+                              "--out` report")
+    settings = report.get("settings", {})
+    if not isinstance(settings, dict) or not isinstance(settings.get("overrides", []), list) \
+            or not all(isinstance(o, str) for o in settings.get("overrides", [])):
+        raise ConfigError(f"--bench: {path} has malformed `settings`; give a `spry bench --out` "
                           "report")
     return report
 
@@ -120,15 +188,25 @@ def peak_mib(run: Run, report: dict | None) -> float | None:
 
 
 # ------------------------------------------------------------------------------ table ---
-def auto_target(runs: list[Run]) -> float | None:
-    """The lowest best generalized accuracy among the runs: every run reaches it, so the
-    time to it compares all of them."""
-    bests = [max(r["generalized_accuracy"] for r in run.evaluated("generalized_accuracy"))
-             for run in runs if run.evaluated("generalized_accuracy")]
+def target_metric(runs: list[Run]) -> str:
+    """What the target is on: the held-out test accuracy where every run measured it (the
+    clients' local test splits are a few examples each at low α, so which clients were
+    sampled dominates the generalized accuracy), else the generalized accuracy."""
+    if runs and all(run.evaluated("test_accuracy") for run in runs):
+        return "test_accuracy"
+    return "generalized_accuracy"
+
+
+def auto_target(runs: list[Run], metric: str = "generalized_accuracy") -> float | None:
+    """The lowest best `metric` among the runs: every run reaches it, so the time to it
+    compares all of them."""
+    bests = [max(r[metric] for r in run.evaluated(metric)) for run in runs
+             if run.evaluated(metric)]
     return min(bests) if bests else None
 
 
-def summarize(run: Run, target: float | None = None, bench: dict | None = None) -> dict:
+def summarize(run: Run, target: float | None = None, bench: dict | None = None,
+              metric: str = "generalized_accuracy") -> dict:
     last = run.rows[-1] if run.rows else {}
     out = {"run": run.name, "method": run.config.get("method"),
            "dataset": run.config.get("dataset"), "alpha": run.config.get("dirichlet_alpha"),
@@ -141,8 +219,10 @@ def summarize(run: Run, target: float | None = None, bench: dict | None = None) 
         out[f"best_{short}"] = max(r[key] for r in rows) if rows else None
     tested = run.evaluated("test_accuracy")
     out["final_test"] = tested[-1]["test_accuracy"] if tested else None
-    hit = next((r for r in run.evaluated("generalized_accuracy")
-                if target is not None and r["generalized_accuracy"] >= target), None)
+    out["best_test"] = max(r["test_accuracy"] for r in tested) if tested else None
+    out["one_class"] = bool(tested) and tested[-1].get("test_predicted_classes") == 1
+    hit = next((r for r in run.evaluated(metric)
+                if target is not None and r[metric] >= target), None)
     out["target_round"] = hit["round"] if hit else None
     out["target_seconds"] = hit.get("elapsed_seconds") if hit else None
     return out
@@ -176,9 +256,9 @@ def _mib(v) -> str:
 # (key, header, format); the order of the table's columns.
 COLUMNS = [
     ("run", "run", str), ("method", "method", str),
+    ("final_test", "final test acc", _acc), ("best_test", "best test acc", _acc),
     ("final_gen", "final gen. acc", _acc), ("best_gen", "best gen. acc", _acc),
     ("final_pers", "final pers. acc", _acc), ("best_pers", "best pers. acc", _acc),
-    ("final_test", "final test acc", _acc),
     ("target_round", "rounds to target", _int), ("target_seconds", "s to target", _seconds),
     ("rounds", "rounds", _int), ("seconds", "wall s", _seconds),
     ("bytes_up", "bytes up", _bytes), ("bytes_down", "bytes down", _bytes),
@@ -197,6 +277,8 @@ def markdown_table(summaries: list[dict], extra: list[tuple] = ()) -> str:
             cell = "–" if s.get(key) is None else fmt(s[key])
             if key == "run" and not s.get("finished", True):
                 cell += " (running or stopped)"
+            if key == "final_test" and s.get("one_class"):
+                cell += " (one class)"
             cells.append(cell.replace("|", "\\|"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -206,15 +288,22 @@ def compare(run_dirs: list[str | Path], target: float | None = None,
             bench: dict | None = None) -> str:
     """The Markdown text `spry compare` prints: a line naming the target, then the table."""
     runs = [load_run(d) for d in run_dirs]
-    chosen = target if target is not None else auto_target(runs)
-    summaries = [summarize(run, chosen, bench) for run in runs]
+    metric = target_metric(runs)
+    chosen = target if target is not None else auto_target(runs, metric)
+    summaries = [summarize(run, chosen, bench, metric) for run in runs]
+    what = ("held-out test accuracy" if metric == "test_accuracy" else
+            "generalized accuracy (the sampled clients' local test splits; no run has a "
+            "held-out test split)")
     if chosen is None:
         head = "No run has evaluated yet: no accuracy to compare."
     elif target is None:
-        head = (f"Target: generalized accuracy ≥ {chosen:.3f}, the lowest best among these "
-                "runs (`--target` sets it).")
+        head = (f"Target: {what} ≥ {chosen:.3f}, the lowest best among these runs "
+                "(`--target` sets it).")
     else:
-        head = f"Target: generalized accuracy ≥ {chosen:.3f}."
+        head = f"Target: {what} ≥ {chosen:.3f}."
+    if any(s["one_class"] for s in summaries):
+        head += (" (one class): the run's final model predicts one class for every test "
+                 "example, so its test accuracy is the majority-class rate.")
     note = ("Accuracies are fractions; wall s is the run's elapsed time; client peak MiB is one "
             "client step of the method as measured by `spry bench`" if bench is not None else
             "Accuracies are fractions; wall s is the run's elapsed time")

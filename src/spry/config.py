@@ -14,7 +14,7 @@ import importlib.util
 import math
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -58,6 +58,16 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
                   tangent_sharing="batch", skip_zero_factors=False, head="split"),
 }
 
+# Defaults that follow another choice (None in the schema): the server's step size follows
+# its optimizer (FedAvg's mean replaces the weights; the paper's FedYogi steps 1e-2).
+SERVER_LR = {"fedavg": 1.0, "fedadam": 1e-2, "fedyogi": 1e-2}
+# The client's learning rate per recipe and method (None: every other method). The paper
+# uses AdamW 1e-4 throughout; measured here (docs/learning.md), backprop learns faster at
+# 1e-3, and fedsgd takes one plain SGD step a round (docs/baselines.md: 3e-2 its best).
+CLIENT_LR = {"spry": {None: 1e-4, "backprop": 1e-3, "backprop_split": 1e-3, "fedsgd": 3e-2},
+             "paper": {None: 1e-4}}
+CHOICE_DEFAULTS = ("server_lr", "client_lr")
+
 
 @dataclass(frozen=True)
 class Config:
@@ -69,13 +79,20 @@ class Config:
     model: str = "all-minilm-l6-v2"
     """Hub name, local directory, or a packaged alias (all-minilm-l6-v2)."""
     peft: str = "lora"
+    """What a client trains: `lora` adapters, `ia3` scales, `bitfit` biases, or `head` only
+    (the classification head over a frozen model)."""
     lora_r: int = 1
+    """LoRA rank r (the paper: 1)."""
     lora_alpha: float = 1.0
+    """LoRA scaling alpha (the update is B A times alpha / r)."""
     lora_dropout: float = 0.1
+    """Dropout on the LoRA branch's input, in [0, 1)."""
     target_modules: list[str] | None = None
     """None picks the paper's query/value modules for the architecture."""
     dtype: str = "float32"
+    """The frozen model's dtype: float32, float64 or bfloat16."""
     device: str = "cpu"
+    """torch device for the model and every client step (cpu, cuda, cuda:1, ...)."""
     task_head: str = "classifier"
     """`classifier`: a sequence-classification head (a trainable unit); `verbalizer`: a
     causal LM scores each label's word as the next token after the text (no head unit);
@@ -115,23 +132,52 @@ class Config:
     data_dir: str | None = None
     """Where recipes find their local files; defaults to $SPRY_DATA_DIR."""
     test_file: str | None = None
+    """dataset=<a file>: the global held-out test split, a file with the same columns."""
+    test_fraction: float | None = None
+    """Hold out this fraction of the training data as the global test split, seeded and
+    stratified by label (for a single labelled file; not with test_file or a recipe's own
+    test split). None: no split."""
     text_column: str | None = None
+    """dataset=<a file or hub id>: the column holding the text. None: `text`, `sentence`, …,
+    or the first column of a known pair layout (see pair_column)."""
     pair_column: str | None = None
+    """The column holding the second text of a sentence pair. None: detected from the usual
+    layouts (premise/hypothesis, sentence1/sentence2, question/passage, …), else none."""
     label_column: str | None = None
+    """The column holding the label. None: `label`."""
     label_names: list[str] | None = None
+    """The label set in class order. None: a recipe's names, a hub dataset's ClassLabel
+    names, the integers 0..max, or the sorted distinct string labels."""
     max_length: int = 64
+    """Tokens per example (longer texts are truncated)."""
     max_train_examples: int | None = None
+    """Use a seeded random subset of at most this many training examples (None: all)."""
     max_test_examples: int | None = None
+    """Use a seeded random subset of at most this many global test examples (None: all)."""
     num_clients: int = 100
+    """N, the clients the training data is dealt to."""
     dirichlet_alpha: float = 0.1
+    """Label skew across clients: Dirichlet(α) class proportions per client (0.1: strongly
+    heterogeneous, 1.0: near-homogeneous)."""
     client_test_fraction: float = 0.2
+    """Each client keeps this fraction of its examples as its local test split (the
+    generalized and personalized accuracies are measured on them)."""
 
     # --- federation ------------------------------------------------------------------
     method: str = "spry"
+    """`spry` (forward gradients, units split among the round's clients), `fedfgd` (forward
+    gradients, no split), `backprop`, `backprop_split`, `fedsgd`, `fedmezo` (SPSA),
+    `baffle`, `fwdllm`."""
     communication: str = "per_epoch"
+    """`per_epoch`: clients send weights after local training; `per_iteration`: K scalars up
+    and seeds down every step (docs/per_iteration.md)."""
     rounds: int = 10
+    """Server rounds."""
     clients_per_round: int = 10
+    """M, the clients sampled each round."""
     assignment: str = "rotating"
+    """How units are dealt to a round's clients: `rotating` (offset by round), `static`,
+    `random`."""
     max_replay_lag: int = 200
     """per_iteration: a client more than this many server steps behind downloads the
     weights (and optimizer state) instead of replaying the (seed, scalar) log."""
@@ -145,10 +191,17 @@ class Config:
     """`split`: the task head is one more unit, dealt to one client a round (the paper);
     `shared`: every client trains it. None: the recipe's."""
     server_optimizer: str = "fedyogi"
-    server_lr: float = 1e-2
+    """How the server applies the round's mean update: `fedavg` (the mean replaces the
+    weights at server_lr 1), `fedadam`, `fedyogi` (adaptive steps on the pseudo-gradient)."""
+    server_lr: float | None = None
+    """The server's step size. None: 1.0 with server_optimizer=fedavg, 1e-2 with fedadam
+    and fedyogi (the paper)."""
     server_beta1: float = 0.9
+    """FedAdam/FedYogi first-moment decay."""
     server_beta2: float = 0.99
+    """FedAdam/FedYogi second-moment decay."""
     server_tau: float = 1e-3
+    """FedAdam/FedYogi adaptivity (ε in the denominator)."""
 
     # --- client ----------------------------------------------------------------------
     tangents: int = 1
@@ -163,10 +216,17 @@ class Config:
     head_lr: float | None = None
     """The head's client learning rate (None: client_lr)."""
     client_optimizer: str = "adamw"
-    client_lr: float = 1e-4
+    """The client's local optimizer: `sgd`, `adam`, `adamw`."""
+    client_lr: float | None = None
+    """The client's learning rate. None: 1e-4 (the paper's, every method under
+    recipe=paper); under recipe=spry 1e-3 for backprop and backprop_split, 3e-2 for fedsgd
+    (one plain SGD step a round), 1e-4 for the estimators."""
     weight_decay: float = 0.0
+    """The client optimizer's weight decay."""
     batch_size: int = 8
+    """Examples per client step."""
     local_epochs: int = 1
+    """Passes over a client's training split per round (see max_steps)."""
     max_steps: int | None = None
     """Caps the local steps per round (None: whole epochs)."""
     keep_client_optimizer: bool = False
@@ -189,17 +249,28 @@ class Config:
 
     # --- run -------------------------------------------------------------------------
     seed: int = 0
+    """Seeds every random choice of the run (data split, partition, init, tangents)."""
     eval_every: int = 1
+    """Evaluate every this many rounds; the final round is always evaluated."""
     max_wall_seconds: float | None = None
-    """Start no new round once the run has taken this long (compare methods at equal time)."""
+    """A wall-clock cap (compare methods at equal time): a round starts only when the run is
+    expected to end it within the cap (expected: as long as the last round took), the
+    final round is evaluated, and a round is never cut short. None: no cap."""
     eval_batch_size: int = 64
+    """Examples per forward pass when evaluating."""
+    threads: int | None = None
+    """torch threads for this run (torch.set_num_threads). None: torch's default."""
     engine: str = "local"
+    """`local`: every client in this process; `flower`: Flower's simulation runtime
+    (docs/flower.md)."""
     round_timeout: float | None = None
     """engine=flower: seconds to wait for a round's replies; a node that has not answered
     by then counts as failed. None waits for every node (the SuperLink reports a dead one
     once its heartbeats stop)."""
     output_dir: str = "runs"
+    """Where run directories are made."""
     run_name: str | None = None
+    """The run directory's name under output_dir. None: <dataset>-<method>-<time>."""
     tensorboard: bool = False
     """Also write each round's metrics as TensorBoard event files, in RUN_DIR/tensorboard
     (`tensorboard --logdir runs`); needs `pip install tensorboard`."""
@@ -223,13 +294,25 @@ class Config:
     run after it (the CLI exits with status 1; resume from the last checkpoint)."""
 
     def __post_init__(self) -> None:
-        _one_of(self, "recipe", RECIPES)
-        if self.recipe in RECIPE_DEFAULTS:
-            for name in RECIPE_DEFAULTS[self.recipe]:
-                if getattr(self, name) is None:
-                    object.__setattr__(self, name, _recipe_default(self, name))
+        for name, choices in (("recipe", RECIPES), ("method", METHODS),
+                              ("server_optimizer", SERVER_OPTIMIZERS)):
+            _one_of(self, name, choices)  # the defaults below follow these
+        # name -> the settings its default followed (config.yaml says so beside the value)
+        defaulted: dict[str, str] = {}
+        for name in (*RECIPE_DEFAULTS[self.recipe], *CHOICE_DEFAULTS):
+            if getattr(self, name) is None:
+                value, because = _resolved_default(self, name)
+                object.__setattr__(self, name, value)
+                defaulted[name] = because
+        object.__setattr__(self, "_defaulted", defaulted)
         _check_types(self)
         _check_values(self)
+
+    @property
+    def defaulted(self) -> dict[str, str]:
+        """Settings left unset whose default followed other settings: name -> which
+        (e.g. server_lr -> "server_optimizer=fedavg")."""
+        return dict(self._defaulted)
 
     # --- the two doors ---------------------------------------------------------------
     @classmethod
@@ -250,9 +333,13 @@ class Config:
         values: dict[str, Any] = {}
         if path is not None:
             try:
-                loaded = yaml.safe_load(Path(path).read_text()) or {}
+                loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
             except OSError as exc:
                 raise ConfigError(f"--config: cannot read {path}: {exc.strerror}") from None
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"--config: {path} is not UTF-8 text (byte {exc.start} is "
+                                  f"{exc.object[exc.start:exc.start + 1]!r}); save it as "
+                                  "UTF-8") from None
             except yaml.YAMLError as exc:
                 raise ConfigError(f"--config: {path} is not valid YAML: {exc}") from None
             if not isinstance(loaded, dict):
@@ -269,7 +356,20 @@ class Config:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> "Config":
-        return dataclasses.replace(self, **changes)
+        """A copy with `changes`; a setting that was defaulted follows the new choices
+        (replace(server_optimizer="fedavg") moves a defaulted server_lr to 1.0)."""
+        unset = {name: None for name in self._defaulted if name not in changes}
+        return dataclasses.replace(self, **unset, **changes)
+
+
+def _resolved_default(cfg: Config, name: str) -> tuple[Any, str]:
+    """(value, the settings it follows) for a setting left unset."""
+    if name == "server_lr":
+        return SERVER_LR[cfg.server_optimizer], f"server_optimizer={cfg.server_optimizer}"
+    if name == "client_lr":
+        lrs = CLIENT_LR[cfg.recipe]
+        return lrs.get(cfg.method, lrs[None]), f"recipe={cfg.recipe}, method={cfg.method}"
+    return _recipe_default(cfg, name), f"recipe={cfg.recipe}"
 
 
 def _recipe_default(cfg: Config, name: str) -> Any:
@@ -383,7 +483,9 @@ def _check_values(cfg: Config) -> None:
               "rounds", "clients_per_round", "tangents", "client_lr", "server_lr",
               "batch_size", "local_epochs", "max_steps", "eval_every", "eval_batch_size",
               "max_train_examples", "max_test_examples", "server_tau", "round_timeout",
-              "checkpoint_every", "max_update_norm", "client_timeout_seconds")
+              "checkpoint_every", "max_update_norm", "client_timeout_seconds", "threads")
+    if cfg.test_fraction is not None and not 0 < cfg.test_fraction < 1:
+        raise ConfigError(f"test_fraction: must be in (0, 1), got {cfg.test_fraction}")
     if cfg.engine == "flower" and cfg.client_timeout_seconds is not None:
         raise ConfigError("client_timeout_seconds: engine=local only; with engine=flower set "
                           "round_timeout instead")

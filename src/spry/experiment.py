@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+import torch
 from safetensors.torch import save_file
 from torch import nn
 
@@ -26,17 +27,17 @@ from spry.data import FederatedData, build_federated_data, load_task
 from spry.engines import LocalEngine
 from spry.engines.local_steps import LocalStepEngine
 from spry.metrics import MetricsLog
-from spry.models import list_units, load_model, load_tokenizer, load_trainable, trainable_state
+from spry.models import (check_max_length, list_units, load_model, load_tokenizer,
+                         load_trainable, trainable_state)
 from spry.seeds import derive_seed, seeded_global_rng
 from spry.per_iteration import PerIterationServer
 from spry.progress import Progress
-from spry.server import Server
+from spry.resume import FINAL, resume_state, rewrite_metrics
+from spry.rundir import RunLock
+from spry.server import Server, scheduled_eval
+from spry.settings import to_yaml
 
 log = logging.getLogger(__name__)
-
-RESUME_OVERRIDES = ("rounds",)
-"""What may change when a run is resumed: only how many rounds it runs in all."""
-
 
 class RunStopped(RuntimeError):
     """The run ended early as configured (on_all_clients_failed=stop); metrics.jsonl,
@@ -59,10 +60,21 @@ class Experiment:
 
 
 def build(cfg: Config) -> Experiment:
-    """Everything a run needs; every input is checked here, before the first round."""
+    """Everything a run needs; every input is checked here, before the first round.
+    The Experiment's cfg is the resolved one: the columns and label names the data used."""
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    log.info("loading the tokenizer of %s", cfg.model)
     tokenizer = load_tokenizer(cfg)
+    check_max_length(cfg, tokenizer)
+    log.info("reading the data: %s", cfg.dataset)
     task = load_task(cfg)
+    cfg = cfg.replace(**(task.columns or {}), label_names=list(task.label_names))
+    log.info("%s", describe_task(task))
+    log.info("tokenizing and dealing %d examples to %d clients (Dirichlet α=%g)",
+             len(task.train), cfg.num_clients, cfg.dirichlet_alpha)
     data = build_federated_data(cfg, tokenizer, task)
+    log.info("loading %s (peft=%s)", cfg.model, cfg.peft)
     # Head and adapter initialisation read the global RNG inside transformers/peft.
     with seeded_global_rng(derive_seed(cfg.seed, "init")):
         model = load_model(cfg, data.num_labels, tokenizer.pad_token_id)
@@ -77,6 +89,29 @@ def build(cfg: Config) -> Experiment:
     return Experiment(cfg, tokenizer, data, model, server, LocalEngine(cfg, model, tokenizer, data))
 
 
+def majority(labels: list[int], names) -> tuple[str, float]:
+    """(the most frequent label, its share): the accuracy of always predicting it."""
+    counts = Counter(labels)
+    label, count = counts.most_common(1)[0]
+    return str(names[label]), count / len(labels)
+
+
+def describe_task(task) -> str:
+    """One line: the sizes, the columns read, each split's majority-class rate."""
+    parts = [f"{len(task.train)} training examples"]
+    if task.columns:
+        parts.append(", ".join(f"{k.removesuffix('_column')} column {v!r}"
+                               for k, v in task.columns.items() if v is not None))
+    if task.train.qa is None and len(task.train):
+        name, rate = majority(task.train.labels, task.label_names)
+        parts.append(f"{len(task.label_names)} labels (majority {name!r}: {rate:.3f} of train)")
+    if task.test is not None and task.test.qa is None and len(task.test):
+        name, rate = majority(task.test.labels, task.label_names)
+        parts.append(f"held-out test {len(task.test)} examples (majority {name!r}: "
+                     f"{rate:.3f}, the accuracy of predicting one class)")
+    return "data: " + "; ".join(parts)
+
+
 def class_means_head(exp: Experiment) -> tuple[str, str] | None:
     """(weight, bias) of the head that round 0 sets from class means, or None."""
     from spry.models import HEAD_UNIT
@@ -87,6 +122,22 @@ def class_means_head(exp: Experiment) -> tuple[str, str] | None:
         return None
     head = next((u for u in exp.server.units if u.name == HEAD_UNIT), None)
     return None if head is None else head_param_names(head.params)
+
+
+class WallCap:
+    """max_wall_seconds: a round is the last when, once its clients are done, another
+    round as long as this one's training would end past the cap. So the final round is
+    known before it is evaluated (it always is), and no round is cut short: the run can end
+    past the cap by the last round's evaluation, or before it by a round's length."""
+
+    def __init__(self, seconds: float | None, started: float):
+        self.seconds, self.started, self.reached = seconds, started, False
+
+    def final(self, round_started: float) -> bool:
+        now = time.perf_counter()
+        self.reached = (self.seconds is not None
+                        and now - self.started + (now - round_started) > self.seconds)
+        return self.reached
 
 
 def run_dir_for(cfg: Config) -> Path:
@@ -102,47 +153,13 @@ def global_test_metrics(exp: Experiment) -> dict[str, float | None]:
     return held_out_metrics(exp.model, exp.data.test, exp.tokenizer, exp.cfg)
 
 
-def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
-    """The config a run directory was started with; `rounds=N` is the only override."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"--resume: {run_dir} has no config.yaml; give a directory that "
-                          "`spry run` wrote")
-    bad = [o for o in overrides or [] if o.partition("=")[0].strip() not in RESUME_OVERRIDES]
-    if bad:
-        raise ConfigError(f"--resume: a resumed run keeps its config; only "
-                          f"{', '.join(k + '=' for k in RESUME_OVERRIDES)} may change, not {bad}")
-    return Config.from_yaml(path, overrides)
-
-
-def _load_resume_state(cfg: Config, out: Path) -> dict:
-    state = checkpoint.load(out / checkpoint.CHECKPOINT)
-    ignored = {"output_dir", "run_name", *RESUME_OVERRIDES}
-    saved = Config.from_flat(state["config"]).to_dict()
-    changed = sorted(k for k, v in cfg.to_dict().items() if k not in ignored and saved[k] != v)
-    if changed:
-        raise ConfigError(f"--resume: {changed} differ from the run in {out}; a resumed run "
-                          f"keeps its config (only {', '.join(RESUME_OVERRIDES)} may change)")
-    if state["round"] >= cfg.rounds:
-        raise ConfigError(f"rounds: {out} already has a checkpoint after round {state['round']}"
-                          f"; resume with rounds=<more than {state['round']}> to go on")
-    return state
-
-
-def _rewrite_metrics(path: Path, rows: list[dict]) -> None:
-    """metrics.jsonl as it stood at the checkpoint (rows written after it are redone)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    os.replace(tmp, path)
-
-
 def run(cfg: Config, progress: bool = True, engine=None, resume_dir: str | Path | None = None
         ) -> Path:
     """Run every round; return the run directory.
 
     `engine`: who runs the clients; None picks by `cfg.engine`. engine=flower starts
     Flower's simulation runtime, whose ServerApp calls back here with a FlowerEngine.
-    `resume_dir`: continue that run from its checkpoint.pt (see `resume_config`): the
+    `resume_dir`: continue that run from its checkpoint.pt (spry.resume): the
     config must match the run's except `rounds`; rows the run wrote after its checkpoint
     are dropped and redone, and the run ends as an uninterrupted one would (weights and
     metrics.jsonl, up to the *_seconds timings).
@@ -152,28 +169,35 @@ def run(cfg: Config, progress: bool = True, engine=None, resume_dir: str | Path 
         from spry.engines.flower import run_simulation
 
         return run_simulation(cfg, progress=progress)
-    state = None
-    if resume_dir is not None:
-        out = Path(resume_dir)
-        state = _load_resume_state(cfg, out)
-    else:
-        out = run_dir_for(cfg)
-        if (out / "metrics.jsonl").exists():
-            raise ConfigError(f"run_name: {out} already holds a run; choose another run_name "
-                              "or output_dir (nothing was overwritten)")
+    out = Path(resume_dir) if resume_dir is not None else run_dir_for(cfg)
+    with RunLock(out):  # one writer per run directory, taken before anything is read
+        return _run(cfg, out, progress, engine, resume_dir is not None)
+
+
+def _run(cfg: Config, out: Path, progress: bool, engine, resuming: bool) -> Path:
+    state = resume_state(cfg, out) if resuming else None
+    if not resuming and (out / "metrics.jsonl").exists():
+        raise ConfigError(f"run_name: {out} already holds a run; choose another run_name or "
+                          f"output_dir, or continue it: spry run --resume {out} (nothing was "
+                          "overwritten)")
     exp = build(cfg)
     if engine is not None:
         exp.engine = engine
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if not resuming:
+        (out / "config.yaml").write_text(to_yaml(exp.cfg))
+    else:  # a resumed run keeps its file (and its comments); only `rounds` may have changed
+        text = (out / "config.yaml").read_text()
+        (out / "config.yaml").write_text(
+            re.sub(r"(?m)^rounds: .*$", f"rounds: {cfg.rounds}", text, count=1))
     (out / "units.json").write_text(json.dumps(
         [{"name": u.name, "params": list(u.params)} for u in exp.server.units], indent=1))
     first, elapsed = 1, 0.0
     if state is not None:
         checkpoint.restore(exp, state)
         first, elapsed = state["round"] + 1, state["elapsed_seconds"]
-        _rewrite_metrics(out / "metrics.jsonl", state["metrics"])
         log.info("resuming %s after round %d", out, state["round"])
+    if resuming:
+        rewrite_metrics(out / "metrics.jsonl", state["metrics"] if state else [])
     metrics = MetricsLog(out / "metrics.jsonl")
     metrics.rows = list(state["metrics"]) if state is not None else []
     if state is None and (head := class_means_head(exp)) is not None:
@@ -182,21 +206,32 @@ def run(cfg: Config, progress: bool = True, engine=None, resume_dir: str | Path 
             exp.driver.load_weights(exp.server.weights)
         row.update(global_test_metrics(exp))
         metrics.append(row)
+        log.info("round 0: the head starts from the class means of %d clients (test "
+                 "accuracy %s)", len(row["clients"]), "–" if row.get("test_accuracy") is None
+                 else f"{row['test_accuracy']:.4f}")
 
     view = Progress(cfg.rounds, first - 1, bar=progress, max_seconds=cfg.max_wall_seconds,
                     tensorboard_dir=out / "tensorboard" if cfg.tensorboard else None)
+    if hasattr(exp.engine, "on_client"):
+        exp.engine.on_client = view.client_done
     started = time.perf_counter() - elapsed
-    stopped = None
+    cap = WallCap(cfg.max_wall_seconds, started)
+    stopped, one_class_warned = None, False
     for server_round in range(first, cfg.rounds + 1):
-        if cfg.max_wall_seconds is not None and time.perf_counter() - started > cfg.max_wall_seconds:
-            log.info("stopping after round %d: max_wall_seconds=%s reached", server_round - 1,
-                     cfg.max_wall_seconds)
-            break
-        row = exp.driver.run_round(server_round, exp.engine)
+        view.begin_round(server_round)
+        round_started = time.perf_counter()
+        row = exp.driver.run_round(server_round, exp.engine, evaluate=lambda: (
+            cap.final(round_started) or scheduled_eval(cfg, server_round)))
         if "generalized_accuracy" in row:
             t0 = time.perf_counter()
             row.update(global_test_metrics(exp))
             row["wall_seconds"] += time.perf_counter() - t0
+            if row.get("test_predicted_classes") == 1 and not one_class_warned:
+                one_class_warned = True  # once a run; the CLI's summary says it again
+                log.warning("warning: after round %d the model predicts one class for every "
+                            "held-out test example; its test accuracy %.4f is the "
+                            "majority-class rate, not learning", server_round,
+                            row["test_accuracy"])
         row["elapsed_seconds"] = time.perf_counter() - started
         metrics.append(row)
         view.show(row)
@@ -211,9 +246,13 @@ def run(cfg: Config, progress: bool = True, engine=None, resume_dir: str | Path 
             if cfg.on_all_clients_failed == "stop":
                 stopped = server_round
                 break
+        if cap.reached:
+            log.info("stopping after round %d: another round would end past "
+                     "max_wall_seconds=%g (%.0f s so far)", server_round, cfg.max_wall_seconds,
+                     row["elapsed_seconds"])
+            break
     view.close()
-    save_file({n: t.contiguous() for n, t in exp.server.weights.items()},
-              str(out / "trainable.safetensors"))
+    save_file({n: t.contiguous() for n, t in exp.server.weights.items()}, str(out / FINAL))
     if stopped is not None:
         raise RunStopped(f"round {stopped}: no client's update was accepted (see failed_clients "
                          f"and rejected_updates in {out / 'metrics.jsonl'}), and "

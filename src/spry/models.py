@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -71,6 +70,30 @@ def load_tokenizer(cfg: Config):
         # Decoders ship without a pad token; the end-of-sequence token pads and is masked.
         tok.pad_token = tok.eos_token
     return tok
+
+
+def check_max_length(cfg: Config, tokenizer) -> None:
+    """max_length may not exceed the positions the model has (its config's
+    max_position_embeddings, its tokenizer's model_max_length): checked before any work,
+    where a longer text would otherwise fail every client with a tensor-size error."""
+    from transformers import AutoConfig
+
+    limits = []
+    try:
+        positions = getattr(AutoConfig.from_pretrained(resolve_model_path(cfg.model)),
+                            "max_position_embeddings", None)
+    except (OSError, ValueError):
+        positions = None  # load_model names an unloadable model
+    if isinstance(positions, int):
+        limits.append((positions, "its max_position_embeddings"))
+    declared = getattr(tokenizer, "model_max_length", None)
+    if isinstance(declared, int) and declared < 1_000_000:  # transformers' "no limit" is 1e30
+        limits.append((declared, "its tokenizer's model_max_length"))
+    if limits:
+        limit, what = min(limits)
+        if cfg.max_length > limit:
+            raise ConfigError(f"max_length: {cfg.max_length} is more than {cfg.model!r} takes "
+                              f"({limit} tokens, {what}); set max_length={limit} or less")
 
 
 def load_model(cfg: Config, num_labels: int, pad_token_id: int | None) -> nn.Module:

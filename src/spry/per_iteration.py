@@ -18,11 +18,12 @@ import functools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 from spry.client import ClientEval, make_client_optimizer
 from spry.federation.replay import Replica, ScalarUpload, StepRecord
-from spry.server import Server, summarize_evals
+from spry.server import Server, scheduled_eval, summarize_evals
 from spry.validation import check_upload
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,9 @@ class PerIterationServer:
         snapshot = self.replica.snapshot()
         return snapshot, snapshot.nbytes
 
-    def run_round(self, server_round: int, engine: StepEngine) -> dict:
+    def run_round(self, server_round: int, engine: StepEngine,
+                  evaluate: Callable[[], bool] | None = None) -> dict:
+        """One round of per-iteration steps; evaluated as Server.run_round says."""
         start = time.perf_counter()
         plan = self._plan(server_round)
         clients = list(plan)
@@ -134,7 +137,7 @@ class PerIterationServer:
             "bytes_down_total": server.bytes_down_total,
         }
         cfg = server.cfg
-        if server_round % cfg.eval_every == 0 or server_round == cfg.rounds:
+        if (evaluate or (lambda: scheduled_eval(cfg, server_round)))():
             evals = engine.evaluate(server.configure_evaluate(server_round, list(plan.values())))
             row.update(summarize_evals(evals))
         row["wall_seconds"] = time.perf_counter() - start

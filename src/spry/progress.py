@@ -17,8 +17,12 @@ from spry.config import ConfigError
 log = logging.getLogger("spry.experiment")
 
 # metrics key -> the short name shown
-SHOWN = (("train_loss", "loss"), ("generalized_accuracy", "acc"), ("test_accuracy", "test"),
+# The held-out test split leads where there is one: the clients' local test splits (acc)
+# are a few examples each at low α, so which clients were sampled dominates them.
+SHOWN = (("train_loss", "loss"), ("test_accuracy", "test"), ("generalized_accuracy", "acc"),
          ("personalized_accuracy", "pers"))
+CLIENT_LOG_SECONDS = 10.0
+"""--quiet: the least time between two lines on the clients done within a round."""
 
 
 def _clock(seconds: float) -> str:
@@ -45,6 +49,19 @@ class Progress:
             # initial=: a resumed run's earlier rounds do not count in tqdm's rate and ETA
             self.bar = tqdm(total=total, initial=done, desc="rounds", unit="round")
         self.writer = tensorboard_writer(tensorboard_dir) if tensorboard_dir else None
+        self.round, self.last_line = done + 1, time.perf_counter()
+
+    def begin_round(self, server_round: int) -> None:
+        self.round = server_round
+
+    def client_done(self, done: int, total: int) -> None:
+        """Progress within a round: `done` of its `total` clients have trained."""
+        what = f"round {self.round}: {done}/{total} clients trained"
+        if self.bar is not None:
+            self.bar.set_postfix_str(what, refresh=True)
+        elif time.perf_counter() - self.last_line >= CLIENT_LOG_SECONDS:
+            log.info("%s", what)
+            self.last_line = time.perf_counter()
 
     def text(self, row: dict) -> str:
         """`loss=0.6912, acc=0.6210, test=0.5011 (round 5)`: the accuracies' round is named
@@ -65,8 +82,8 @@ class Progress:
         per_round = (time.perf_counter() - self.started) / rounds
         eta = per_round * (self.total - row["round"])
         if self.max_seconds is not None and row.get("elapsed_seconds") is not None:
-            # the run starts no round after max_seconds, so at most one more runs past it
-            eta = min(eta, max(self.max_seconds - row["elapsed_seconds"], 0) + per_round)
+            # the run starts no round that would end past max_seconds (spry.experiment.WallCap)
+            eta = min(eta, max(self.max_seconds - row["elapsed_seconds"], 0))
         return eta
 
     def show(self, row: dict) -> None:
@@ -80,6 +97,7 @@ class Progress:
             eta = self.eta(row)
             log.info("round %d/%d: %s; eta %s", row["round"], self.total, text,
                      "?" if eta is None else _clock(eta))
+            self.last_line = time.perf_counter()
         if self.writer is not None:
             for key, value in row.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) \

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -143,7 +144,10 @@ class Server:
                 "bytes_down_total": self.bytes_down_total,
                 "wall_seconds": time.perf_counter() - start}
 
-    def run_round(self, server_round: int, engine) -> dict:
+    def run_round(self, server_round: int, engine, evaluate: Callable[[], bool] | None = None
+                  ) -> dict:
+        """Train one round; evaluate it where `evaluate()` (asked once the clients are done)
+        says so, by default every eval_every rounds and the last."""
         start = time.perf_counter()
         instructions = self.configure_train(server_round)
         updates = engine.train(instructions)
@@ -181,11 +185,16 @@ class Server:
             "bytes_up_total": self.bytes_up_total,
             "bytes_down_total": self.bytes_down_total,
         }
-        if server_round % self.cfg.eval_every == 0 or server_round == self.cfg.rounds:
+        if (evaluate or (lambda: scheduled_eval(self.cfg, server_round)))():
             row.update(summarize_evals(engine.evaluate(self.configure_evaluate(server_round,
                                                                               instructions))))
         row["wall_seconds"] = time.perf_counter() - start
         return row
+
+
+def scheduled_eval(cfg, server_round: int) -> bool:
+    """Every eval_every rounds, and the last."""
+    return server_round % cfg.eval_every == 0 or server_round == cfg.rounds
 
 
 def _sent_bytes(tensors: dict) -> int:

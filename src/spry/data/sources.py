@@ -6,13 +6,24 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from spry.config import Config, ConfigError
 from spry.data import synthetic
+from spry.data.files import FILE_FORMATS, Rows, read_rows
 from spry.data.recipes import LABEL_OFFSETS, RECIPES, FileSpec
+from spry.seeds import derive_seed, generator
 
-FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json",
-                ".parquet": "parquet"}
 DATA_DIR_ENV = "SPRY_DATA_DIR"
+TEXT_COLUMNS = ("text", "sentence", "content", "review", "document", "question", "query")
+"""Where a file's text is looked for when text_column is unset, in this order."""
+PAIR_LAYOUTS = (("premise", "hypothesis"), ("sentence1", "sentence2"),
+                ("sentence_a", "sentence_b"), ("text_a", "text_b"), ("text1", "text2"),
+                ("question1", "question2"), ("question", "passage"), ("question", "context"),
+                ("question", "paragraph"), ("question", "sentence"), ("query", "passage"),
+                ("query", "document"), ("claim", "evidence"))
+"""The usual sentence-pair layouts (first text, second text), detected when pair_column is
+unset: a file with both columns is read as pairs."""
 
 
 @dataclass
@@ -39,20 +50,56 @@ class Task:
     train: Examples
     test: Examples | None
     label_names: tuple[str, ...]
+    columns: dict[str, str | None] | None = None
+    """The columns read (text_column, pair_column, label_column), where the data has them."""
 
 
 def load_task(cfg: Config) -> Task:
+    task = _load_task(cfg)
+    if cfg.test_fraction is not None:
+        if task.test is not None:
+            raise ConfigError(f"test_fraction: dataset={cfg.dataset!r} already has a held-out "
+                              f"test split ({'test_file' if cfg.test_file else 'its own'}); "
+                              "remove test_fraction or the other split")
+        task.train, task.test = stratified_split(task.train, cfg.test_fraction,
+                                                 derive_seed(cfg.seed, "test-fraction"))
+    return task
+
+
+def _load_task(cfg: Config) -> Task:
     if cfg.dataset == "sentiment":
         texts, labels = synthetic.make_sentiment(2000, seed=cfg.seed)
-        test_texts, test_labels = synthetic.make_sentiment(400, seed=cfg.seed + 1)
-        return Task("sentiment", Examples(texts, labels), Examples(test_texts, test_labels),
-                    synthetic.LABEL_NAMES)
+        test = None
+        if cfg.test_fraction is None:
+            test = Examples(*synthetic.make_sentiment(400, seed=cfg.seed + 1))
+        return Task("sentiment", Examples(texts, labels), test, synthetic.LABEL_NAMES)
     if cfg.dataset in RECIPES:
         return _load_recipe(cfg)
     suffix = Path(cfg.dataset).suffix.lower()
     if suffix in FILE_FORMATS or Path(cfg.dataset).exists():
         return _load_files(cfg)
     return _load_hub(cfg)
+
+
+def stratified_split(examples: Examples, fraction: float, seed: int
+                     ) -> tuple[Examples, Examples]:
+    """(train, test): `fraction` of each label's examples (rounded, at least one where the
+    label has two or more) go to test, chosen by a seeded shuffle; order is kept."""
+    if not 0 < fraction < 1:
+        raise ConfigError(f"test_fraction: must be in (0, 1), got {fraction}")
+    g = generator(seed)
+    test: list[int] = []
+    for label in sorted(set(examples.labels)):
+        members = [i for i, y in enumerate(examples.labels) if y == label]
+        take = min(max(round(fraction * len(members)), 1), len(members) - 1)
+        order = torch.randperm(len(members), generator=g).tolist()
+        test += [members[j] for j in order[:take]]
+    chosen = set(test)
+    if not chosen:
+        raise ConfigError(f"test_fraction: {len(examples)} examples leave none to hold out; "
+                          "give more data or a test_file")
+    train = [i for i in range(len(examples)) if i not in chosen]
+    return examples.subset(train), examples.subset(sorted(chosen))
 
 
 def data_dir(cfg: Config) -> Path | None:
@@ -69,7 +116,9 @@ def _load_recipe(cfg: Config) -> Task:
         test = None
         if recipe.test is not None and (root / recipe.test.path).exists():
             test = _read_spec(root / recipe.test.path, recipe.test, names)
-        return Task(cfg.dataset, train, test, names)
+        spec = recipe.train
+        return Task(cfg.dataset, train, test, names,
+                    None if spec.reader else _columns(spec.text, spec.pair, spec.label))
     local_only = recipe.train is not None and recipe.train.reader is not None
     if (local_only or os.environ.get("HF_HUB_OFFLINE") == "1"
             or os.environ.get("HF_DATASETS_OFFLINE") == "1"):
@@ -86,7 +135,7 @@ def _load_recipe(cfg: Config) -> Task:
 def _read_spec(path: Path, spec: FileSpec, names: tuple[str, ...]) -> Examples:
     if spec.reader is not None:
         return spec.reader(path, names)
-    rows = _read_file(path, columns=spec.columns, csv_options=spec.csv_options)
+    rows = read_rows(path, columns=spec.columns, csv_options=spec.csv_options)
     return _to_examples(rows, spec.text, spec.pair, spec.label, names, where=str(path),
                         offset=LABEL_OFFSETS.get(_rel(path), 0))
 
@@ -95,22 +144,40 @@ def _rel(path: Path) -> str:
     return "/".join(path.parts[-2:])
 
 
-def _load_files(cfg: Config) -> Task:
-    train_rows = _read_file(Path(cfg.dataset))
-    test_rows = _read_file(Path(cfg.test_file)) if cfg.test_file else None
-    columns = list(train_rows[0].keys()) if train_rows else []
-    text = cfg.text_column or next((c for c in ("text", "sentence", "premise") if c in columns),
-                                   None)
-    if text is None:
-        raise ConfigError(f"text_column: {cfg.dataset} has columns {columns}; set "
-                          "text_column=<the column holding the text>")
+def _columns(text: str, pair: str | None, label: str) -> dict[str, str | None]:
+    return {"text_column": text, "pair_column": pair, "label_column": label}
+
+
+def resolve_columns(columns: list[str], cfg: Config, where: str) -> tuple[str, str | None, str]:
+    """(text, pair, label) columns: the settings where given, else the usual names."""
     label = cfg.label_column or "label"
-    names = tuple(cfg.label_names) if cfg.label_names else _infer_label_names(train_rows, label,
-                                                                              cfg.dataset)
-    train = _to_examples(train_rows, text, cfg.pair_column, label, names, where=cfg.dataset)
-    test = (_to_examples(test_rows, text, cfg.pair_column, label, names, where=cfg.test_file)
+    text, pair = cfg.text_column, cfg.pair_column
+    if text is None and pair is None:
+        layout = next((lay for lay in PAIR_LAYOUTS if set(lay) <= set(columns)), None)
+        if layout is not None:
+            text, pair = layout
+    if text is None:
+        text = next((c for c in (*TEXT_COLUMNS, "premise", "sentence1") if c in columns), None)
+    if text is None:
+        raise ConfigError(f"text_column: {where} has columns {columns}; set "
+                          "text_column=<the column holding the text>")
+    if pair is None and cfg.pair_column is None:
+        pair = next((second for first, second in PAIR_LAYOUTS
+                     if first == text and second in columns), None)
+    return text, pair, label
+
+
+def _load_files(cfg: Config) -> Task:
+    train_rows = read_rows(Path(cfg.dataset))
+    test_rows = read_rows(Path(cfg.test_file)) if cfg.test_file else None
+    columns = list(train_rows.rows[0].keys()) if train_rows.rows else []
+    text, pair, label = resolve_columns(columns, cfg, cfg.dataset)
+    names = tuple(cfg.label_names) if cfg.label_names else _infer_label_names(
+        train_rows, label, cfg.dataset)
+    train = _to_examples(train_rows, text, pair, label, names, where=cfg.dataset)
+    test = (_to_examples(test_rows, text, pair, label, names, where=cfg.test_file)
             if test_rows is not None else None)
-    return Task(Path(cfg.dataset).stem, train, test, names)
+    return Task(Path(cfg.dataset).stem, train, test, names, _columns(text, pair, label))
 
 
 def _load_hub(cfg: Config, test_split: str | None = "test", name: str | None = None) -> Task:
@@ -123,59 +190,55 @@ def _load_hub(cfg: Config, test_split: str | None = "test", name: str | None = N
             f"dataset: cannot load {cfg.dataset!r} from the hub ({type(exc).__name__}: "
             f"{str(exc)[:200]}); give a recipe ({', '.join(['sentiment', *RECIPES])}) with "
             "data_dir, or a local csv/tsv/json/jsonl/parquet file") from None
-    text, label = cfg.text_column or "text", cfg.label_column or "label"
-    train_rows = list(ds["train"])
+    train_rows = Rows(Path(cfg.dataset), list(ds["train"]))
+    text, pair, label = resolve_columns(list(ds["train"].column_names), cfg, cfg.dataset)
     names = tuple(cfg.label_names) if cfg.label_names else _hub_label_names(ds["train"], label)
-    train = _to_examples(train_rows, text, cfg.pair_column, label, names, where=cfg.dataset,
+    train = _to_examples(train_rows, text, pair, label, names, where=cfg.dataset,
                          skip_negative=True)
     test = None
     if test_split and test_split in ds:
-        test = _to_examples(list(ds[test_split]), text, cfg.pair_column, label, names,
-                            where=f"{cfg.dataset}[{test_split}]", skip_negative=True)
-    return Task(name or cfg.dataset, train, test, names)
+        test = _to_examples(Rows(Path(cfg.dataset), list(ds[test_split])), text, pair, label,
+                            names, where=f"{cfg.dataset}[{test_split}]", skip_negative=True)
+    return Task(name or cfg.dataset, train, test, names, _columns(text, pair, label))
 
 
 def _hub_label_names(split, label: str) -> tuple[str, ...]:
     feature = split.features.get(label)
     if getattr(feature, "names", None):
         return tuple(feature.names)
-    return _infer_label_names(list(split), label, "hub dataset")
+    return _infer_label_names(Rows(Path("hub"), list(split)), label, "hub dataset")
 
 
-def _read_file(path: Path, columns: tuple[str, ...] | None = None,
-               csv_options: dict | None = None) -> list[dict]:
-    import datasets
-
-    if not path.is_file():
-        raise ConfigError(f"dataset: file {path} does not exist or is not a file")
-    fmt = FILE_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise ConfigError(f"dataset: {path} has suffix {path.suffix!r}; use one of "
-                          f"{', '.join(FILE_FORMATS)}")
-    options = dict(csv_options or {})
-    if fmt == "csv":
-        options.setdefault("delimiter", "\t" if path.suffix.lower() == ".tsv" else ",")
-        if columns:
-            options.update(column_names=list(columns), header=None)
-        # Texts like "NA" or "null" stay text; labels are mapped below whatever their type.
-        options.setdefault("keep_default_na", False)
-    try:
-        ds = datasets.load_dataset(fmt, data_files=str(path), split="train", **options)
-    except Exception as exc:
-        raise ConfigError(f"dataset: cannot read {path} as {fmt} ({type(exc).__name__}: "
-                          f"{str(exc)[:300]})") from None
-    return list(ds)
-
-
-def _infer_label_names(rows: list[dict], label: str, where: str) -> tuple[str, ...]:
-    values = {row.get(label) for row in rows}
-    if None in values:
-        raise ConfigError(f"label_column: {where} has no column {label!r} in every row; set "
-                          "label_column=<the label column>")
+def _infer_label_names(rows: Rows, label: str, where: str) -> tuple[str, ...]:
+    if not rows.rows:
+        raise ConfigError(f"dataset: {where} has no rows")
+    if label not in rows.rows[0]:
+        raise ConfigError(f"label_column: {where} has no column {label!r}; its columns are "
+                          f"{sorted(rows.rows[0])}; set label_column=<the label column>")
+    for i, row in enumerate(rows.rows):
+        _check_label(row.get(label), label, where, rows.name(i))
+    values = {row[label] for row in rows.rows}
     as_ints = [_as_int(v) for v in values]
     if all(v is not None for v in as_ints):
         return tuple(str(i) for i in range(max(as_ints) + 1))
     return tuple(sorted(str(v) for v in values))
+
+
+def _check_label(value, label: str, where: str, row: str) -> None:
+    if value is None:
+        raise ConfigError(f"label_column: {where} {row} has no value in column {label!r} "
+                          "(missing or null); give every row a label, or drop the row")
+    if isinstance(value, str) and not value.strip():
+        raise ConfigError(f"label_column: {where} {row} has an empty label in column "
+                          f"{label!r}; give every row a label, or drop the row")
+
+
+def _check_text(value, column: str, setting: str, where: str, row: str) -> str:
+    if value is None or not str(value).strip():
+        raise ConfigError(f"{setting}: {where} {row} has "
+                          f"{'no value' if value is None else 'an empty text'} in column "
+                          f"{column!r}; give every row its text, or drop the row")
+    return str(value)
 
 
 def _as_int(value) -> int | None:
@@ -188,12 +251,12 @@ def _as_int(value) -> int | None:
     return None
 
 
-def _to_examples(rows: list[dict], text: str, pair: str | None, label: str,
+def _to_examples(rows: Rows, text: str, pair: str | None, label: str,
                  names: tuple[str, ...], where: str, offset: int = 0,
                  skip_negative: bool = False) -> Examples:
-    if not rows:
+    if not rows.rows:
         raise ConfigError(f"dataset: {where} has no rows")
-    present = set(rows[0])
+    present = set(rows.rows[0])
     for field_name, column in (("text_column", text), ("pair_column", pair),
                                ("label_column", label)):
         if column is not None and column not in present:
@@ -201,8 +264,9 @@ def _to_examples(rows: list[dict], text: str, pair: str | None, label: str,
                               f"{sorted(present)}")
     lookup = {n: i for i, n in enumerate(names)}
     texts, pairs, labels = [], [] if pair else None, []
-    for row_number, row in enumerate(rows):
-        raw = row[label]
+    for i, row in enumerate(rows.rows):
+        raw = row.get(label)
+        _check_label(raw, label, where, rows.name(i))
         index = lookup.get(str(raw))
         if index is None:
             as_int = _as_int(raw)
@@ -210,10 +274,11 @@ def _to_examples(rows: list[dict], text: str, pair: str | None, label: str,
         if index is not None and index < 0 and skip_negative:
             continue  # hub NLI sets mark unlabelled pairs with -1
         if index is None or not 0 <= index < len(names):
-            raise ConfigError(f"label_names: {where} row {row_number} has label {raw!r}, outside "
+            raise ConfigError(f"label_names: {where} {rows.name(i)} has label {raw!r}, outside "
                               f"the label set {list(names)}; fix the data or set label_names")
-        texts.append(str(row[text]).replace("\\n", " ").replace("\\", " "))
+        value = _check_text(row.get(text), text, "text_column", where, rows.name(i))
+        texts.append(value.replace("\\n", " ").replace("\\", " "))
         if pair:
-            pairs.append(str(row[pair]))
+            pairs.append(_check_text(row.get(pair), pair, "pair_column", where, rows.name(i)))
         labels.append(index)
     return Examples(texts, labels, pairs)

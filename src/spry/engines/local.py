@@ -39,11 +39,16 @@ class LocalEngine:
         self.states: dict[int, ClientState] = {}
         self.failures: dict[int, str] = {}
         """The last `train` call's failed clients and why."""
+        self.on_client = None
+        """Called as on_client(done, total) after each client of a `train` call (the live
+        view's progress within a round)."""
 
     def train(self, instructions: list[TrainInstruction]) -> list[ClientUpdate]:
         updates, self.failures = [], {}
         timeout = self.cfg.client_timeout_seconds
-        for ins in instructions:
+        for done, ins in enumerate(instructions):
+            if self.on_client is not None and done:
+                self.on_client(done, len(instructions))
             state = self.states.setdefault(ins.client_id, ClientState.fresh(self.cfg))
             start = time.perf_counter()
             try:
@@ -59,6 +64,8 @@ class LocalEngine:
                 log.warning("client %d %s", ins.client_id, self.failures[ins.client_id])
                 continue
             updates.append(update)
+        if self.on_client is not None:
+            self.on_client(len(instructions), len(instructions))
         return updates
 
     def class_statistics(self, client_ids: list[int]) -> list:

@@ -59,11 +59,16 @@ class FlowerEngine:
     def __init__(self, grid: Grid, cfg: Config):
         self.grid, self.cfg = grid, cfg
         self.node_of = discover_clients(grid, cfg.num_clients)
+        self.failures: dict[int, str] = {}
+        """The last `train` call's failed clients and why, as LocalEngine reports them
+        (Server.run_round writes them to metrics.jsonl as failure_reasons)."""
 
-    def _exchange(self, pairs: list[tuple[int, RecordDict]], message_type: str
-                  ) -> list[RecordDict]:
+    def _exchange(self, pairs: list[tuple[int, RecordDict]], message_type: str,
+                  failures: dict[int, str] | None = None) -> list[RecordDict]:
         """Send one message per (client, content); return the replies' contents in the
-        order sent (aggregation order must not depend on arrival order), failures left out."""
+        order sent (aggregation order must not depend on arrival order), failures left out
+        (and named in `failures`, where given)."""
+        failures = {} if failures is None else failures
         messages = [Message(content, dst_node_id=self.node_of[cid], message_type=message_type)
                     for cid, content in pairs]
         replies = self.grid.send_and_receive(messages, timeout=self.cfg.round_timeout)
@@ -72,16 +77,19 @@ class FlowerEngine:
         for (cid, _), message in zip(pairs, messages):
             reply = by_id.get(message.metadata.message_id)
             if reply is None:
-                log.warning("client %d: no %s reply within round_timeout", cid, message_type)
+                failures[cid] = f"no reply within round_timeout={self.cfg.round_timeout}"
             elif reply.has_error():
-                log.warning("client %d: %s failed: %s", cid, message_type, reply.error.reason)
+                failures[cid] = f"{message_type} failed: {reply.error.reason}"
             else:
                 out.append(reply.content)
+                continue
+            log.warning("client %d: %s", cid, failures[cid])
         return out
 
     def train(self, instructions: list[TrainInstruction]) -> list[ClientUpdate]:
+        self.failures = {}
         contents = self._exchange([(i.client_id, records.train_content(i, self.cfg))
-                                   for i in instructions], MessageType.TRAIN)
+                                   for i in instructions], MessageType.TRAIN, self.failures)
         updates = [records.read_update(c) for c in contents]
         if self.cfg.dtype == "bfloat16":  # records widen bfloat16 to float32 in transit
             for u in updates:
