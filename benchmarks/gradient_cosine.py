@@ -12,8 +12,11 @@ is why K=1 needs on the order of d steps per unit to learn (docs/core.md).
 through the whole encoder, so large K costs K tangent passes). `tangent_sharing=example`
 draws one tangent per example (spry.estimators.example_tangents), `batch` one for the
 batch; `draws=20` sets the draws per K; `lora_b=0.01` first gives every LoRA B factor
-N(0, 0.01²) values (at B = 0 the A factors have no gradient at all). Other key=value
-arguments go to the Config (e.g. model=..., dataset=...).
+N(0, 0.01²) values (at B = 0 the A factors have no gradient at all). `guide=batch`
+adds the guided tangent (spry.estimators.guided) along the exact gradient of the client's
+next batch, a stand-in for an informative last update; `guide=random` along a random
+direction (an uninformative one). Other key=value arguments go to the Config (e.g.
+model=..., dataset=...).
 
     SPRY_DATA_DIR=../shared/data python benchmarks/gradient_cosine.py peft=lora \
         ks=1,8 draws=20 lora_b=0.01 tangent_sharing=example
@@ -33,6 +36,7 @@ from spry.data.batches import iterate_batches
 from spry.estimators.autograd import backprop_gradient
 from spry.estimators.example_tangents import example_forward_gradient
 from spry.estimators.forward_gradient import forward_gradient
+from spry.estimators.guided import guided_estimate
 from spry.experiment import build
 
 
@@ -48,6 +52,7 @@ def main(argv: list[str]) -> None:
     ks = [int(k) for k in args.pop("ks", "1,8,32,128,512").split(",")]
     draws = int(args.pop("draws", "5"))
     lora_b = float(args.pop("lora_b", "0"))
+    guide_kind = args.pop("guide", "none")
     cfg = Config.from_flat({**settings, **args})
     exp = build(cfg)
     params = {n: p for n, p in exp.model.named_parameters() if p.requires_grad}
@@ -56,22 +61,34 @@ def main(argv: list[str]) -> None:
             if "lora_B" in n and lora_b:
                 p.normal_(0, lora_b, generator=torch.Generator().manual_seed(0))
     d = sum(p.numel() for p in params.values())
-    batch = next(iter(iterate_batches(exp.data.clients[0].train, exp.tokenizer,
-                                      cfg.batch_size, seed=0)))
+    batches = iter(iterate_batches(exp.data.clients[0].train, exp.tokenizer, cfg.batch_size,
+                                   seed=0))
+    batch = next(batches)
     exp.model.eval()  # no dropout: both estimators see the same loss
     loss_fn = task_loss(exp.model, batch)
     true = flat(backprop_gradient(loss_fn, params).grads)
     per_example = classification_loss(exp.model, batch, per_example=True)
-    print(f"peft={cfg.peft}, tangent_sharing={cfg.tangent_sharing}: {d} trainable weights")
+    guide = None
+    if guide_kind == "batch":
+        guide = backprop_gradient(task_loss(exp.model, next(batches)), params).grads
+    elif guide_kind == "random":
+        g = torch.Generator().manual_seed(1)
+        guide = {n: torch.randn(p.shape, generator=g) for n, p in params.items()}
+    print(f"peft={cfg.peft}, tangent_sharing={cfg.tangent_sharing}, guide={guide_kind}: "
+          f"{d} trainable weights")
+    if guide is not None:
+        u = flat(guide)
+        print(f"cosine of the guide with the true gradient: {float(true @ u / (true.norm() * u.norm())):.4f}")
     print(f"| K | mean cosine ({draws} draws) | rms cosine | sqrt(K/(K+d+1)) |\n|---|---|---|---|")
     for k in ks:
         cos = []
         for draw in range(draws):
             seeds = [10_000 * draw + i for i in range(k)]
             if cfg.tangent_sharing == "example":
-                est = flat(example_forward_gradient(per_example, params, seeds).grads)
+                est = example_forward_gradient(per_example, params, seeds)
             else:
-                est = flat(forward_gradient(loss_fn, params, seeds).grads)
+                est = forward_gradient(loss_fn, params, seeds)
+            est = flat(guided_estimate(loss_fn, params, est, guide).grads)
             cos.append(float(true @ est / (true.norm() * est.norm())))
         rms = math.sqrt(sum(c * c for c in cos) / len(cos))
         print(f"| {k} | {sum(cos) / len(cos):.4f} | {rms:.4f} | {math.sqrt(k / (k + d + 1)):.4f} |")

@@ -55,6 +55,10 @@ def test_every_setting_has_a_docstring_and_a_section():
     for s in described.values():
         assert s.doc and s.line.endswith((".", ")")), s.name
         assert s.section != "general" or s.name == "recipe", s.name
+    from spry.data.recipes import RECIPES
+
+    for recipe in ("sentiment", *RECIPES):  # the dataset setting names every recipe
+        assert recipe in described["dataset"].doc, recipe
     assert described["tangent_sharing"].line.endswith("jvp; `batch`: one tangent for the whole "
                                                       "batch (the paper).")  # not cut at "al."
 

@@ -14,6 +14,8 @@ from spry.client import classification_loss, exact_head, step_estimate, zero_fac
 from spry.config import Config, ConfigError
 from spry.estimators.example_tangents import ExampleTangentError, example_forward_gradient
 from spry.methods import make_estimator
+from spry.experiment import run
+from spry.metrics import read_metrics
 from spry.models import list_units, load_model, load_tokenizer, trainable_params
 from spry.seeds import seeded_global_rng
 from spry.tasks.classifier import (ClassStatistics, Pooling, class_mean_head, class_statistics,
@@ -282,3 +284,51 @@ def test_a_few_rounds_on_the_generated_task_rise_well_above_chance(tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     accuracy = [r["test_accuracy"] for r in rows if r.get("test_accuracy") is not None]
     assert accuracy[-1] >= 0.8 and accuracy[-1] > accuracy[0] + 0.15, accuracy
+
+
+# --- guided tangent ---------------------------------------------------------------------
+def test_the_guided_estimate_is_exact_along_the_guide_and_stays_unbiased():
+    """g̃ = ĝ − (ĝ·u)u + (∇L·u)u: along u it equals the true derivative; its mean over many
+    random estimates is ∇L (a z-score test per coordinate)."""
+    from spry.estimators import Estimate, forward_gradient
+    from spry.estimators.guided import guided_estimate
+
+    torch.manual_seed(0)
+    w = {"a": torch.randn(3, 4, dtype=torch.float64), "b": torch.randn(4, dtype=torch.float64)}
+    x = torch.randn(5, 4, dtype=torch.float64)
+
+    def loss_fn(p):
+        return torch.tanh(x @ p["a"].T).sum() + (x @ p["b"]).pow(2).mean()
+
+    wa = {n: t.clone().requires_grad_(True) for n, t in w.items()}
+    loss_fn(wa).backward()
+    true = {n: t.grad for n, t in wa.items()}
+    guide = {"a": torch.randn(3, 4, dtype=torch.float64)}  # b gets no guide component
+    norm = guide["a"].norm()
+    draws = [guided_estimate(loss_fn, w, forward_gradient(loss_fn, w, [seed]), guide)
+             for seed in range(4000)]
+    for est in draws[:5]:
+        along = float((est.grads["a"] * guide["a"]).sum() / norm)
+        assert along == pytest.approx(float((true["a"] * guide["a"]).sum() / norm), rel=1e-9)
+        assert len(est.scalars) == 2
+    for n in w:
+        stack = torch.stack([e.grads[n] for e in draws])
+        z = (stack.mean(0) - true[n]) / (stack.std(0) / len(draws) ** 0.5 + 1e-12)
+        assert z.abs().max() < 4.5, n
+    unchanged = Estimate(loss=0.0, grads={"a": torch.ones(3, 4)})
+    assert guided_estimate(loss_fn, w, unchanged, None) is unchanged
+    assert guided_estimate(loss_fn, w, unchanged, {"a": torch.zeros(3, 4)}) is unchanged
+
+
+def test_guided_tangent_runs_with_the_last_global_update(tiny_config):
+    settings = dict(rounds=2, personalization_epochs=0, server_optimizer="fedavg")
+    guided = read_metrics(run(tiny_config(guided_tangent=True, run_name="g", **settings),
+                              progress=False))
+    plain = read_metrics(run(tiny_config(run_name="p", **settings), progress=False))
+    # Round 2 sends each client its units' round-1 update as well, and trains differently.
+    assert plain[1]["bytes_down"] == plain[0]["bytes_down"] == guided[0]["bytes_down"]
+    assert guided[1]["bytes_down"] > guided[0]["bytes_down"]
+    assert guided[0]["train_loss"] == plain[0]["train_loss"]  # round 1 has no guide
+    assert guided[1]["train_loss"] != plain[1]["train_loss"]
+    with pytest.raises(ConfigError, match="guided_tangent: needs a forward-gradient method"):
+        Config(guided_tangent=True, method="fedmezo")

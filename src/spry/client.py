@@ -21,6 +21,7 @@ from spry.config import Config
 from spry.data import Encoded, iterate_batches
 from spry.estimators import Estimate
 from spry.estimators.example_tangents import example_forward_gradient
+from spry.estimators.guided import guided_estimate
 from spry.tasks.classifier import head_gradient, head_param_names, is_pooled
 from spry.methods import METHODS, make_estimator
 from spry.federation.replay import tangent_seed
@@ -122,14 +123,16 @@ def zero_factors(params: dict[str, torch.Tensor]) -> set[str]:
 
 
 def step_estimate(model: nn.Module, batch: dict[str, torch.Tensor], params: dict,
-                  head: tuple[str, str] | None, cfg: Config, estimator, seeds: list[int]):
+                  head: tuple[str, str] | None, cfg: Config, estimator, seeds: list[int],
+                  guide: dict[str, torch.Tensor] | None = None):
     """One step's gradient estimate of `params` (and, with `head`, its exact gradient).
 
     Forward-gradient methods honour tangent_sharing and skip_zero_factors. The head's
     gradient comes from the pooled features and logits at w: read from the per-example
     estimator's own forward pass (free), else (one shared tangent, the zeroth-order
     estimators) from one extra forward pass without tangents. Backprop trains the head
-    through autograd (exact_head is None)."""
+    through autograd (exact_head is None). `guide` (guided_tangent): the direction whose
+    component is made exact (spry.estimators.guided)."""
     forward = METHODS[cfg.method].estimator == "forward_gradient"
     perturbed = {n: p for n, p in params.items() if head is None or n not in head}
     if forward and cfg.skip_zero_factors:
@@ -146,6 +149,8 @@ def step_estimate(model: nn.Module, batch: dict[str, torch.Tensor], params: dict
                 loss = float(classification_loss(model, batch, capture=capture)(
                     {n: p.detach() for n, p in params.items()}))
             est = est or Estimate(loss=loss, grads={})
+    if forward and cfg.guided_tangent and perturbed:
+        est = guided_estimate(task_loss(model, batch), perturbed, est, guide)
     if head is not None:
         gw, gb = head_gradient(capture["features"], capture["logits"], batch["labels"])
         est.grads.update({head[0]: gw, head[1]: gb})
@@ -195,7 +200,7 @@ def local_train(model: nn.Module, data: Encoded, tokenizer, unit_params: list[st
                     break
                 seeds = [tangent_seed(round_seed, client_id, step, k) for k in range(cfg.tangents)]
                 est = step_estimate(model, _to_device(batch, cfg.device), params, head, cfg,
-                                    estimator, seeds)
+                                    estimator, seeds, guide=previous_update)
                 step += 1
                 if not math.isfinite(est.loss) or not all(map(math.isfinite, est.scalars)):
                     skipped += 1  # a non-finite loss would poison the optimizer state

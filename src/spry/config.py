@@ -127,8 +127,8 @@ class Config:
 
     # --- data ------------------------------------------------------------------------
     dataset: str = "sentiment"
-    """A recipe (sentiment, sst2, ag_news, snli, mnli, yahoo, yelp_polarity), a hub id,
-    or a local csv/tsv/json/jsonl/parquet file."""
+    """A recipe (sentiment, sst2, ag_news, snli, mnli, yahoo, yelp_polarity, multirc,
+    squad_v2), a hub id, or a local csv/tsv/json/jsonl/parquet file."""
     data_dir: str | None = None
     """Where recipes find their local files; defaults to $SPRY_DATA_DIR."""
     test_file: str | None = None
@@ -210,6 +210,10 @@ class Config:
     """Forward gradients: `example` draws an independent tangent for every example of the
     batch (per-example weight perturbation, Ren et al. 2023), averaging B estimates for the
     price of one jvp; `batch`: one tangent for the whole batch (the paper)."""
+    guided_tangent: bool = False
+    """Forward gradients: one more jvp a step, along the client's units' last global update
+    Δ (sent with the weights): the estimate's component along Δ is then exact, the rest
+    the random estimate's; still unbiased (spry.estimators.guided), one jvp dearer."""
     skip_zero_factors: bool | None = None
     """Forward gradients: no tangent on a LoRA A factor while its B is exactly zero (its
     gradient is then exactly zero: the tangent would add variance and no signal)."""
@@ -571,6 +575,10 @@ def _check_head(cfg: Config) -> None:
         if cfg.communication == "per_iteration":
             raise ConfigError("tangent_sharing: per_iteration uploads K scalars a step; set "
                               "tangent_sharing=batch")
+    if cfg.guided_tangent and (cfg.method not in ("spry", "fedfgd")
+                               or cfg.communication != "per_epoch"):
+        raise ConfigError("guided_tangent: needs a forward-gradient method (spry, fedfgd) with "
+                          "communication=per_epoch; set guided_tangent=false")
     if cfg.head_gradient == "exact" and cfg.communication == "per_iteration":
         raise ConfigError("head_gradient: per_iteration uploads only directional derivatives; "
                           "set head_gradient=estimator")

@@ -53,6 +53,12 @@ METHODS: dict[str, Method] = {
 }
 
 
+def sends_previous_update(cfg: "Config") -> bool:
+    """The server sends the last global update Δ of the client's units: FwdLLM ranks its
+    perturbations by it; guided_tangent takes one tangent along it."""
+    return METHODS[cfg.method].uses_previous_update or cfg.guided_tangent
+
+
 def make_estimator(cfg: "Config", previous_update: Mapping[str, torch.Tensor] | None = None
                    ) -> Callable:
     """The method's estimator with its settings bound: `(loss_fn, params, seeds) -> Estimate`."""

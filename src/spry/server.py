@@ -17,7 +17,7 @@ from spry.client import ClientEval, ClientUpdate
 from spry.config import Config
 from spry.federation import aggregate_units, assign_units, make_server_optimizer
 from spry.messages import EvalInstruction, TrainInstruction, tensor_bytes
-from spry.methods import METHODS
+from spry.methods import METHODS, sends_previous_update
 from spry.models import HEAD_UNIT, Unit
 from spry.seeds import derive_seed, generator
 from spry.validation import Rejection, check_update
@@ -87,7 +87,7 @@ class Server:
         trained = {name for u in updates if u.num_examples > 0 for name in u.weights}
         before = self.weights
         self.weights = self.optimizer.step(self.weights, aggregated, trained)
-        if METHODS[self.cfg.method].uses_previous_update:
+        if sends_previous_update(self.cfg):
             self.previous_update = {n: self.weights[n] - before[n] for n in trained}
         return trained
 
