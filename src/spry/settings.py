@@ -28,7 +28,8 @@ README_KEYS = ("recipe", "model", "peft", "lora_r", "dataset", "test_file", "tes
                "tangents", "client_lr", "head_lr", "server_optimizer", "server_lr", "rounds",
                "local_epochs", "max_steps", "personalization_epochs", "eval_every",
                "max_wall_seconds", "threads", "seed")
-BEGIN, END = "<!-- settings:begin (scripts/settings_table.py writes this) -->", "<!-- settings:end -->"
+BEGIN = "<!-- settings:begin (scripts/settings_table.py writes this) -->"
+END = "<!-- settings:end -->"
 
 
 @dataclasses.dataclass(frozen=True)

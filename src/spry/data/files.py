@@ -45,9 +45,9 @@ def read_rows(path: Path, columns: tuple[str, ...] | None = None,
     if fmt is None:
         raise ConfigError(f"dataset: {path} has suffix {path.suffix!r}; use one of "
                           f"{', '.join(FILE_FORMATS)}")
-    if fmt != "parquet" and not path.read_bytes().strip():
-        raise ConfigError(f"dataset: {path} is empty; give a file with "
-                          f"{'a header row and one row a line' if fmt == 'csv' else 'one JSON object a line'}")
+    if fmt != "parquet" and _blank(path):
+        layout = "a header row and one row a line" if fmt == "csv" else "one JSON object a line"
+        raise ConfigError(f"dataset: {path} is empty; give a file with {layout}")
     options = dict(csv_options or {})
     if fmt == "csv":
         options.setdefault("delimiter", "\t" if path.suffix.lower() == ".tsv" else ",")
@@ -66,15 +66,27 @@ def read_rows(path: Path, columns: tuple[str, ...] | None = None,
     return Rows(path, rows, _line_numbers(path, fmt, len(rows), header=not columns))
 
 
+def _blank(path: Path, probe: int = 1 << 16) -> bool:
+    """Empty or only whitespace (read in pieces: a data file may be large)."""
+    with open(path, "rb") as f:
+        while piece := f.read(probe):
+            if piece.strip():
+                return False
+    return True
+
+
 def _line_numbers(path: Path, fmt: str, count: int, header: bool) -> list[int] | None:
     if fmt == "csv":
         first = 2 if header else 1
         return list(range(first, first + count))
     if fmt == "json":
-        text = path.read_text(errors="replace")
-        if text.lstrip().startswith("["):
-            return None  # a JSON array: its rows are not lines
-        lines = [n for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        lines = []
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                if not lines and line.lstrip().startswith(b"["):
+                    return None  # a JSON array: its rows are not lines
+                if line.strip():
+                    lines.append(number)
         return lines if len(lines) == count else None
     return None
 
