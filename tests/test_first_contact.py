@@ -235,35 +235,33 @@ def test_one_class_predictions_are_flagged(tiny_config, tmp_path, capsys):
     ("\n  \n", "is empty"),
 ])
 def test_jsonl_errors_name_the_line_and_the_problem(tmp_path, content, message):
-    path = tmp_path / "data.jsonl"
+    _refused(tmp_path / "data.jsonl", content, message)
+
+
+def _refused(path: Path, content: str, message: str, **settings) -> None:
+    """`content` written to `path`, loading the task fails with `message`."""
     path.write_text(content)
     with pytest.raises(ConfigError, match=message):
-        load_task(Config(dataset=str(path)))
+        load_task(Config(**{"dataset": str(path), **settings}))
 
 
 def test_csv_errors_count_lines_as_an_editor_does(tmp_path):
     path = tmp_path / "data.csv"
-    path.write_text("text,label\ngood,pos\n,neg\n")
-    with pytest.raises(ConfigError, match="line 3 has an empty text"):
-        load_task(Config(dataset=str(path)))
+    _refused(path, "text,label\ngood,pos\n,neg\n", "line 3 has an empty text")
     path.write_text("text,label\ngood,pos\nbad,neg\n")
     test = tmp_path / "test.csv"
-    test.write_text("text,label\nok,pos\nhm,meh\n")
-    with pytest.raises(ConfigError, match=r"test.csv line 3 has label 'meh', outside"):
-        load_task(Config(dataset=str(path), test_file=str(test)))
-    test.write_text("text,label\nok,pos\nhm,\n")
-    with pytest.raises(ConfigError, match=r"test.csv line 3 has an empty label"):
-        load_task(Config(dataset=str(path), test_file=str(test)))
+    _refused(test, "text,label\nok,pos\nhm,meh\n", r"test.csv line 3 has label 'meh', outside",
+             dataset=str(path), test_file=str(test))
+    _refused(test, "text,label\nok,pos\nhm,\n", r"test.csv line 3 has an empty label",
+             dataset=str(path), test_file=str(test))
 
 
 def test_a_json_array_file_names_rows_and_its_parse_error_line(tmp_path):
     path = tmp_path / "data.json"
-    path.write_text('[\n{"text": "a", "label": 0},\n{"text": "b", "label": 1},\n]\n')
-    with pytest.raises(ConfigError, match="line 4 is not valid JSON"):
-        load_task(Config(dataset=str(path)))
-    path.write_text('[{"text": "a", "label": 0}, {"text": "", "label": 1}]')
-    with pytest.raises(ConfigError, match="row 2 has an empty text"):
-        load_task(Config(dataset=str(path)))
+    _refused(path, '[\n{"text": "a", "label": 0},\n{"text": "b", "label": 1},\n]\n',
+             "line 4 is not valid JSON")
+    _refused(path, '[{"text": "a", "label": 0}, {"text": "", "label": 1}]',
+             "row 2 has an empty text")
 
 
 def test_the_live_bar_shows_clients_done_within_a_round():

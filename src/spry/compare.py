@@ -98,7 +98,7 @@ def _row(line: str, where: str) -> dict:
                           "`round`)")
     for key in NUMBERS:
         value = row.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        if value is not None and not _is_number(value):
             raise ConfigError(f"{where}: {key} is {value!r}, not a number")
     return row
 

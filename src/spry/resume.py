@@ -10,6 +10,7 @@ directory (docs/reliability.md).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -54,8 +55,6 @@ def _check_whole(path: Path) -> None:
         raise ConfigError(damaged % f"not UTF-8 at byte {exc.start}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(damaged % f"not valid YAML: {str(exc).splitlines()[0]}") from None
-    import dataclasses
-
     missing = sorted({f.name for f in dataclasses.fields(Config)} - set(values or {}))
     if missing or not text.endswith("\n"):
         why = (f"{len(missing)} settings missing, e.g. {missing[:3]}" if missing
