@@ -33,6 +33,7 @@ def run_simulation(cfg: Config, progress: bool = True, client_app=None) -> Path:
                           num_supernodes=cfg.num_clients)
     # Flower logs a ServerApp exception and returns; a run without all its rounds failed.
     rows = read_metrics(out) if (out / "metrics.jsonl").exists() else []
+    rows = [r for r in rows if r["round"] >= 1]  # round 0 sets the head (head_init)
     if len(rows) != cfg.rounds:
         raise RuntimeError(f"the Flower run stopped after {len(rows)} of {cfg.rounds} rounds; "
                            "see the log above")
