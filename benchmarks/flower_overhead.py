@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from spry.config import Config
-from spry.experiment import run
+from spry.runner import run
 from spry.metrics import read_metrics
 
 

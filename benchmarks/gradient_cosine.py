@@ -30,7 +30,7 @@ import sys
 
 import torch
 
-from spry.client import classification_loss, task_loss
+from spry.tasks.classifier import classification_loss, task_loss
 from spry.config import Config
 from spry.data.batches import iterate_batches
 from spry.estimators.autograd import backprop_gradient

@@ -3,7 +3,7 @@
     python scripts/settings_table.py          # rewrite both
     python scripts/settings_table.py --check  # exit 1 if either is out of date
 
-Each setting's text is the docstring under its field in src/spry/config.py (spry.settings),
+Each setting's text is the docstring under its field in src/spry/config/schema.py (spry.settings),
 so edit it there and rerun this; tests/test_settings.py fails while the files lag.
 """
 

@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 
-from spry.client import classification_loss
+from spry.tasks.classifier import classification_loss
 from spry.config import Config, ConfigError
 from spry.data import iterate_batches
 from spry.estimators import (ESTIMATORS, backprop_gradient, draw_tangents,

@@ -26,7 +26,7 @@ import transformers
 from safetensors.torch import load_file
 
 from spry.config import Config
-from spry.experiment import run
+from spry.runner import run
 from spry.metrics import read_metrics
 
 REFERENCE = Path(__file__).parent / "reference" / "behaviour"

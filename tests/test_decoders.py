@@ -10,12 +10,13 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from spry import model_cache
-from spry.client import classification_loss
 from spry.config import Config, ConfigError
+from spry.data import multirc, synthetic
 from spry.estimators.base import draw_tangents
 from spry.estimators.forward_gradient import forward_gradient
-from spry.models import HEAD_UNIT, list_units, load_model, load_tokenizer, resolve_model_path
-from spry.tasks import multirc
+from spry.models import HEAD_UNIT, list_units, load_tokenizer, resolve_model_path
+from spry.tasks.classifier import classification_loss
+from spry.tasks.heads import load_model
 from spry.tasks.metrics import binary_f1, normalize_answer, squad_v2_scores, token_f1
 from spry.tasks.verbalizer import VerbalizerLM, label_token_ids
 
@@ -25,7 +26,7 @@ TEXTS = ["the movie was wonderful and i loved it", "awful", "a dull plot, weak a
 def _verbalizer(path, **kw):
     cfg = Config(model=path, task_head="verbalizer", dataset="sentiment", **kw)
     tok = load_tokenizer(cfg)
-    return cfg, tok, load_model(cfg, num_labels=2, pad_token_id=tok.pad_token_id)
+    return cfg, tok, load_model(cfg, 2, tok.pad_token_id, synthetic.LABEL_NAMES)
 
 
 def _batch(tok, labels=(1, 0, 0)):
@@ -218,11 +219,18 @@ def test_multirc_without_files_names_data_dir(tmp_path):
         load_task(Config(dataset="multirc", data_dir=str(tmp_path)))
 
 
-def test_multirc_recipe_label_words_are_no_yes(tiny_llama):
+def test_multirc_recipe_label_words_are_no_yes(tiny_llama, tmp_path):
+    from spry.data import load_task
     from spry.tasks.verbalizer import resolve_label_words
 
-    cfg = Config(model=tiny_llama, task_head="verbalizer", dataset="multirc")
-    assert resolve_label_words(cfg, 2) == ["No", "Yes"]
+    (tmp_path / "multirc").mkdir()
+    for name in ("train.jsonl", "val.jsonl"):
+        _write_multirc(tmp_path / "multirc" / name)
+    cfg = Config(model=tiny_llama, task_head="verbalizer", dataset="multirc",
+                 data_dir=str(tmp_path))
+    task = load_task(cfg)  # the task's label words come with its data
+    assert task.label_words == ("No", "Yes")
+    assert resolve_label_words(cfg, 2, task.label_words) == ["No", "Yes"]
 
 
 # --- metrics --------------------------------------------------------------------------
@@ -340,7 +348,8 @@ def _squad_file(path):
 
 
 def test_squad_encoding_points_at_the_answer_tokens(tiny_bert, tmp_path):
-    from spry.tasks.squad import encode_qa, read_squad_v2
+    from spry.data.squad import read_squad_v2
+    from spry.tasks.squad import encode_qa
 
     examples = read_squad_v2(_squad_file(tmp_path / "dev.json"))
     assert [e.answers for e in examples] == [["1889"], ["Paris"], []]
@@ -373,12 +382,13 @@ def test_best_span_prefers_null_on_ties_and_decodes_text():
 
 
 def test_squad_span_loss_forward_gradient_and_scores(tiny_bert, tmp_path):
-    from spry.tasks.squad import (collate_qa, encode_qa, evaluate_qa, load_qa_model,
-                                  read_squad_v2, span_loss)
+    from spry.data.squad import read_squad_v2
+    from spry.tasks.squad import collate_qa, encode_qa, evaluate_qa, span_loss
+    from spry.tasks.squad import load_model as load_qa_model
 
     cfg = Config(model=tiny_bert, lora_dropout=0.0)
     torch.manual_seed(0)
-    model = load_qa_model(cfg)
+    model = load_qa_model(cfg, 2, None)
     units = list_units(model)
     assert units[-1].name == HEAD_UNIT and "qa_outputs" in units[-1].params[0]
     tok = load_tokenizer(cfg)
@@ -396,7 +406,7 @@ def test_squad_span_loss_forward_gradient_and_scores(tiny_bert, tmp_path):
 
 
 def test_squad_v2_shared_dev_half(data_dir):
-    from spry.tasks.squad import read_squad_v2, split_by_article
+    from spry.data.squad import read_squad_v2, split_by_article
 
     examples = read_squad_v2(data_dir / "squad_v2" / "dev-v2.0.cs224n-half.json")
     assert len(examples) == 6_078 and sum(not e.answers for e in examples) == 3_168

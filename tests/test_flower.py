@@ -18,9 +18,10 @@ from safetensors.torch import load_file
 pytest.importorskip("flwr")
 
 from spry.client import ClientEval, ClientUpdate  # noqa: E402
-from spry.engines.flower import records, run_simulation  # noqa: E402
-from spry.engines.flower.client_app import handle_train, make_client_app, partition_id  # noqa: E402
-from spry.experiment import build, run  # noqa: E402
+from spry.flower import records, run_simulation  # noqa: E402
+from spry.flower.client_app import handle_train, make_client_app, partition_id  # noqa: E402
+from spry.experiment import build  # noqa: E402
+from spry.runner import run  # noqa: E402
 from spry.messages import EvalInstruction, TrainInstruction  # noqa: E402
 from spry.metrics import read_metrics  # noqa: E402
 from spry.server import sample_clients  # noqa: E402

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spry.client import classification_loss
+from spry.tasks.classifier import classification_loss
 from spry.estimators import backprop_gradient, draw_tangents, forward_gradient
 from spry.models import trainable_params
 from tiny_lora import model_and_batch

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import jvp
 
-from spry.client import classification_loss
+from spry.tasks.classifier import classification_loss
 from spry.estimators import forward_gradient
 from spry.estimators.forward_gradient import (batched_forward_gradient,
                                               sequential_forward_gradient)

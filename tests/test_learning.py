@@ -10,16 +10,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spry.client import classification_loss, exact_head, step_estimate, zero_factors
+from spry.client import exact_head, step_estimate, zero_factors
 from spry.config import Config, ConfigError
 from spry.estimators.example_tangents import ExampleTangentError, example_forward_gradient
 from spry.methods import make_estimator
 from spry.experiment import run
 from spry.metrics import read_metrics
-from spry.models import list_units, load_model, load_tokenizer, trainable_params
+from spry.models import list_units, load_tokenizer, trainable_params
+from spry.tasks.classifier import classification_loss
+from spry.tasks.heads import load_model
 from spry.seeds import seeded_global_rng
-from spry.tasks.classifier import (ClassStatistics, Pooling, class_mean_head, class_statistics,
-                                   declared_pooling, head_gradient, pool)
+from spry.tasks.linear_head import ClassStatistics, class_mean_head, class_statistics, head_gradient
+from spry.tasks.pooling import Pooling, declared_pooling, pool
 
 
 @pytest.fixture(scope="session")

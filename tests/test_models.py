@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from spry.config import Config, ConfigError
-from spry.models import HEAD_UNIT, list_units, load_model, load_tokenizer
+from spry.models import HEAD_UNIT, list_units, load_tokenizer
+from spry.tasks.heads import load_model
 
 
 def _load(path, **kw):

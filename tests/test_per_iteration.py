@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spry.client import classification_loss
+from spry.tasks.classifier import classification_loss
 from spry.data import iterate_batches
 from spry.estimators import forward_gradient
 from spry.experiment import build, run
-from spry.federation.replay import (UPLOAD_HEADER_BYTES, ScalarUpload, StepRecord,
-                                    rebuild_gradients, tangent_seed)
+from spry.per_iteration.replay import (UPLOAD_HEADER_BYTES, ScalarUpload, StepRecord,
+                                       rebuild_gradients)
+from spry.seeds import tangent_seed
 from spry.metrics import read_metrics
 from spry.models import load_trainable, trainable_params
 from spry.seeds import derive_seed, seeded_global_rng

@@ -2,7 +2,7 @@
 
 Failures are injected through the one call a client's work goes through:
 `spry.engines.node.train_client` (per_epoch, engine=local) and
-`spry.engines.local_steps.scalar_step` (per_iteration). A run is "killed" by raising a
+`spry.per_iteration.engine.scalar_step` (per_iteration). A run is "killed" by raising a
 BaseException there, which no engine catches (it stands for SIGKILL / Ctrl-C).
 
 "Identical metrics.jsonl" means every field except the timings, whose names end in
@@ -27,15 +27,14 @@ import torch
 from safetensors.torch import load_file
 
 import spry.engines.local
-import spry.engines.local_steps
+import spry.per_iteration.engine
 import spry.engines.node
 from spry import checkpoint
 from spry.cli import main
 from spry.config import Config, ConfigError
-from spry.engines.local_steps import LocalStepEngine
 from spry.experiment import RunStopped, build, run
 from spry.metrics import read_metrics
-from spry.per_iteration import PerIterationServer
+from spry.per_iteration import LocalStepEngine, PerIterationServer
 from spry.resume import resume_config
 from spry.server import Server
 from spry.seeds import derive_seed
@@ -72,14 +71,14 @@ def fail_client(monkeypatch, when, error=RuntimeError("client crashed")):
 
 def fail_step(monkeypatch, when, error=RuntimeError("client crashed")):
     """Make per-iteration `scalar_step` raise where `when(client_id, step, round_seed)`."""
-    real = spry.engines.local_steps.scalar_step
+    real = spry.per_iteration.engine.scalar_step
 
     def scalar_step(model, batch, unit_params, cfg, round_seed, client_id, step):
         if when(client_id, step, round_seed):
             raise error
         return real(model, batch, unit_params, cfg, round_seed, client_id, step)
 
-    monkeypatch.setattr(spry.engines.local_steps, "scalar_step", scalar_step)
+    monkeypatch.setattr(spry.per_iteration.engine, "scalar_step", scalar_step)
 
 
 # --- 1. checkpoints and exact resume ------------------------------------------------------
@@ -390,7 +389,7 @@ def test_per_iteration_server_rejects_scalars_it_did_not_issue_seeds_for(tiny_co
     cfg = tiny_config(communication="per_iteration", server_optimizer="fedavg", rounds=1,
                       personalization_epochs=0, max_steps=2, max_update_norm=1e4,
                       client_lr=1e-2)
-    real = spry.engines.local_steps.scalar_step
+    real = spry.per_iteration.engine.scalar_step
     exp = build(cfg)
     initial = {n: t.clone() for n, t in exp.server.weights.items()}
     sampled = [i.client_id for i in exp.server.configure_train(1)]
@@ -403,7 +402,7 @@ def test_per_iteration_server_rejects_scalars_it_did_not_issue_seeds_for(tiny_co
                 return up
             return None if kind is None else _hostile_upload(kind, up, outsider)
 
-        monkeypatch.setattr(spry.engines.local_steps, "scalar_step", scalar_step)
+        monkeypatch.setattr(spry.per_iteration.engine, "scalar_step", scalar_step)
         # A fresh server and clients around the same model and data.
         driver = PerIterationServer(Server(cfg, exp.server.units, dict(initial)))
         engine = LocalStepEngine(cfg, exp.model, exp.tokenizer, exp.data, driver.params_of)
@@ -423,6 +422,7 @@ def test_per_iteration_server_rejects_scalars_it_did_not_issue_seeds_for(tiny_co
 @pytest.mark.parametrize("communication", ["per_epoch", "per_iteration"])
 def test_non_finite_loss_skips_the_step_and_is_counted(tiny_config, monkeypatch, communication):
     import spry.client
+    import spry.tasks.classifier
 
     calls = []
 
@@ -435,7 +435,7 @@ def test_non_finite_loss_skips_the_step_and_is_counted(tiny_config, monkeypatch,
     real = spry.client.classification_loss
     nan_every_other_call.__wrapped__ = real
     monkeypatch.setattr(spry.client, "classification_loss", nan_every_other_call)
-    monkeypatch.setattr(spry.engines.local_steps, "classification_loss", nan_every_other_call)
+    monkeypatch.setattr(spry.tasks.classifier, "classification_loss", nan_every_other_call)
     extra = (dict(communication="per_iteration", server_optimizer="fedavg")
              if communication == "per_iteration" else {})
     out = run(tiny_config(rounds=1, personalization_epochs=0, **extra), progress=False)

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 
 from spry.config import Config, ConfigError
 from spry.estimators.forward_gradient import forward_gradient
-from spry.models import list_units, load_model, load_tokenizer
-from spry.tasks.squad import QAExample
+from spry.data.squad import QAExample
+from spry.models import list_units, load_tokenizer
+from spry.tasks.heads import load_model
 from spry.tasks.squad_generate import (NO_ANSWER, GenerativeLM, answer_loss, clean_answer,
                                        collate_generative, encode_generative, end_token_id,
                                        generate_answers)
@@ -190,14 +191,14 @@ def test_multirc_run_records_f1a(tiny_opt, tmp_path):
     # the same numbers from the saved global weights, through the pieces themselves
     from safetensors.torch import load_file
 
-    from spry.client import predict_labels
+    from spry.tasks.classifier import predict_labels
     from spry.data import build_federated_data
     from spry.models import load_trainable
     from spry.tasks.metrics import binary_f1
 
     tok = load_tokenizer(cfg)
     data = build_federated_data(cfg, tok)
-    model = load_model(cfg, 2, tok.pad_token_id)
+    model = load_model(cfg, 2, tok.pad_token_id, data.task.label_words)
     load_trainable(model, load_file(str(out / "trainable.safetensors")))
     predictions, labels, _ = predict_labels(model, data.test, tok, cfg)
     assert labels == [1, 0, 1]

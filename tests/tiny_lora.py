@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 
 from spry.config import Config
-from spry.models import load_model, load_tokenizer, trainable_params
+from spry.models import load_tokenizer, trainable_params
+from spry.tasks.heads import load_model
 from spry.seeds import seeded_global_rng
 
 

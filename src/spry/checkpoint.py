@@ -31,8 +31,6 @@ import numpy as np
 import torch
 
 from spry.config import ConfigError
-from spry.engines.node import ClientState
-from spry.federation.replay import Replica, ScalarUpload, StepRecord
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
@@ -115,92 +113,37 @@ def _use_previous(path: Path) -> str:
 
 
 # --------------------------------------------------------------------------------------
+def _holders(exp) -> list:
+    """Who holds a run's state between rounds: the server, the engine and, per_iteration,
+    the step driver; each gives and takes it through state_dict / load_state_dict."""
+    return [exp.server, exp.engine] + ([exp.driver] if exp.driver is not exp.server else [])
+
+
 def capture(exp, server_round: int, rows: list[dict], elapsed: float) -> dict[str, Any]:
     """The state of `exp` (spry.experiment.Experiment) after `server_round`."""
-    server = exp.server
     state = {
         "format": FORMAT_VERSION,
         "round": server_round,
         "elapsed_seconds": elapsed,
         "config": exp.cfg.to_dict(),
         "metrics": rows,
-        "server": {
-            "weights": server.weights,
-            "optimizer": server.optimizer.state_dict(),
-            "previous_update": server.previous_update,
-            "bytes_up_total": server.bytes_up_total,
-            "bytes_down_total": server.bytes_down_total,
-        },
         "rng": {"torch": torch.get_rng_state(),
                 "numpy": _numpy_state(),
                 "python": _python_state()},
     }
-    engine = exp.engine
-    if hasattr(engine, "states"):  # LocalEngine
-        state["clients"] = {cid: {"received": s.received, "optimizer": s.optimizer}
-                            for cid, s in engine.states.items()}
-    if hasattr(engine, "replicas"):  # LocalStepEngine
-        state["replicas"] = {cid: _replica_state(r) for cid, r in engine.replicas.items()}
-        state["skipped_steps"] = engine.skipped_steps
-    driver = exp.driver
-    if driver is not server:  # PerIterationServer
-        state["per_iteration"] = {"replica": _replica_state(driver.replica),
-                                  "log": [_record_state(r) for r in driver.log],
-                                  "synced": dict(driver.synced)}
+    for holder in _holders(exp):
+        state.update(holder.state_dict())
     return state
 
 
 def restore(exp, state: dict[str, Any]) -> None:
     """Put `state` (from `capture`) back into a freshly built `exp`."""
-    server = exp.server
-    saved = state["server"]
-    server.weights = {n: t.clone() for n, t in saved["weights"].items()}
-    server.optimizer.load_state_dict(saved["optimizer"])
-    server.previous_update = saved["previous_update"]
-    server.bytes_up_total = saved["bytes_up_total"]
-    server.bytes_down_total = saved["bytes_down_total"]
-    engine = exp.engine
-    if "clients" in state:
-        engine.states = {cid: ClientState(received=s["received"], optimizer=s["optimizer"])
-                         for cid, s in state["clients"].items()}
-    if "replicas" in state:
-        engine.replicas = {cid: _make_replica(r, exp.driver.replica.make_optimizer)
-                           for cid, r in state["replicas"].items()}
-        engine.skipped_steps = state["skipped_steps"]
-    if "per_iteration" in state:
-        driver, saved = exp.driver, state["per_iteration"]
-        driver.replica = _make_replica(saved["replica"], driver.replica.make_optimizer)
-        driver.log.clear()
-        driver.log.extend(_make_record(r) for r in saved["log"])
-        driver.synced = dict(saved["synced"])
+    for holder in _holders(exp):
+        holder.load_state_dict(state)
     rng = state["rng"]
     torch.set_rng_state(rng["torch"])
     np.random.set_state(_numpy_restore(rng["numpy"]))
     random.setstate(_python_restore(rng["python"]))
-
-
-# --- plain containers for the classes a weights_only load refuses ----------------------
-def _replica_state(replica: Replica) -> dict:
-    return {"weights": replica.weights, "optimizer": replica.optimizer.state_dict(),
-            "version": replica.version}
-
-
-def _make_replica(saved: dict, make_optimizer) -> Replica:
-    replica = Replica(saved["weights"], make_optimizer, version=saved["version"])
-    replica.optimizer.load_state_dict(saved["optimizer"])
-    return replica
-
-
-def _record_state(record: StepRecord) -> list:
-    return [record.server_round, record.round_seed, record.step,
-            [[u.client_id, u.step, list(u.scalars), u.num_examples, u.loss]
-             for u in record.uploads]]
-
-
-def _make_record(saved: list) -> StepRecord:
-    server_round, round_seed, step, uploads = saved
-    return StepRecord(server_round, round_seed, step,
-                      tuple(ScalarUpload(c, s, tuple(x), n, loss) for c, s, x, n, loss in uploads))
 
 
 def _numpy_state() -> list:

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             _results(args)
             return 0
         if args.command == "run" and args.resume:
-            from spry.experiment import run
+            from spry.runner import run
             from spry.resume import resume_config
 
             if args.config:
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         cfg = Config.from_yaml(args.config, args.overrides)
         if args.command == "run":
-            from spry.experiment import run
+            from spry.runner import run
 
             out = run(cfg, progress=not args.quiet)
             _summary(out)
@@ -189,11 +189,14 @@ def _results(args) -> None:
 
 
 def _units(cfg: Config) -> None:
-    from spry.models import list_units, load_model, load_tokenizer
+    from spry.data import load_task
+    from spry.models import list_units, load_tokenizer
+    from spry.tasks.heads import load_model
 
     tok = load_tokenizer(cfg)
-    model = load_model(cfg, num_labels=len(cfg.label_names or [0, 1]),
-                       pad_token_id=tok.pad_token_id)
+    task = load_task(cfg)  # the label set sizes the head (and names a verbalizer's words)
+    model = load_model(cfg, len(task.label_names), tok.pad_token_id,
+                       task.label_words or task.label_names)
     for unit in list_units(model):
         size = sum(dict(model.named_parameters())[p].numel() for p in unit.params)
         print(f"{unit.name}\t{size}")

@@ -2,7 +2,9 @@
 
 Engines call these functions; they never talk to the network. The model holds the
 current global trainable weights when a function is called; only the tensors named in
-`unit_params` move.
+`unit_params` move. What is task-specific (the loss, the scores) comes from the task
+head (spry.tasks.heads); one step's estimate (`step_estimate`) and one batch stream
+(`client_batches`) serve both communication modes.
 """
 
 from __future__ import annotations
@@ -10,22 +12,24 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from itertools import islice
+from typing import Iterator
 
 import torch
-import torch.autograd.forward_ad as fwAD
-import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from spry.config import Config
-from spry.data import Encoded, iterate_batches
+from spry.data.batches import iterate_batches
 from spry.estimators import Estimate
 from spry.estimators.example_tangents import example_forward_gradient
 from spry.estimators.guided import guided_estimate
-from spry.tasks.classifier import head_gradient, head_param_names, is_pooled
 from spry.methods import METHODS, make_estimator
-from spry.federation.replay import tangent_seed
-from spry.seeds import derive_seed, seeded_global_rng
+from spry.models import HEAD_UNIT, list_units
+from spry.seeds import derive_seed, seeded_global_rng, tangent_seed
+from spry.tasks.classifier import classification_loss
+from spry.tasks.heads import head_of
+from spry.tasks.linear_head import head_gradient, head_param_names
+from spry.tasks.pooling import is_pooled
 
 
 @dataclass
@@ -48,45 +52,6 @@ class ClientEval:
     total: int
     loss: float
     personalized_correct: int | None = None
-
-
-def classification_loss(model: nn.Module, batch: dict[str, torch.Tensor],
-                        per_example: bool = False, capture: dict | None = None):
-    """L(params) on one batch, with `params` swapped into the model functionally.
-
-    `per_example`: the (B,) losses instead of their mean (spry.estimators.example_tangents).
-    `capture`: filled with the first call's pooled features and logits (their primal
-    values), from which the exact head gradient is computed (spry.tasks.classifier)."""
-    labels = batch["labels"]
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-
-    def loss_fn(params):
-        out = functional_call(model, params, args=(), kwargs=inputs)
-        if capture is not None and "logits" not in capture:
-            capture["features"] = fwAD.unpack_dual(out.features).primal.detach()
-            capture["logits"] = fwAD.unpack_dual(out.logits).primal.detach()
-        # Widen bfloat16 to float32, keep float64 (the estimator tests' precision).
-        logits = out.logits.to(torch.promote_types(out.logits.dtype, torch.float32))
-        if per_example:
-            return F.cross_entropy(logits, labels, reduction="none")
-        return F.cross_entropy(logits, labels)
-
-    return loss_fn
-
-
-def task_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
-    """The loss a batch asks for: span cross-entropy for extractive QA (task_head=span),
-    answer-token cross-entropy for generative QA (task_head=generate), else label
-    cross-entropy (classifier and verbalizer heads both give label logits)."""
-    if "target_mask" in batch:
-        from spry.tasks.squad_generate import answer_loss
-
-        return answer_loss(model, batch)
-    if "start_positions" in batch:
-        from spry.tasks.squad import span_loss
-
-        return span_loss(model, batch)
-    return classification_loss(model, batch)
 
 
 def make_client_optimizer(cfg: Config, params: list[torch.Tensor],
@@ -124,7 +89,8 @@ def zero_factors(params: dict[str, torch.Tensor]) -> set[str]:
 
 def step_estimate(model: nn.Module, batch: dict[str, torch.Tensor], params: dict,
                   head: tuple[str, str] | None, cfg: Config, estimator, seeds: list[int],
-                  guide: dict[str, torch.Tensor] | None = None):
+                  guide: dict[str, torch.Tensor] | None = None,
+                  skip_zero_factors: bool | None = None):
     """One step's gradient estimate of `params` (and, with `head`, its exact gradient).
 
     Forward-gradient methods honour tangent_sharing and skip_zero_factors. The head's
@@ -132,10 +98,12 @@ def step_estimate(model: nn.Module, batch: dict[str, torch.Tensor], params: dict
     estimator's own forward pass (free), else (one shared tangent, the zeroth-order
     estimators) from one extra forward pass without tangents. Backprop trains the head
     through autograd (exact_head is None). `guide` (guided_tangent): the direction whose
-    component is made exact (spry.estimators.guided)."""
+    component is made exact (spry.estimators.guided). `skip_zero_factors`: None follows
+    cfg; per-iteration steps pass False (the server regenerates every unit tensor's tangent)."""
     forward = METHODS[cfg.method].estimator == "forward_gradient"
     perturbed = {n: p for n, p in params.items() if head is None or n not in head}
-    if forward and cfg.skip_zero_factors:
+    skip_zero = cfg.skip_zero_factors if skip_zero_factors is None else skip_zero_factors
+    if forward and skip_zero:
         skip = zero_factors(perturbed)
         perturbed = {n: p for n, p in perturbed.items() if n not in skip}
     capture = {} if head is not None else None
@@ -143,25 +111,39 @@ def step_estimate(model: nn.Module, batch: dict[str, torch.Tensor], params: dict
         est = example_forward_gradient(
             classification_loss(model, batch, per_example=True, capture=capture), perturbed, seeds)
     else:
-        est = estimator(task_loss(model, batch), perturbed, seeds) if perturbed else None
+        est = estimator(head_of(cfg).loss(model, batch), perturbed, seeds) if perturbed else None
         if head is not None:  # torch.func's jvp hides its primals: read the head's input
             with torch.no_grad():
                 loss = float(classification_loss(model, batch, capture=capture)(
                     {n: p.detach() for n, p in params.items()}))
             est = est or Estimate(loss=loss, grads={})
     if forward and cfg.guided_tangent and perturbed:
-        est = guided_estimate(task_loss(model, batch), perturbed, est, guide)
+        est = guided_estimate(head_of(cfg).loss(model, batch), perturbed, est, guide)
     if head is not None:
         gw, gb = head_gradient(capture["features"], capture["logits"], batch["labels"])
         est.grads.update({head[0]: gw, head[1]: gb})
     return est
 
 
-def _to_device(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in batch.items()}
+def is_finite(est: Estimate) -> bool:
+    """A step whose loss or directional derivatives are not finite is skipped: it would
+    poison the optimizer state (per_epoch) or every replica (per_iteration)."""
+    return math.isfinite(est.loss) and all(map(math.isfinite, est.scalars))
 
 
-def local_train(model: nn.Module, data: Encoded, tokenizer, unit_params: list[str], cfg: Config,
+def client_batches(data, tokenizer, cfg: Config, round_seed: int, client_id: int,
+                   epochs: int, max_steps: int | None) -> Iterator[dict[str, torch.Tensor]]:
+    """The client's batches for a round: `epochs` shuffled passes, capped at max_steps,
+    on cfg.device."""
+    stream = (batch for epoch in range(epochs)
+              for batch in iterate_batches(data, tokenizer, cfg.batch_size,
+                                           seed=derive_seed(round_seed, "batches", client_id,
+                                                            epoch)))
+    stream = islice(stream, max_steps) if max_steps is not None else stream
+    return ({k: v.to(cfg.device) for k, v in batch.items()} for batch in stream)
+
+
+def local_train(model: nn.Module, data, tokenizer, unit_params: list[str], cfg: Config,
                 round_seed: int, client_id: int, epochs: int | None = None,
                 optimizer_state: dict[str, dict[str, torch.Tensor]] | None = None,
                 previous_update: dict[str, torch.Tensor] | None = None) -> ClientUpdate:
@@ -181,112 +163,69 @@ def local_train(model: nn.Module, data: Encoded, tokenizer, unit_params: list[st
     named = dict(model.named_parameters())
     params = {n: named[n] for n in unit_params}
     head = exact_head(model, cfg, unit_params)
-    head_names = set(_head_params(model)) & set(unit_params)  # they take head_lr
-    optimizer = make_client_optimizer(cfg, [p for n, p in params.items() if n not in head_names],
-                                      [p for n, p in params.items() if n in head_names])
-    for name, p in params.items():
-        if optimizer_state is not None and name in optimizer_state:
-            optimizer.state[p] = {k: v.clone() for k, v in optimizer_state[name].items()}
+    optimizer = _optimizer(model, cfg, params, optimizer_state)
     losses, scalars, step, skipped = [], [], 0, 0
     model.train()
     # Dropout masks come from the global RNG inside transformers; seed it per client and
     # round so a run is reproducible, and restore it afterwards.
     with seeded_global_rng(derive_seed(round_seed, "dropout", client_id)):
-        for epoch in range(epochs if epochs is not None else cfg.local_epochs):
-            batches = iterate_batches(data, tokenizer, cfg.batch_size,
-                                      seed=derive_seed(round_seed, "batches", client_id, epoch))
-            for batch in batches:
-                if max_steps is not None and step >= max_steps:
-                    break
-                seeds = [tangent_seed(round_seed, client_id, step, k) for k in range(cfg.tangents)]
-                est = step_estimate(model, _to_device(batch, cfg.device), params, head, cfg,
-                                    estimator, seeds, guide=previous_update)
-                step += 1
-                if not math.isfinite(est.loss) or not all(map(math.isfinite, est.scalars)):
-                    skipped += 1  # a non-finite loss would poison the optimizer state
-                    continue
-                for name, p in params.items():
-                    # A tensor the step did not perturb (a zero-gradient factor) stays put.
-                    p.grad = est.grads[name].to(p.dtype) if name in est.grads else None
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(est.loss)
-                scalars.append(est.scalars)
+        for batch in client_batches(data, tokenizer, cfg, round_seed, client_id,
+                                    epochs if epochs is not None else cfg.local_epochs,
+                                    max_steps):
+            seeds = [tangent_seed(round_seed, client_id, step, k) for k in range(cfg.tangents)]
+            est = step_estimate(model, batch, params, head, cfg, estimator, seeds,
+                                guide=previous_update)
+            step += 1
+            if not is_finite(est):
+                skipped += 1
+                continue
+            for name, p in params.items():
+                # A tensor the step did not perturb (a zero-gradient factor) stays put.
+                p.grad = est.grads[name].to(p.dtype) if name in est.grads else None
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(est.loss)
+            scalars.append(est.scalars)
     model.eval()
     if optimizer_state is not None:
         optimizer_state.update({name: {k: v.detach().clone() for k, v in optimizer.state[p].items()}
                                 for name, p in params.items() if optimizer.state.get(p)})
     return ClientUpdate(
-        client_id=client_id,
-        weights={n: p.detach().clone() for n, p in params.items()},
+        client_id=client_id, weights={n: p.detach().clone() for n, p in params.items()},
         num_examples=len(data),
         train_loss=sum(losses) / len(losses) if losses else float("nan"),
         steps=step, skipped_steps=skipped, seconds=time.perf_counter() - start,
         scalars=scalars)
 
 
+def _optimizer(model: nn.Module, cfg: Config, params: dict[str, torch.Tensor],
+               state: dict[str, dict[str, torch.Tensor]] | None) -> torch.optim.Optimizer:
+    """The client optimizer over `params` (head tensors at head_lr), with the client's
+    kept state (keep_client_optimizer) loaded."""
+    head_names = set(_head_params(model)) & set(params)
+    optimizer = make_client_optimizer(cfg, [p for n, p in params.items() if n not in head_names],
+                                      [p for n, p in params.items() if n in head_names])
+    for name, p in params.items():
+        if state is not None and name in state:
+            optimizer.state[p] = {k: v.clone() for k, v in state[name].items()}
+    return optimizer
+
+
 def _head_params(model: nn.Module) -> tuple[str, ...]:
     """The head unit's parameter names; empty where the model has no head unit."""
-    from spry.models import list_units, HEAD_UNIT
-
     if getattr(model, "task_head", None) in ("verbalizer", "generate"):
         return ()
     return next((u.params for u in list_units(model) if u.name == HEAD_UNIT), ())
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Encoded, tokenizer, cfg: Config) -> tuple[int, int, float]:
-    """(correct, total, summed loss) of the model as it stands.
-
-    QA counts a question as correct on an exact match (SQuAD v2 rules)."""
-    from spry.tasks.squad_generate import GenEncoded, evaluate_generation
-
-    if isinstance(data, GenEncoded):
-        return evaluate_generation(model, data, tokenizer, cfg)
-    if not isinstance(data, Encoded):
-        from spry.tasks.squad import evaluate_spans
-
-        return evaluate_spans(model, data, tokenizer, cfg)
-    predictions, labels, loss = predict_labels(model, data, tokenizer, cfg)
-    return sum(p == y for p, y in zip(predictions, labels)), len(labels), loss
-
-
-@torch.no_grad()
-def predict_labels(model: nn.Module, data: Encoded, tokenizer, cfg: Config
-                   ) -> tuple[list[int], list[int], float]:
-    """(predicted labels, gold labels, summed cross-entropy) over a classification split."""
-    model.eval()
-    predictions, golds, loss = [], [], 0.0
-    for batch in iterate_batches(data, tokenizer, cfg.eval_batch_size):
-        batch = _to_device(batch, cfg.device)
-        labels = batch.pop("labels")
-        logits = model(**batch).logits.float()
-        loss += float(F.cross_entropy(logits, labels, reduction="sum"))
-        predictions += logits.argmax(-1).tolist()
-        golds += labels.tolist()
-    return predictions, golds, loss
+def evaluate(model: nn.Module, data, tokenizer, cfg: Config) -> tuple[int, int, float]:
+    """(correct, total, summed loss) of the model as it stands, as the task head scores
+    it (QA: an exact match under the SQuAD v2 rules counts as correct)."""
+    return head_of(cfg).evaluate(model, data, tokenizer, cfg)
 
 
 def held_out_metrics(model: nn.Module, data, tokenizer, cfg: Config) -> dict[str, float]:
     """The held-out split's metrics for metrics.jsonl: `test_accuracy` always (exact match
-    for QA), plus the task's own — SQuAD v2 F1 (`test_f1`), MultiRC's F1a (`test_f1a`);
-    fractions, not percent."""
-    from spry.tasks.metrics import binary_f1
-    from spry.tasks.squad_generate import GenEncoded, score_generation
-
-    if isinstance(data, GenEncoded):
-        scores = score_generation(model, data, tokenizer, cfg, with_loss=False)
-    elif not isinstance(data, Encoded):
-        from spry.tasks.squad import evaluate_qa
-
-        scores = evaluate_qa(model, data, tokenizer, cfg.eval_batch_size, cfg.device)
-    else:
-        predictions, labels, _ = predict_labels(model, data, tokenizer, cfg)
-        # How many classes the model predicts at all: 1 flags a constant predictor, whose
-        # accuracy is just the majority-class rate (spry.experiment warns).
-        out = {"test_accuracy": sum(p == y for p, y in zip(predictions, labels)) / len(labels),
-               "test_predicted_classes": len(set(predictions))}
-        if cfg.dataset == "multirc":
-            out["test_f1a"] = binary_f1(predictions, labels)
-        return out
-    return {"test_accuracy": scores["exact"] / 100, "test_f1": scores["f1"] / 100}
+    for QA), plus the task's own (SQuAD v2 `test_f1`, MultiRC `test_f1a`); fractions."""
+    return head_of(cfg).held_out_metrics(model, data, tokenizer, cfg)

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import yaml
 
+from spry.compare_table import markdown_table
 from spry.config import Config, ConfigError
+from spry.methods import METHODS
 
 
 @dataclass
@@ -167,27 +169,23 @@ def bench_setting(report: dict, key: str):
 BENCH_MATCH = ("model", "peft", "lora_r")
 
 
-# The bench mode that measures one client step of a run's method. Spry's client trains
-# only the units dealt to it (spry_share: one of 10 clients in a round).
-BENCH_MODE = {"spry": ("spry_share", "spry"), "fedfgd": ("spry",), "backprop": ("backprop",),
-              "fedsgd": ("backprop",), "fedmezo": ("fedmezo",), "baffle": ("baffle",),
-              "fwdllm": ("fwdllm",)}
-
-
 def peak_mib(run: Run, report: dict | None) -> float | None:
+    """The bench's peak for one client step of the run's method at the run's K: the first
+    of the method's bench modes (spry.methods.METHODS) that the report measured."""
     if report is None or any(str(run.config.get(key, getattr(Config, key)))
                              != str(bench_setting(report, key)) for key in BENCH_MATCH):
         return None
     peaks = bench_peaks(report)
     k = run.config.get("tangents", 1)
-    for mode in BENCH_MODE.get(run.config.get("method", "spry"), ()):
+    method = METHODS.get(run.config.get("method", Config.method))
+    for mode in method.bench_modes if method else ():
         name = mode if k == 1 else f"{mode.removesuffix('_share')}:{k}"
         if name in peaks:
             return peaks[name]
     return None
 
 
-# ------------------------------------------------------------------------------ table ---
+# ------------------------------------------------------------------------ summaries ---
 def target_metric(runs: list[Run]) -> str:
     """What the target is on: the held-out test accuracy where every run measured it (the
     clients' local test splits are a few examples each at low α, so which clients were
@@ -226,62 +224,6 @@ def summarize(run: Run, target: float | None = None, bench: dict | None = None,
     out["target_round"] = hit["round"] if hit else None
     out["target_seconds"] = hit.get("elapsed_seconds") if hit else None
     return out
-
-
-def _acc(v) -> str:
-    return "–" if v is None else f"{v:.3f}"
-
-
-def _int(v) -> str:
-    return "–" if v is None else f"{v:,}"
-
-
-def _seconds(v) -> str:
-    return "–" if v is None else f"{v:,.0f}"
-
-
-def _bytes(v) -> str:
-    if v is None:
-        return "–"
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if v >= size:
-            return f"{v / size:.1f} {unit}"
-    return f"{v} B"
-
-
-def _mib(v) -> str:
-    return "–" if v is None else f"{v:,.0f}"
-
-
-# (key, header, format); the order of the table's columns.
-COLUMNS = [
-    ("run", "run", str), ("method", "method", str),
-    ("final_test", "final test acc", _acc), ("best_test", "best test acc", _acc),
-    ("final_gen", "final gen. acc", _acc), ("best_gen", "best gen. acc", _acc),
-    ("final_pers", "final pers. acc", _acc), ("best_pers", "best pers. acc", _acc),
-    ("target_round", "rounds to target", _int), ("target_seconds", "s to target", _seconds),
-    ("rounds", "rounds", _int), ("seconds", "wall s", _seconds),
-    ("bytes_up", "bytes up", _bytes), ("bytes_down", "bytes down", _bytes),
-    ("peak_mib", "client peak MiB", _mib),
-]
-
-
-def markdown_table(summaries: list[dict], extra: list[tuple] = ()) -> str:
-    """One row per summary; `extra` adds (key, header, format) columns at the end."""
-    columns = COLUMNS + list(extra)
-    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |",
-             "|" + "---|" * len(columns)]
-    for s in summaries:
-        cells = []
-        for key, _, fmt in columns:
-            cell = "–" if s.get(key) is None else fmt(s[key])
-            if key == "run" and not s.get("finished", True):
-                cell += " (running or stopped)"
-            if key == "final_test" and s.get("one_class"):
-                cell += " (one class)"
-            cells.append(cell.replace("|", "\\|"))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def compare(run_dirs: list[str | Path], target: float | None = None,

@@ -1,5 +1,8 @@
 """Build a run from a Config and drive its rounds; writes the run directory.
 
+Whichever engine runs the clients (spry.runner chooses: in process, or Flower's
+ServerApp handing in a FlowerEngine), the round loop is this one.
+
 A run directory holds: config.yaml (resolved), metrics.jsonl (one line per round),
 units.json (the trainable units in network order) and trainable.safetensors (the final
 trainable weights); with checkpoint_every, checkpoint.pt (spry.checkpoint), from which
@@ -25,12 +28,15 @@ from spry.client import held_out_metrics
 from spry.config import Config, ConfigError
 from spry.data import FederatedData, build_federated_data, load_task
 from spry.engines import LocalEngine
-from spry.engines.local_steps import LocalStepEngine
+from spry.engines.protocol import Engine
 from spry.metrics import MetricsLog
-from spry.models import (check_max_length, list_units, load_model, load_tokenizer,
+from spry.models import (HEAD_UNIT, check_max_length, list_units, load_tokenizer,
                          load_trainable, trainable_state)
+from spry.per_iteration import LocalStepEngine, PerIterationServer
 from spry.seeds import derive_seed, seeded_global_rng
-from spry.per_iteration import PerIterationServer
+from spry.tasks.heads import head_of
+from spry.tasks.linear_head import head_param_names
+from spry.tasks.pooling import is_pooled
 from spry.progress import Progress
 from spry.resume import FINAL, resume_state, rewrite_metrics
 from spry.rundir import RunLock
@@ -51,7 +57,7 @@ class Experiment:
     data: FederatedData
     model: nn.Module
     server: Server
-    engine: object
+    engine: Engine
     driver: object = None
     """What runs a round: the Server itself, or PerIterationServer for per_iteration."""
 
@@ -73,11 +79,13 @@ def build(cfg: Config) -> Experiment:
     log.info("%s", describe_task(task))
     log.info("tokenizing and dealing %d examples to %d clients (Dirichlet α=%g)",
              len(task.train), cfg.num_clients, cfg.dirichlet_alpha)
-    data = build_federated_data(cfg, tokenizer, task)
+    head = head_of(cfg)
+    data = build_federated_data(cfg, tokenizer, task, encoder=head.encode)
     log.info("loading %s (peft=%s)", cfg.model, cfg.peft)
     # Head and adapter initialisation read the global RNG inside transformers/peft.
     with seeded_global_rng(derive_seed(cfg.seed, "init")):
-        model = load_model(cfg, data.num_labels, tokenizer.pad_token_id)
+        model = head.load_model(cfg, data.num_labels, tokenizer.pad_token_id,
+                                task.label_words or task.label_names)
     units = list_units(model)
     if not units:
         raise ConfigError(f"peft: {cfg.peft!r} left no trainable weights in {cfg.model!r}")
@@ -114,9 +122,6 @@ def describe_task(task) -> str:
 
 def class_means_head(exp: Experiment) -> tuple[str, str] | None:
     """(weight, bias) of the head that round 0 sets from class means, or None."""
-    from spry.models import HEAD_UNIT
-    from spry.tasks.classifier import head_param_names, is_pooled
-
     cfg = exp.cfg
     if cfg.head_init != "class_means" or cfg.task_head != "classifier" or not is_pooled(exp.model):
         return None
@@ -153,12 +158,13 @@ def global_test_metrics(exp: Experiment) -> dict[str, float | None]:
     return held_out_metrics(exp.model, exp.data.test, exp.tokenizer, exp.cfg)
 
 
-def run(cfg: Config, progress: bool = True, engine=None, resume_dir: str | Path | None = None
-        ) -> Path:
+def run(cfg: Config, progress: bool = True, engine: Engine | None = None,
+        resume_dir: str | Path | None = None) -> Path:
     """Run every round; return the run directory.
 
-    `engine`: who runs the clients; None picks by `cfg.engine`. engine=flower starts
-    Flower's simulation runtime, whose ServerApp calls back here with a FlowerEngine.
+    `engine`: who runs the clients; None: in this process (spry.engines.local, or
+    spry.per_iteration's engine). engine=flower is started by spry.runner.run, whose
+    ServerApp calls this with a FlowerEngine.
     `resume_dir`: continue that run from its checkpoint.pt (spry.resume): the
     config must match the run's except `rounds`; rows the run wrote after its checkpoint
     are dropped and redone, and the run ends as an uninterrupted one would (weights and
@@ -166,15 +172,29 @@ def run(cfg: Config, progress: bool = True, engine=None, resume_dir: str | Path 
     Raises RunStopped when a round accepted no update and on_all_clients_failed=stop.
     """
     if engine is None and cfg.engine == "flower":
-        from spry.engines.flower import run_simulation
-
-        return run_simulation(cfg, progress=progress)
+        raise ConfigError("engine: engine=flower runs through spry.runner.run (Flower's "
+                          "runtime hands this loop its engine)")
     out = Path(resume_dir) if resume_dir is not None else run_dir_for(cfg)
     with RunLock(out):  # one writer per run directory, taken before anything is read
         return _run(cfg, out, progress, engine, resume_dir is not None)
 
 
 def _run(cfg: Config, out: Path, progress: bool, engine, resuming: bool) -> Path:
+    exp, metrics, first, elapsed = _open(cfg, out, engine, resuming)
+    stopped = _drive(exp, out, metrics, first, elapsed, progress)
+    save_file({n: t.contiguous() for n, t in exp.server.weights.items()}, str(out / FINAL))
+    if stopped is not None:
+        raise RunStopped(f"round {stopped}: no client's update was accepted (see failed_clients "
+                         f"and rejected_updates in {out / 'metrics.jsonl'}), and "
+                         "on_all_clients_failed=stop; set on_all_clients_failed=continue to "
+                         "go on past such rounds")
+    return out
+
+
+def _open(cfg: Config, out: Path, engine, resuming: bool
+          ) -> tuple[Experiment, MetricsLog, int, float]:
+    """Build the run, write its files, restore a checkpoint or run round 0: (the
+    experiment, its metrics log, the first round to run, the seconds already spent)."""
     state = resume_state(cfg, out) if resuming else None
     if not resuming and (out / "metrics.jsonl").exists():
         raise ConfigError(f"run_name: {out} already holds a run; choose another run_name or "
@@ -201,37 +221,41 @@ def _run(cfg: Config, out: Path, progress: bool, engine, resuming: bool) -> Path
     metrics = MetricsLog(out / "metrics.jsonl")
     metrics.rows = list(state["metrics"]) if state is not None else []
     if state is None and (head := class_means_head(exp)) is not None:
-        row = exp.server.initialize_head(exp.engine, *head)
-        if exp.driver is not exp.server:
-            exp.driver.load_weights(exp.server.weights)
-        row.update(global_test_metrics(exp))
-        metrics.append(row)
-        log.info("round 0: the head starts from the class means of %d clients (test "
-                 "accuracy %s)", len(row["clients"]), "–" if row.get("test_accuracy") is None
-                 else f"{row['test_accuracy']:.4f}")
+        _round_zero(exp, metrics, head)
+    return exp, metrics, first, elapsed
 
+
+def _round_zero(exp: Experiment, metrics: MetricsLog, head: tuple[str, str]) -> None:
+    """head_init=class_means: the head from the clients' class means, a round of its own."""
+    row = exp.server.initialize_head(exp.engine, *head)
+    if exp.driver is not exp.server:
+        exp.driver.load_weights(exp.server.weights)
+    row.update(global_test_metrics(exp))
+    metrics.append(row)
+    log.info("round 0: the head starts from the class means of %d clients (test "
+             "accuracy %s)", len(row["clients"]), "–" if row.get("test_accuracy") is None
+             else f"{row['test_accuracy']:.4f}")
+
+
+def _drive(exp: Experiment, out: Path, metrics: MetricsLog, first: int, elapsed: float,
+           progress: bool) -> int | None:
+    """Rounds first..cfg.rounds, each written and shown as it ends; the round at which the
+    run stopped because no update was accepted (on_all_clients_failed=stop), or None."""
+    cfg = exp.cfg
     view = Progress(cfg.rounds, first - 1, bar=progress, max_seconds=cfg.max_wall_seconds,
                     tensorboard_dir=out / "tensorboard" if cfg.tensorboard else None)
     if hasattr(exp.engine, "on_client"):
         exp.engine.on_client = view.client_done
     started = time.perf_counter() - elapsed
     cap = WallCap(cfg.max_wall_seconds, started)
-    stopped, one_class_warned = None, False
+    stopped, warned = None, False
     for server_round in range(first, cfg.rounds + 1):
         view.begin_round(server_round)
         round_started = time.perf_counter()
         row = exp.driver.run_round(server_round, exp.engine, evaluate=lambda: (
             cap.final(round_started) or scheduled_eval(cfg, server_round)))
         if "generalized_accuracy" in row:
-            t0 = time.perf_counter()
-            row.update(global_test_metrics(exp))
-            row["wall_seconds"] += time.perf_counter() - t0
-            if row.get("test_predicted_classes") == 1 and not one_class_warned:
-                one_class_warned = True  # once a run; the CLI's summary says it again
-                log.warning("warning: after round %d the model predicts one class for every "
-                            "held-out test example; its test accuracy %.4f is the "
-                            "majority-class rate, not learning", server_round,
-                            row["test_accuracy"])
+            warned = _add_test_metrics(exp, row, server_round, warned)
         row["elapsed_seconds"] = time.perf_counter() - started
         metrics.append(row)
         view.show(row)
@@ -252,10 +276,19 @@ def _run(cfg: Config, out: Path, progress: bool, engine, resuming: bool) -> Path
                      row["elapsed_seconds"])
             break
     view.close()
-    save_file({n: t.contiguous() for n, t in exp.server.weights.items()}, str(out / FINAL))
-    if stopped is not None:
-        raise RunStopped(f"round {stopped}: no client's update was accepted (see failed_clients "
-                         f"and rejected_updates in {out / 'metrics.jsonl'}), and "
-                         "on_all_clients_failed=stop; set on_all_clients_failed=continue to "
-                         "go on past such rounds")
-    return out
+    return stopped
+
+
+def _add_test_metrics(exp: Experiment, row: dict, server_round: int, warned: bool) -> bool:
+    """The global model's held-out scores into an evaluated round's row (its seconds
+    counted in wall_seconds); warns, once a run, of a model that predicts one class.
+    Returns whether that warning has been given."""
+    t0 = time.perf_counter()
+    row.update(global_test_metrics(exp))
+    row["wall_seconds"] += time.perf_counter() - t0
+    if row.get("test_predicted_classes") == 1 and not warned:
+        log.warning("warning: after round %d the model predicts one class for every "
+                    "held-out test example; its test accuracy %.4f is the "
+                    "majority-class rate, not learning", server_round, row["test_accuracy"])
+        return True  # once a run; the CLI's summary says it again
+    return warned

@@ -1,4 +1,8 @@
-"""Pretrained models from Hugging Face `transformers`, adapted with `peft`, cut into units."""
+"""Pretrained models from Hugging Face `transformers`, adapted with `peft`, cut into units.
+
+Which model class a run loads is the task head's choice (spry.tasks.heads); this module
+resolves names, loads tokenizers, applies PEFT and names the trainable units.
+"""
 
 from __future__ import annotations
 
@@ -96,49 +100,6 @@ def check_max_length(cfg: Config, tokenizer) -> None:
                               f"({limit} tokens, {what}); set max_length={limit} or less")
 
 
-def load_model(cfg: Config, num_labels: int, pad_token_id: int | None) -> nn.Module:
-    """A sequence classifier with PEFT applied; only trainable weights require grad.
-
-    Attention is eager: the fused SDPA CPU kernel has no forward-AD formula
-    (NotImplementedError for _scaled_dot_product_flash_attention_for_cpu).
-    """
-    from transformers import AutoModelForSequenceClassification
-
-    if cfg.task_head == "verbalizer":
-        from spry.tasks.verbalizer import load_verbalizer
-
-        return load_verbalizer(cfg, num_labels, pad_token_id)
-    if cfg.task_head == "generate":
-        from spry.tasks.squad_generate import load_generative
-
-        return load_generative(cfg, pad_token_id)
-    if cfg.task_head == "span":
-        from spry.tasks.squad import load_qa_model
-
-        return load_qa_model(cfg)
-    path = resolve_model_path(cfg.model)
-    if cfg.pooling != "model":
-        from spry.tasks.classifier import load_pooled_classifier
-
-        model = load_pooled_classifier(cfg, path, num_labels)
-        if pad_token_id is not None:
-            model.config.pad_token_id = pad_token_id
-        return apply_peft(model, cfg).to(cfg.device)
-    dtype = getattr(torch, cfg.dtype)
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=num_labels, attn_implementation="eager", dtype=dtype,
-            # A checkpoint finetuned for another label set gets a fresh head for ours.
-            ignore_mismatched_sizes=True)
-    except OSError as exc:
-        raise ConfigError(f"model: cannot load {cfg.model!r} ({exc}); give a hub name (online), "
-                          "a local directory, or all-minilm-l6-v2") from None
-    if pad_token_id is not None:
-        model.config.pad_token_id = pad_token_id
-    model = apply_peft(model, cfg)
-    return model.to(cfg.device)
-
-
 def head_module_names(model: nn.Module) -> list[str]:
     names = [n for n in HEAD_NAMES if isinstance(getattr(model, n, None), nn.Module)]
     if not names:
@@ -170,9 +131,10 @@ def _linear_names(model: nn.Module) -> set[str]:
     return {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
 
 
-def apply_peft(model: nn.Module, cfg: Config) -> nn.Module:
-    """LoRA / IA3 through peft; BitFit and head-only by freezing everything else."""
-    heads = head_module_names(model) if cfg.task_head == "classifier" else []
+def apply_peft(model: nn.Module, cfg: Config, heads: list[str] = ()) -> nn.Module:
+    """LoRA / IA3 through peft; BitFit and head-only by freezing everything else.
+    `heads`: the model's head modules, trained in full (a classifier's)."""
+    heads = list(heads)
     if cfg.peft in ("lora", "ia3"):
         from peft import IA3Config, LoraConfig, get_peft_model
 

@@ -37,3 +37,9 @@ def seeded_global_rng(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+def tangent_seed(round_seed: int, client_id: int, step: int, k: int) -> int:
+    """The seed of tangent k at a client's step: client and server derive the same one
+    (per-iteration communication rebuilds the client's tangents from it)."""
+    return derive_seed(round_seed, "tangent", client_id, step, k)

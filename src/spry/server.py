@@ -20,7 +20,8 @@ from spry.messages import EvalInstruction, TrainInstruction, tensor_bytes
 from spry.methods import METHODS, sends_previous_update
 from spry.models import HEAD_UNIT, Unit
 from spry.seeds import derive_seed, generator
-from spry.validation import Rejection, check_update
+from spry.tasks.linear_head import class_mean_head
+from spry.validation import Rejection, check_update, screen
 
 log = logging.getLogger(__name__)
 
@@ -96,22 +97,20 @@ class Server:
         """The updates that pass spry.validation; the others go to `self.rejected`, logged."""
         assigned = (None if instructions is None
                     else {i.client_id: set(i.unit_params) for i in instructions})
-        accepted, seen, self.rejected = [], set(), []
-        for u in updates:
+
+        def reason_of(u: ClientUpdate, duplicate: bool) -> str | None:
             if assigned is not None and u.client_id not in assigned:
-                reason = f"client {u.client_id} was not sampled this round"
-            elif u.client_id in seen:
-                reason = "a second update from the same client this round"
-            else:
-                reason = check_update(u.client_id, u.weights, u.num_examples, self.weights,
-                                      None if assigned is None else assigned[u.client_id],
-                                      self.cfg.max_update_norm)
-            seen.add(u.client_id)
-            if reason is None:
-                accepted.append(u)
-            else:
-                log.warning("rejected the update of client %s: %s", u.client_id, reason)
-                self.rejected.append(Rejection(u.client_id, reason))
+                return f"client {u.client_id} was not sampled this round"
+            if duplicate:
+                return "a second update from the same client this round"
+            return check_update(u.client_id, u.weights, u.num_examples, self.weights,
+                                None if assigned is None else assigned[u.client_id],
+                                self.cfg.max_update_norm)
+
+        accepted, rejected = screen(updates, lambda u: u.client_id, reason_of)
+        self.rejected = [Rejection(u.client_id, reason) for u, reason in rejected]
+        for r in self.rejected:
+            log.warning("rejected the update of client %s: %s", r.client_id, r.reason)
         return accepted
 
     def _previous_update_for(self, params: list[str]) -> dict[str, torch.Tensor] | None:
@@ -129,8 +128,6 @@ class Server:
         """Round 0 of head_init=class_means (FedNCM): every client sends per-class sums of
         its pooled features, the server sets the head to the class means. Returns the
         round's metrics row (bytes and seconds counted like any round's)."""
-        from spry.tasks.classifier import class_mean_head
-
         start = time.perf_counter()
         stats = engine.class_statistics(list(range(self.cfg.num_clients)))
         w, b = class_mean_head(stats, self.cfg.head_init_scale)
@@ -160,36 +157,64 @@ class Server:
         self.bytes_up_total += bytes_up
         self.bytes_down_total += bytes_down
         examples = sum(u.num_examples for u in updates)
-        row = {
-            "round": server_round,
-            "train_loss": (sum(u.train_loss * u.num_examples for u in updates) / examples
-                           if examples else float("nan")),
-            "clients": [u.client_id for u in updates],
+        row = round_row(
+            server_round, self, engine,
+            train_loss=(sum(u.train_loss * u.num_examples for u in updates) / examples
+                        if examples else float("nan")),
+            clients=[u.client_id for u in updates],
             # Sampled clients that sent no update (a node died or timed out): their units
             # keep their values this round.
-            "failed_clients": sorted({i.client_id for i in instructions} - replied),
-            # Why they failed, where the engine knows (engine=local: the exception or the
-            # timeout); see spry.engines.local.
-            "failure_reasons": [{"client": c, "reason": r}
-                                for c, r in sorted(getattr(engine, "failures", {}).items())],
-            # Updates that arrived but failed validation (spry.validation): not averaged in.
-            "rejected_updates": [r.as_row() for r in self.rejected],
-            "all_clients_failed": not updates,
-            "units_per_client": (sum(len(i.units) for i in instructions) / len(instructions)
-                                 if instructions else 0),
-            "steps": sum(u.steps for u in updates),
-            "skipped_steps": sum(u.skipped_steps for u in updates),
-            "client_seconds": sum(u.seconds for u in updates),
-            "bytes_up": bytes_up,
-            "bytes_down": bytes_down,
-            "bytes_up_total": self.bytes_up_total,
-            "bytes_down_total": self.bytes_down_total,
-        }
+            failed_clients=sorted({i.client_id for i in instructions} - replied),
+            rejected=[r.as_row() for r in self.rejected], all_failed=not updates,
+            units_per_client=(sum(len(i.units) for i in instructions) / len(instructions)
+                              if instructions else 0),
+            steps=sum(u.steps for u in updates),
+            skipped_steps=sum(u.skipped_steps for u in updates),
+            client_seconds=sum(u.seconds for u in updates), bytes_up=bytes_up,
+            bytes_down=bytes_down)
         if (evaluate or (lambda: scheduled_eval(self.cfg, server_round)))():
             row.update(summarize_evals(engine.evaluate(self.configure_evaluate(server_round,
                                                                               instructions))))
         row["wall_seconds"] = time.perf_counter() - start
         return row
+
+    # --- checkpoints (spry.checkpoint) -------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"server": {"weights": self.weights, "optimizer": self.optimizer.state_dict(),
+                           "previous_update": self.previous_update,
+                           "bytes_up_total": self.bytes_up_total,
+                           "bytes_down_total": self.bytes_down_total}}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state["server"]
+        self.weights = {n: t.clone() for n, t in saved["weights"].items()}
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.previous_update = saved["previous_update"]
+        self.bytes_up_total = saved["bytes_up_total"]
+        self.bytes_down_total = saved["bytes_down_total"]
+
+
+def round_row(server_round: int, server: Server, engine, *, train_loss: float,
+              clients: list[int], failed_clients: list[int], rejected: list[dict],
+              all_failed: bool, units_per_client: float, steps: int, skipped_steps: int,
+              client_seconds: float, bytes_up: int, bytes_down: int, **extra) -> dict:
+    """A round's metrics.jsonl row, in both communication modes (`extra`: a mode's own
+    counts, e.g. per_iteration's uploads). The byte totals are the server's, after the
+    round."""
+    return {
+        "round": server_round, "train_loss": train_loss, "clients": clients,
+        "failed_clients": failed_clients,
+        # Why they failed, where the engine knows (engine=local: the exception or the
+        # timeout; engine=flower: the node's error or no reply).
+        "failure_reasons": [{"client": c, "reason": r}
+                            for c, r in sorted(engine.failures.items())],
+        # Updates that arrived but failed validation (spry.validation): not averaged in.
+        "rejected_updates": rejected, "all_clients_failed": all_failed,
+        "units_per_client": units_per_client, "steps": steps, "skipped_steps": skipped_steps,
+        **extra,
+        "client_seconds": client_seconds, "bytes_up": bytes_up, "bytes_down": bytes_down,
+        "bytes_up_total": server.bytes_up_total, "bytes_down_total": server.bytes_down_total,
+    }
 
 
 def scheduled_eval(cfg, server_round: int) -> bool:

@@ -1,7 +1,7 @@
 """The settings as a user reads them: `spry run --help`, the tables in README.md and
 docs/settings.md, and a run's config.yaml, all from the one schema (spry.config.Config).
 
-Each setting's description is the docstring under its field in spry/config.py, and its
+Each setting's description is the docstring under its field in spry/config/schema.py, and its
 section the `# --- name ---` comment above it, so the help and the docs cannot drift from
 the schema: scripts/settings_table.py rewrites the tables, and a test checks them.
 """
@@ -54,7 +54,7 @@ class Setting:
 @cache
 def settings() -> tuple[Setting, ...]:
     """Every field of Config in schema order, with its section, default and doc."""
-    source = inspect.getsource(config)
+    source = inspect.getsource(inspect.getmodule(Config))  # the module defining the class
     tree = ast.parse(source)
     body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Config").body
     lines = source.splitlines()

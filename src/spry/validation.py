@@ -93,3 +93,20 @@ def check_upload(client_id: int, step: int, scalars: Sequence[object], num_examp
     if max_norm is not None and norm > max_norm:
         return f"scalar norm {norm:.4g} is above max_update_norm={max_norm:g}"
     return None
+
+
+def screen(items: Sequence, client_of, reason_of) -> tuple[list, list[tuple[object, str]]]:
+    """The one accept/reject loop of both communication modes: (accepted items, [(item,
+    reason)] rejected), in arrival order. `reason_of(item, duplicate)` says why an item must
+    be rejected (None: accept it); `duplicate` is True for a client's second item in this
+    exchange, which each caller refuses in its own words."""
+    accepted, rejected, seen = [], [], set()
+    for item in items:
+        client = client_of(item)
+        reason = reason_of(item, client in seen)
+        seen.add(client)
+        if reason is None:
+            accepted.append(item)
+        else:
+            rejected.append((item, reason))
+    return accepted, rejected

@@ -1,16 +1,19 @@
-"""Data: a task from recipes, files or the hub, split into Dirichlet(α) clients."""
+"""Data: a task from recipes, files or the hub, split into Dirichlet(α) clients and encoded
+by the task head's encoder (labelled text by default)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
+
+import torch
 
 from spry.config import Config, ConfigError
 from spry.data.batches import Encoded, encode, iterate_batches
+from spry.data.examples import Examples
 from spry.data.partition import PartitionError, dirichlet_partition, train_test_split
-from spry.data.sources import Examples, Task, load_task
+from spry.data.sources import Task, load_task
 from spry.seeds import derive_seed, generator
-
-import torch
 
 
 @dataclass
@@ -32,8 +35,10 @@ class FederatedData:
         return len(self.task.label_names)
 
 
-def build_federated_data(cfg: Config, tokenizer, task: Task | None = None) -> FederatedData:
-    """Load, subsample, partition (Dirichlet α), split 80/20 per client, tokenize."""
+def build_federated_data(cfg: Config, tokenizer, task: Task | None = None,
+                         encoder: Callable = encode) -> FederatedData:
+    """Load, subsample, partition (Dirichlet α), split 80/20 per client, tokenize with
+    `encoder(examples, tokenizer, max_length)` (the task head's)."""
     task = task or load_task(cfg)
     pool = task.train
     if cfg.max_train_examples and len(pool) > cfg.max_train_examples:
@@ -53,15 +58,15 @@ def build_federated_data(cfg: Config, tokenizer, task: Task | None = None) -> Fe
         for i in indices:
             counts[pool.labels[i]] += 1
         clients.append(ClientData(
-            cid, encode(pool.subset(train_idx), tokenizer, cfg.max_length, cfg.task_head),
-            encode(pool.subset(test_idx), tokenizer, cfg.max_length, cfg.task_head), counts))
+            cid, encoder(pool.subset(train_idx), tokenizer, cfg.max_length),
+            encoder(pool.subset(test_idx), tokenizer, cfg.max_length), counts))
     test = None
     if task.test is not None:
         held_out = task.test
         if cfg.max_test_examples and len(held_out) > cfg.max_test_examples:
             keep = torch.randperm(len(held_out), generator=generator(derive_seed(cfg.seed, "test")))
             held_out = held_out.subset(sorted(keep[: cfg.max_test_examples].tolist()))
-        test = encode(held_out, tokenizer, cfg.max_length, cfg.task_head)
+        test = encoder(held_out, tokenizer, cfg.max_length)
     return FederatedData(task, clients, test)
 
 

@@ -1,4 +1,10 @@
-"""Tokenize once; pad each minibatch only to its longest sequence."""
+"""Tokenize once; pad each minibatch only to its longest sequence.
+
+An encoded split knows how to collate its own rows (`collate(indices, tokenizer)`), so the
+one batch generator here, a torch DataLoader over row indices, serves every task head:
+`Encoded` is labelled text (the classifier and verbalizer heads), padded by transformers'
+DataCollatorWithPadding; the QA heads' encodings live with them in spry.tasks.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,9 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
+from torch.utils.data import DataLoader, RandomSampler
 
-from spry.data.sources import Examples
+from spry.data.examples import Examples
 from spry.seeds import generator
 
 
@@ -19,17 +26,18 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def subset(self, indices: list[int]) -> "Encoded":
+        return Encoded([self.features[i] for i in indices], [self.labels[i] for i in indices])
 
-def encode(examples: Examples, tokenizer, max_length: int, task_head: str = "classifier"
-           ) -> Encoded:
-    if examples.qa is not None and task_head == "generate":
-        from spry.tasks.squad_generate import encode_generative
+    def collate(self, indices: list[int], tokenizer) -> dict[str, torch.Tensor]:
+        from transformers import DataCollatorWithPadding
 
-        return encode_generative(examples.qa, tokenizer, max_length)
-    if examples.qa is not None:
-        from spry.tasks.squad import encode_qa
+        rows = [{**self.features[i], "labels": self.labels[i]} for i in indices]
+        return dict(DataCollatorWithPadding(tokenizer, return_tensors="pt")(rows))
 
-        return encode_qa(examples.qa, tokenizer, max_length)
+
+def encode(examples: Examples, tokenizer, max_length: int) -> Encoded:
+    """Texts (and pairs) tokenized, truncated to max_length, with their labels."""
     if len(examples) == 0:
         return Encoded([], [])
     enc = tokenizer(examples.texts, examples.pairs, truncation=True, max_length=max_length)
@@ -38,25 +46,24 @@ def encode(examples: Examples, tokenizer, max_length: int, task_head: str = "cla
     return Encoded(features, list(examples.labels))
 
 
-def collate(encoded: Encoded, indices: list[int], tokenizer) -> dict[str, torch.Tensor]:
-    from spry.tasks.squad_generate import GenEncoded, collate_generative
-
-    if isinstance(encoded, GenEncoded):  # generative QA
-        return collate_generative(encoded, indices, tokenizer)
-    if not isinstance(encoded, Encoded):  # extractive QA: spry.tasks.squad.QAEncoded
-        from spry.tasks.squad import collate_qa
-
-        return collate_qa(encoded, indices, tokenizer)
-    batch = tokenizer.pad([encoded.features[i] for i in indices], return_tensors="pt")
-    batch = dict(batch)
-    batch["labels"] = torch.tensor([encoded.labels[i] for i in indices])
-    return batch
-
-
-def iterate_batches(encoded: Encoded, tokenizer, batch_size: int, seed: int | None = None
+def iterate_batches(encoded, tokenizer, batch_size: int, seed: int | None = None
                     ) -> Iterator[dict[str, torch.Tensor]]:
-    """One pass; shuffled by `seed` (None keeps the order, for evaluation)."""
+    """One pass over an encoded split in batches; shuffled by `seed` (a RandomSampler on
+    its own seeded Generator), or in order when `seed` is None (evaluation)."""
+    rows = range(len(encoded))
+    sampler = None if seed is None else RandomSampler(rows, generator=generator(seed))
+    # The loader's own generator: without one, starting an iterator draws its base seed
+    # from the global RNG, which dropout masks read (spry.seeds.seeded_global_rng).
+    return iter(DataLoader(rows, batch_size=batch_size, sampler=sampler,
+                           generator=generator(0 if seed is None else seed),
+                           collate_fn=lambda indices: encoded.collate(indices, tokenizer)))
+
+
+def indexed_batches(encoded, tokenizer, batch_size: int
+                    ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """In order (evaluation): each batch with the row indices it holds, for scores that
+    map a row back to its example."""
     n = len(encoded)
-    order = list(range(n)) if seed is None else torch.randperm(n, generator=generator(seed)).tolist()
-    for start in range(0, n, batch_size):
-        yield collate(encoded, order[start:start + batch_size], tokenizer)
+    for start, batch in zip(range(0, n, batch_size),
+                            iterate_batches(encoded, tokenizer, batch_size)):
+        yield list(range(start, min(start + batch_size, n))), batch

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from spry.tasks import multirc, squad
+from spry.data import multirc, squad
 
 
 @dataclass(frozen=True)

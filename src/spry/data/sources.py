@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 from spry.config import Config, ConfigError
 from spry.data import synthetic
 from spry.data.files import FILE_FORMATS, Rows, read_rows
+from spry.data.examples import Examples
 from spry.data.recipes import LABEL_OFFSETS, RECIPES, FileSpec
 from spry.seeds import derive_seed, generator
 
@@ -27,24 +29,6 @@ unset: a file with both columns is read as pairs."""
 
 
 @dataclass
-class Examples:
-    texts: list[str]
-    labels: list[int]
-    pairs: list[str] | None = None
-    qa: list | None = None
-    """Extractive QA (spry.tasks.squad.QAExample per row; texts are the questions, pairs
-    the contexts, labels 1 if answerable)."""
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, indices: list[int]) -> "Examples":
-        return Examples([self.texts[i] for i in indices], [self.labels[i] for i in indices],
-                        None if self.pairs is None else [self.pairs[i] for i in indices],
-                        None if self.qa is None else [self.qa[i] for i in indices])
-
-
-@dataclass
 class Task:
     name: str
     train: Examples
@@ -52,6 +36,8 @@ class Task:
     label_names: tuple[str, ...]
     columns: dict[str, str | None] | None = None
     """The columns read (text_column, pair_column, label_column), where the data has them."""
+    label_words: tuple[str, ...] | None = None
+    """What a verbalizer head scores per label, where the task names them (its recipe)."""
 
 
 def load_task(cfg: Config) -> Task:
@@ -118,7 +104,8 @@ def _load_recipe(cfg: Config) -> Task:
             test = _read_spec(root / recipe.test.path, recipe.test, names)
         spec = recipe.train
         return Task(cfg.dataset, train, test, names,
-                    None if spec.reader else _columns(spec.text, spec.pair, spec.label))
+                    None if spec.reader else _columns(spec.text, spec.pair, spec.label),
+                    recipe.label_words)
     local_only = recipe.train is not None and recipe.train.reader is not None
     if (local_only or os.environ.get("HF_HUB_OFFLINE") == "1"
             or os.environ.get("HF_DATASETS_OFFLINE") == "1"):
@@ -129,7 +116,8 @@ def _load_recipe(cfg: Config) -> Task:
     hub = cfg.replace(dataset=recipe.hub_id, text_column=recipe.hub_text,
                       pair_column=recipe.hub_pair, label_column=recipe.hub_label,
                       label_names=list(names))
-    return _load_hub(hub, test_split=recipe.hub_test_split, name=cfg.dataset)
+    task = _load_hub(hub, test_split=recipe.hub_test_split, name=cfg.dataset)
+    return dataclasses.replace(task, label_words=recipe.label_words)
 
 
 def _read_spec(path: Path, spec: FileSpec, names: tuple[str, ...]) -> Examples:

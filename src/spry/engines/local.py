@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 
 class LocalEngine:
+    """The Engine protocol (spry.engines.protocol), in process."""
+
     def __init__(self, cfg: Config, model: nn.Module, tokenizer, data: FederatedData):
         self.cfg, self.model, self.tokenizer, self.data = cfg, model, tokenizer, data
         self.initial = trainable_state(model)
@@ -77,3 +79,12 @@ class LocalEngine:
         return [evaluate_client(self.model, ins, self.data.clients[ins.client_id], self.tokenizer,
                                 self.cfg)
                 for ins in instructions]
+
+    # --- checkpoints (spry.checkpoint) -------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"clients": {cid: {"received": s.received, "optimizer": s.optimizer}
+                            for cid, s in self.states.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.states = {cid: ClientState(received=s["received"], optimizer=s["optimizer"])
+                       for cid, s in state.get("clients", {}).items()}

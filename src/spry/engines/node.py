@@ -18,6 +18,7 @@ too and resumes when a unit comes back to the client.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -26,9 +27,11 @@ from torch import nn
 from spry.client import ClientEval, ClientUpdate, evaluate, local_train
 from spry.config import Config
 from spry.data import ClientData
+from spry.data.batches import iterate_batches
 from spry.messages import EvalInstruction, TrainInstruction
 from spry.models import load_trainable
 from spry.seeds import derive_seed, generator
+from spry.tasks.linear_head import ClassStatistics, class_statistics
 
 
 @dataclass
@@ -58,12 +61,7 @@ def client_class_statistics(model: nn.Module, initial: dict[str, torch.Tensor], 
                             data: ClientData, tokenizer, cfg: Config):
     """Round 0 of head_init=class_means: the client's per-class sums of pooled features
     over at most head_init_examples of its training examples (seeded choice), one
-    forward pass each, no backward (spry.tasks.classifier.ClassStatistics)."""
-    import time
-
-    from spry.data import iterate_batches
-    from spry.tasks.classifier import ClassStatistics, class_statistics
-
+    forward pass each, no backward (spry.tasks.linear_head.ClassStatistics)."""
     start = time.perf_counter()
     load_trainable(model, initial)
     model.eval()
@@ -72,8 +70,7 @@ def client_class_statistics(model: nn.Module, initial: dict[str, torch.Tensor], 
         derive_seed(cfg.seed, "head-init", client_id))).tolist()
     keep = sorted(order[: cfg.head_init_examples] if cfg.head_init_examples else order)
     features, labels = [], []
-    subset = type(train)([train.features[i] for i in keep], [train.labels[i] for i in keep])
-    for batch in iterate_batches(subset, tokenizer, cfg.eval_batch_size):
+    for batch in iterate_batches(train.subset(keep), tokenizer, cfg.eval_batch_size):
         labels.append(batch.pop("labels"))
         features.append(model(**{k: v.to(cfg.device) for k, v in batch.items()}).features)
     num_labels = len(data.label_counts)

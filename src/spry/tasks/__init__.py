@@ -1,3 +1,3 @@
-"""Task-specific pieces beyond sequence classification: the verbalizer (a causal LM read as a
-classifier), MultiRC, SQuAD v2 (an encoder's span head, or a decoder generating the answer)
+"""Task heads (spry.tasks.heads: one interface, the registry HEADS): the pooled classifier,
+the verbalizer (a causal LM read as a classifier), SQuAD v2's span and generative heads,
 and their metrics."""

@@ -1,210 +1,113 @@
-"""The pooled linear classification head: what it reads, how it starts, its exact gradient.
+"""task_head=classifier: a sequence classifier on an encoder (or decoder), label cross-entropy.
 
-A sentence-transformers checkpoint declares how its token states become a sentence
-embedding (modules.json lists a Pooling module, 1_Pooling/config.json its mode, and a
-Normalize module if the embedding is unit length). That embedding is what the model was
-trained to produce; a classifier on BERT's [CLS] pooler instead reads a feature the
-checkpoint never trained (all-MiniLM-L6-v2 on SST-2, no training, nearest class mean:
-0.775 on the declared embedding, 0.618 on the pooler; docs/learning.md).
-
-The head is one `nn.Linear` on the pooled feature f, so
-- its federated initialisation needs only per-class sums of f (FedNCM, Legate et al.
-  2023, "Guiding the last layer in federated learning with pre-trained models"): one
-  forward pass per client, no backward;
-- its gradient is closed-form from the forward pass: with p = softmax(W f + b) and y the
-  one-hot label, ∂L/∂W = mean_i (p_i − y_i) f_iᵀ and ∂L/∂b = mean_i (p_i − y_i).
+The model is a pooled linear head over the transformer body (spry.tasks.pooling; the
+default, pooling=auto) or the architecture's own *ForSequenceClassification (pooling=model,
+the paper's). Either way its output has `.logits` (batch, labels), which is all the loss
+and the scores below read; the verbalizer head (a causal LM read as a classifier) shares
+them.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
-
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from spry.config import Config, ConfigError
-
-# Pooling flags of a sentence-transformers 1_Pooling/config.json, and the mode each names.
-_ST_MODES = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
-             "pooling_mode_max_tokens": "max", "pooling_mode_lasttoken": "last"}
-
-
-@dataclass(frozen=True)
-class Pooling:
-    mode: str
-    """cls, mean, max or last (the last real token)."""
-    normalize: bool = False
+from spry.data.batches import Encoded, iterate_batches
+from spry.models import apply_peft, head_module_names, resolve_model_path
+from spry.tasks.metrics import binary_f1
+from spry.tasks.pooling import load_pooled_classifier
 
 
-def declared_pooling(model_dir: str | Path) -> Pooling | None:
-    """The pooling a sentence-transformers checkpoint declares; None if it declares none.
+def load_model(cfg: Config, num_labels: int, pad_token_id: int | None,
+               label_words=None) -> nn.Module:
+    """A sequence classifier with PEFT applied; only trainable weights require grad; its
+    head modules are trained in full.
 
-    Read from the files rather than through sentence-transformers' module classes: the
-    convention is two small JSON files, while the classes' import paths change between
-    releases."""
-    root = Path(model_dir)
-    try:
-        modules = json.loads((root / "modules.json").read_text())
-    except (OSError, ValueError):
-        return None
-    types = [str(m.get("type", "")) for m in modules if isinstance(m, dict)]
-    pooling = next((m for m in modules if str(m.get("type", "")).endswith("Pooling")), None)
-    if pooling is None:
-        return None
-    path = root / str(pooling.get("path", "")) / "config.json"
-    try:
-        flags = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"pooling: {root} declares a Pooling module but {path} cannot be "
-                          f"read ({exc}); set pooling=mean, cls, max or last") from None
-    modes = [mode for key, mode in _ST_MODES.items() if flags.get(key)]
-    if len(modes) != 1:
-        raise ConfigError(f"pooling: {path} declares {modes or 'no'} pooling modes; Spry reads "
-                          "exactly one (mean, cls, max or lasttoken); set pooling=<one of them>")
-    return Pooling(modes[0], normalize=any(t.endswith("Normalize") for t in types))
+    Attention is eager: the fused SDPA CPU kernel has no forward-AD formula
+    (NotImplementedError for _scaled_dot_product_flash_attention_for_cpu).
+    """
+    from transformers import AutoModelForSequenceClassification
 
-
-def resolve_pooling(cfg: Config, model_dir: str, model_config) -> Pooling:
-    """cfg.pooling made concrete for this model (`auto`: declared, else the convention)."""
-    if cfg.pooling != "auto":
-        return Pooling(cfg.pooling)
-    declared = declared_pooling(model_dir) if Path(model_dir).is_dir() else None
-    if declared is not None:
-        return declared
-    # The architecture's convention: encoders read the first token, decoders the last.
-    return Pooling("last" if _is_decoder(model_config) else "cls")
+    path = resolve_model_path(cfg.model)
+    if cfg.pooling != "model":
+        model = load_pooled_classifier(cfg, path, num_labels)
+    else:
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, num_labels=num_labels, attn_implementation="eager",
+                dtype=getattr(torch, cfg.dtype),
+                # A checkpoint finetuned for another label set gets a fresh head for ours.
+                ignore_mismatched_sizes=True)
+        except OSError as exc:
+            raise ConfigError(f"model: cannot load {cfg.model!r} ({exc}); give a hub name "
+                              "(online), a local directory, or all-minilm-l6-v2") from None
+    if pad_token_id is not None:
+        model.config.pad_token_id = pad_token_id
+    return apply_peft(model, cfg, heads=head_module_names(model)).to(cfg.device)
 
 
-def _is_decoder(model_config) -> bool:
-    """Decoder-only: a causal-LM architecture with no masked-LM one (BERT has both)."""
-    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+def classification_loss(model: nn.Module, batch: dict[str, torch.Tensor],
+                        per_example: bool = False, capture: dict | None = None):
+    """L(params) on one batch, with `params` swapped into the model functionally.
 
-    kind = model_config.model_type
-    return bool(getattr(model_config, "is_decoder", False)) or (
-        kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+    `per_example`: the (B,) losses instead of their mean (spry.estimators.example_tangents).
+    `capture`: filled with the first call's pooled features and logits (their primal
+    values), from which the exact head gradient is computed (spry.tasks.linear_head)."""
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
 
+    def loss_fn(params):
+        out = functional_call(model, params, args=(), kwargs=inputs)
+        if capture is not None and "logits" not in capture:
+            capture["features"] = fwAD.unpack_dual(out.features).primal.detach()
+            capture["logits"] = fwAD.unpack_dual(out.logits).primal.detach()
+        # Widen bfloat16 to float32, keep float64 (the estimator tests' precision).
+        logits = out.logits.to(torch.promote_types(out.logits.dtype, torch.float32))
+        if per_example:
+            return F.cross_entropy(logits, labels, reduction="none")
+        return F.cross_entropy(logits, labels)
 
-def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
-    """(batch, tokens, hidden) states and their attention mask -> (batch, hidden)."""
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    if pooling.mode == "mean":
-        f = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
-    elif pooling.mode == "max":
-        f = hidden.masked_fill(m == 0, torch.finfo(hidden.dtype).min).amax(1)
-    elif pooling.mode == "cls":
-        f = hidden[:, 0]
-    else:  # last real token, whichever side the padding is on
-        positions = torch.arange(mask.shape[1], device=mask.device)
-        last = (mask.long() * positions).argmax(1)
-        f = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    return F.normalize(f, dim=-1) if pooling.normalize else f
+    return loss_fn
 
 
-@dataclass
-class PooledOutput:
-    logits: torch.Tensor
-    features: torch.Tensor
-    """The pooled feature the head read (batch, hidden)."""
+def task_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
+    """The head's loss: label cross-entropy (the TaskHead `loss` contract)."""
+    return classification_loss(model, batch)
 
 
-class PooledClassifier(nn.Module):
-    """A transformer body, a declared pooling and one linear head named `classifier`.
-
-    The body sits under its own `base_model_prefix` (`bert`, `model`, ...), so parameter
-    and unit names read as in the architecture's own *ForSequenceClassification."""
-
-    def __init__(self, body: nn.Module, num_labels: int, pooling: Pooling):
-        super().__init__()
-        self.body_name = body.base_model_prefix or "body"
-        setattr(self, self.body_name, body)
-        self.config = body.config
-        self.pooling = pooling
-        self.classifier = nn.Linear(body.config.hidden_size, num_labels, dtype=body.dtype)
-
-    def forward(self, input_ids=None, attention_mask=None, labels=None, **inputs) -> PooledOutput:
-        body = getattr(self, self.body_name)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        hidden = body(input_ids=input_ids, attention_mask=attention_mask, **inputs)[0]
-        features = pool(hidden, attention_mask, self.pooling)
-        return PooledOutput(self.classifier(features), features)
+@torch.no_grad()
+def predict_labels(model: nn.Module, data: Encoded, tokenizer, cfg: Config
+                   ) -> tuple[list[int], list[int], float]:
+    """(predicted labels, gold labels, summed cross-entropy) over a classification split."""
+    model.eval()
+    predictions, golds, loss = [], [], 0.0
+    for batch in iterate_batches(data, tokenizer, cfg.eval_batch_size):
+        batch = {k: v.to(cfg.device) for k, v in batch.items()}
+        labels = batch.pop("labels")
+        logits = model(**batch).logits.float()
+        loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+        predictions += logits.argmax(-1).tolist()
+        golds += labels.tolist()
+    return predictions, golds, loss
 
 
-def load_pooled_classifier(cfg: Config, path: str, num_labels: int) -> PooledClassifier:
-    from transformers import AutoConfig, AutoModel
-
-    try:
-        model_config = AutoConfig.from_pretrained(path)
-        # Fused SDPA kernels have no forward-AD formula; eager attention does.
-        body = AutoModel.from_pretrained(path, attn_implementation="eager",
-                                         dtype=getattr(torch, cfg.dtype))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"model: cannot load {cfg.model!r} ({exc}); give a hub name (online), "
-                          "a local directory, or all-minilm-l6-v2") from None
-    return PooledClassifier(body, num_labels, resolve_pooling(cfg, path, model_config))
+def evaluate(model: nn.Module, data: Encoded, tokenizer, cfg: Config) -> tuple[int, int, float]:
+    """(correct, total, summed loss) of the model as it stands."""
+    predictions, labels, loss = predict_labels(model, data, tokenizer, cfg)
+    return sum(p == y for p, y in zip(predictions, labels)), len(labels), loss
 
 
-def is_pooled(model: nn.Module) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return isinstance(base, PooledClassifier)
-
-
-def head_param_names(unit_params) -> tuple[str, str]:
-    """(weight, bias) names of the head among a unit's parameter names."""
-    weight = next(n for n in unit_params if n.endswith("weight"))
-    bias = next(n for n in unit_params if n.endswith("bias"))
-    return weight, bias
-
-
-# --- FedNCM: the head from federated class means ---------------------------------------
-@dataclass
-class ClassStatistics:
-    """What one client sends for the head's initialisation: per-class sums of its unit
-    pooled features, per-class counts, and the sum of the features' norms."""
-
-    client_id: int
-    sums: torch.Tensor  # (classes, hidden)
-    counts: torch.Tensor  # (classes,)
-    norm_sum: float
-    seconds: float = 0.0
-
-    def bytes(self) -> int:
-        return (self.sums.numel() * self.sums.element_size()
-                + self.counts.numel() * self.counts.element_size() + 8)
-
-
-def class_statistics(features: torch.Tensor, labels: torch.Tensor, num_labels: int
-                     ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(per-class sums of the unit features, per-class counts, sum of feature norms)."""
-    f = features.float()
-    unit = F.normalize(f, dim=-1)
-    onehot = F.one_hot(labels, num_labels).to(f.dtype)
-    return onehot.T @ unit, onehot.sum(0), float(f.norm(dim=-1).sum())
-
-
-def class_mean_head(stats: list[ClassStatistics], scale: float
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W, b): W_c = scale · mean direction of class c / mean feature norm; b = 0.
-
-    For unit-length features the logits are scale × the cosine to each class mean, the
-    nearest-class-mean classifier; a class no client holds gets a zero row."""
-    sums = sum(s.sums for s in stats)
-    counts = sum(s.counts for s in stats)
-    mean_norm = sum(s.norm_sum for s in stats) / max(float(counts.sum()), 1.0)
-    weight = F.normalize(sums, dim=-1) * (scale / max(mean_norm, 1e-12))
-    return weight, torch.zeros(sums.shape[0])
-
-
-# --- the exact head gradient ----------------------------------------------------------
-def head_gradient(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """∂L/∂W, ∂L/∂b of the mean cross-entropy of logits = W f + b, in closed form."""
-    dtype = torch.promote_types(features.dtype, torch.float32)  # bfloat16 -> float32
-    residual = logits.to(dtype).softmax(-1)
-    residual[torch.arange(len(labels)), labels] -= 1.0
-    residual /= len(labels)
-    return residual.T @ features.to(dtype), residual.sum(0)
+def held_out_metrics(model: nn.Module, data: Encoded, tokenizer, cfg: Config) -> dict:
+    """`test_accuracy`, how many classes the model predicts at all (1 flags a constant
+    predictor, whose accuracy is just the majority-class rate; spry.experiment warns), and
+    for MultiRC its F1a (`test_f1a`)."""
+    predictions, labels, _ = predict_labels(model, data, tokenizer, cfg)
+    out = {"test_accuracy": sum(p == y for p, y in zip(predictions, labels)) / len(labels),
+           "test_predicted_classes": len(set(predictions))}
+    if cfg.dataset == "multirc":
+        out["test_f1a"] = binary_f1(predictions, labels)
+    return out

@@ -12,10 +12,7 @@ evaluation it can then only be missed, which the official scores count against u
 
 from __future__ import annotations
 
-import json
-import random
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,21 +20,13 @@ from torch import nn
 from torch.func import functional_call
 
 from spry.config import Config, ConfigError
+from spry.data.batches import indexed_batches
+from spry.data.examples import Examples
+from spry.data.squad import QAExample
+from spry.models import apply_peft, head_module_names, resolve_model_path
 from spry.tasks.metrics import squad_v2_scores
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-@dataclass
-class QAExample:
-    qid: str
-    title: str
-    question: str
-    context: str
-    answers: list[str]
-    """Gold answer texts; empty for an unanswerable question."""
-    starts: list[int]
-    """Character offsets of `answers` in `context`."""
 
 
 @dataclass
@@ -55,32 +44,8 @@ class QAEncoded:
     def __len__(self) -> int:
         return len(self.features)
 
-
-def read_squad_v2(path: str | Path) -> list[QAExample]:
-    """Every question of an official SQuAD v2.0 JSON file, unanswerable ones included."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))["data"]
-    except (OSError, KeyError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"dataset: cannot read {path} as SQuAD v2.0 JSON ({exc})") from None
-    out = []
-    for article in data:
-        for paragraph in article["paragraphs"]:
-            for qa in paragraph["qas"]:
-                answers = [] if qa.get("is_impossible") else qa["answers"]
-                out.append(QAExample(qa["id"], article.get("title", ""), qa["question"],
-                                     paragraph["context"], [a["text"] for a in answers],
-                                     [a["answer_start"] for a in answers]))
-    return out
-
-
-def split_by_article(examples: list[QAExample], held_out_fraction: float, seed: int
-                     ) -> tuple[list[QAExample], list[QAExample]]:
-    """(client data, held-out data) with whole articles on one side, so no held-out
-    question shares a context with a training one."""
-    titles = sorted({e.title for e in examples})
-    random.Random(seed).shuffle(titles)
-    held = set(titles[: max(1, round(held_out_fraction * len(titles)))])
-    return ([e for e in examples if e.title not in held], [e for e in examples if e.title in held])
+    def collate(self, indices: list[int], tokenizer) -> dict[str, torch.Tensor]:
+        return collate_qa(self, indices, tokenizer)
 
 
 def encode_qa(examples: list[QAExample], tokenizer, max_length: int) -> QAEncoded:
@@ -109,6 +74,11 @@ def encode_qa(examples: list[QAExample], tokenizer, max_length: int) -> QAEncode
         ends.append(end)
         offsets.append(spans)
     return QAEncoded(list(examples), features, starts, ends, offsets)
+
+
+def encode(examples: Examples, tokenizer, max_length: int) -> QAEncoded:
+    """The TaskHead `encode` contract: the questions of `examples` (read by spry.data.squad)."""
+    return encode_qa(examples.qa, tokenizer, max_length)
 
 
 def collate_qa(encoded: QAEncoded, indices: list[int], tokenizer) -> dict[str, torch.Tensor]:
@@ -161,9 +131,7 @@ def predict_answers(model: nn.Module, encoded: QAEncoded, tokenizer, batch_size:
                     device: str = "cpu") -> dict[str, str]:
     model.eval()
     predictions = {}
-    for lo in range(0, len(encoded), batch_size):
-        idx = list(range(lo, min(lo + batch_size, len(encoded))))
-        batch = collate_qa(encoded, idx, tokenizer)
+    for idx, batch in indexed_batches(encoded, tokenizer, batch_size):
         out = model(**{k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS})
         for row, i in enumerate(idx):
             ex = encoded.examples[i]
@@ -179,11 +147,10 @@ def evaluate_qa(model: nn.Module, encoded: QAEncoded, tokenizer, batch_size: int
     return squad_v2_scores(predictions, {e.qid: e.answers for e in encoded.examples})
 
 
-def load_qa_model(cfg: Config) -> nn.Module:
-    """An extractive QA model (`qa_outputs` head, a unit) with PEFT; eager attention."""
+def load_model(cfg: Config, num_labels: int, pad_token_id: int | None,
+               label_words=None) -> nn.Module:
+    """An extractive QA model with PEFT, its `qa_outputs` head a unit; eager attention."""
     from transformers import AutoModelForQuestionAnswering
-
-    from spry.models import apply_peft, resolve_model_path
 
     try:
         model = AutoModelForQuestionAnswering.from_pretrained(
@@ -191,32 +158,8 @@ def load_qa_model(cfg: Config) -> nn.Module:
             dtype=getattr(torch, cfg.dtype))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"model: cannot load {cfg.model!r} for extractive QA ({exc})") from None
-    return apply_peft(model, cfg).to(cfg.device)
-
-
-# --- as a federated task (dataset=squad_v2, task_head=span) ----------------------------
-LABEL_NAMES = ("unanswerable", "answerable")
-"""The "label" of a question, used only to deal questions to clients (Dirichlet α over
-answerable vs unanswerable)."""
-HELD_OUT_FRACTION = 0.25
-SPLIT_SEED = 0
-
-
-def _as_examples(examples: list[QAExample]):
-    from spry.data.sources import Examples
-
-    return Examples([e.question for e in examples], [int(bool(e.answers)) for e in examples],
-                    [e.context for e in examples], qa=list(examples))
-
-
-def read_client_part(path: Path, names: tuple[str, ...] = LABEL_NAMES):
-    """The questions of the articles not held out (the clients' data)."""
-    return _as_examples(split_by_article(read_squad_v2(path), HELD_OUT_FRACTION, SPLIT_SEED)[0])
-
-
-def read_held_out_part(path: Path, names: tuple[str, ...] = LABEL_NAMES):
-    """The questions of the held-out articles (the global test split)."""
-    return _as_examples(split_by_article(read_squad_v2(path), HELD_OUT_FRACTION, SPLIT_SEED)[1])
+    # The span head (qa_outputs) starts random: it trains in full, a unit of its own.
+    return apply_peft(model, cfg, heads=head_module_names(model)).to(cfg.device)
 
 
 @torch.no_grad()
@@ -228,9 +171,8 @@ def evaluate_spans(model: nn.Module, encoded: QAEncoded, tokenizer, cfg: Config
 
     model.eval()
     matches, loss = 0.0, 0.0
-    for lo in range(0, len(encoded), cfg.eval_batch_size):
-        idx = list(range(lo, min(lo + cfg.eval_batch_size, len(encoded))))
-        batch = {k: v.to(cfg.device) for k, v in collate_qa(encoded, idx, tokenizer).items()}
+    for idx, batch in indexed_batches(encoded, tokenizer, cfg.eval_batch_size):
+        batch = {k: v.to(cfg.device) for k, v in batch.items()}
         out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS})
         loss += float(_span_cross_entropy(out, batch["start_positions"], batch["end_positions"],
                                           reduction="sum"))
@@ -241,3 +183,9 @@ def evaluate_spans(model: nn.Module, encoded: QAEncoded, tokenizer, cfg: Config
             matches += max(exact_match(pred, a) for a in ex.answers) if ex.answers else \
                 float(pred == "")
     return int(matches), len(encoded), loss
+
+
+def held_out_metrics(model: nn.Module, encoded: QAEncoded, tokenizer, cfg: Config) -> dict:
+    """`test_accuracy` (exact match) and `test_f1`, fractions, official SQuAD v2 rules."""
+    scores = evaluate_qa(model, encoded, tokenizer, cfg.eval_batch_size, cfg.device)
+    return {"test_accuracy": scores["exact"] / 100, "test_f1": scores["f1"] / 100}

@@ -28,7 +28,11 @@ from transformers.modeling_outputs import CausalLMOutput
 
 from spry.config import Config, ConfigError
 from spry.tasks.metrics import exact_match, squad_v2_scores
-from spry.tasks.squad import QAExample
+from spry.data.batches import indexed_batches
+from spry.data.examples import Examples
+from spry.data.squad import QAExample
+from spry.models import apply_peft
+from spry.tasks.verbalizer import load_causal_lm
 
 NO_ANSWER = "unanswerable"
 MAX_ANSWER_TOKENS = 24
@@ -50,6 +54,9 @@ class GenEncoded:
 
     def __len__(self) -> int:
         return len(self.prompts)
+
+    def collate(self, indices: list[int], tokenizer) -> dict[str, torch.Tensor]:
+        return collate_generative(self, indices, tokenizer)
 
 
 def end_token_id(tokenizer) -> int:
@@ -99,6 +106,11 @@ def encode_generative(examples: list[QAExample], tokenizer, max_length: int) -> 
         prompts.append(head + kept + tail)
         targets.append(target)
     return GenEncoded(list(examples), prompts, targets)
+
+
+def encode(examples: Examples, tokenizer, max_length: int) -> GenEncoded:
+    """The TaskHead `encode` contract: the questions of `examples` (read by spry.data.squad)."""
+    return encode_generative(examples.qa, tokenizer, max_length)
 
 
 def collate_generative(encoded: GenEncoded, indices: list[int], tokenizer
@@ -213,9 +225,8 @@ def score_generation(model: GenerativeLM, encoded: GenEncoded, tokenizer, cfg: C
     if len(encoded) == 0:
         return {"exact": 0.0, "f1": 0.0, "loss_sum": 0.0}
     loss = 0.0
-    for lo in range(0, len(encoded) if with_loss else 0, cfg.eval_batch_size):
-        idx = list(range(lo, min(lo + cfg.eval_batch_size, len(encoded))))
-        batch = collate_generative(encoded, idx, tokenizer)
+    batches = indexed_batches(encoded, tokenizer, cfg.eval_batch_size) if with_loss else ()
+    for idx, batch in batches:
         batch = {k: v.to(cfg.device) for k, v in batch.items()}
         logits = model(**batch).logits.float()
         per_token = F.cross_entropy(logits, answer_targets(batch), reduction="none")
@@ -227,10 +238,14 @@ def score_generation(model: GenerativeLM, encoded: GenEncoded, tokenizer, cfg: C
     return {**scores, "loss_sum": loss}
 
 
-def load_generative(cfg: Config, pad_token_id: int | None) -> GenerativeLM:
+def load_model(cfg: Config, num_labels: int, pad_token_id: int | None,
+               label_words=None) -> GenerativeLM:
     """A causal LM with PEFT applied (eager attention), wrapped to score answer tokens."""
-    from spry.models import apply_peft
-    from spry.tasks.verbalizer import load_causal_lm
-
     model = load_causal_lm(cfg, pad_token_id)
     return GenerativeLM(apply_peft(model, cfg)).to(cfg.device)
+
+
+def held_out_metrics(model: GenerativeLM, encoded: GenEncoded, tokenizer, cfg: Config) -> dict:
+    """`test_accuracy` (exact match) and `test_f1`, fractions, official SQuAD v2 rules."""
+    scores = score_generation(model, encoded, tokenizer, cfg, with_loss=False)
+    return {"test_accuracy": scores["exact"] / 100, "test_f1": scores["f1"] / 100}

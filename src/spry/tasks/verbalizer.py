@@ -18,6 +18,7 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from spry.config import Config, ConfigError
+from spry.models import apply_peft, load_tokenizer, resolve_model_path
 
 
 class VerbalizerLM(nn.Module):
@@ -67,27 +68,20 @@ def last_token_index(attention_mask: torch.Tensor | None, length: int) -> torch.
     return (attention_mask.to(positions.dtype) * positions).argmax(dim=1)
 
 
-def resolve_label_words(cfg: Config, num_labels: int) -> list[str]:
-    """label_words, else the recipe's label words, else the task's label names."""
-    from spry.data import synthetic
-    from spry.data.recipes import RECIPES
-
+def resolve_label_words(cfg: Config, num_labels: int, label_words=None) -> list[str]:
+    """label_words (the setting), else the task's own label words (`label_words`: from its
+    recipe, else its label names), else the label_names setting."""
     words = cfg.label_words
-    recipe = RECIPES.get(cfg.dataset)
-    if words is None and recipe is not None and recipe.label_words is not None:
-        words = list(recipe.label_words)
+    if words is None:
+        words = label_words
     if words is None:
         words = cfg.label_names
-    if words is None and recipe is not None:
-        words = list(recipe.label_names)
-    if words is None and cfg.dataset == "sentiment":
-        words = list(synthetic.LABEL_NAMES)
     if words is None:
         raise ConfigError("label_words: task_head=verbalizer needs one word per label; set "
                           "label_words=[word0, word1, ...] in label order")
     if len(words) != num_labels:
-        raise ConfigError(f"label_words: {len(words)} words {words} for {num_labels} labels; "
-                          "give one word per label, in label order")
+        raise ConfigError(f"label_words: {len(words)} words {list(words)} for {num_labels} "
+                          "labels; give one word per label, in label order")
     return list(words)
 
 
@@ -117,8 +111,6 @@ def load_causal_lm(cfg: Config, pad_token_id: int | None) -> nn.Module:
     shared by task_head=verbalizer and task_head=generate."""
     from transformers import AutoModelForCausalLM
 
-    from spry.models import resolve_model_path
-
     try:
         # Fused SDPA kernels have no forward-AD formula; eager attention does.
         model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.model),
@@ -135,11 +127,11 @@ def load_causal_lm(cfg: Config, pad_token_id: int | None) -> nn.Module:
     return model
 
 
-def load_verbalizer(cfg: Config, num_labels: int, pad_token_id: int | None) -> VerbalizerLM:
-    """A causal LM with PEFT applied (eager attention), wrapped as a label-word classifier."""
-    from spry.models import apply_peft, load_tokenizer
-
-    ids = label_token_ids(load_tokenizer(cfg), resolve_label_words(cfg, num_labels))
+def load_model(cfg: Config, num_labels: int, pad_token_id: int | None,
+               label_words=None) -> VerbalizerLM:
+    """A causal LM with PEFT applied (eager attention), wrapped as a label-word classifier
+    scoring `label_words` (resolve_label_words)."""
+    ids = label_token_ids(load_tokenizer(cfg), resolve_label_words(cfg, num_labels, label_words))
     model = load_causal_lm(cfg, pad_token_id)
     return VerbalizerLM(apply_peft(model, cfg), ids).to(cfg.device)
 

@@ -22,7 +22,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from spry.config import Config
 
-APP_DIR = Path(__file__).resolve().parents[4]
+APP_DIR = Path(__file__).resolve().parents[3]
 """The repository root when Spry runs from a checkout (or a Flower app bundle)."""
 
 
@@ -41,7 +41,7 @@ def make_server_app(cfg: Config | None = None, progress: bool = False) -> Server
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
-        from spry.engines.flower.engine import FlowerEngine
+        from spry.flower.engine import FlowerEngine
         from spry.experiment import run
 
         run_cfg = cfg if cfg is not None else config_from_run_config(context.run_config)

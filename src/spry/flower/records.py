@@ -25,6 +25,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from spry.client import ClientEval, ClientUpdate
 from spry.config import Config
 from spry.messages import EvalInstruction, TrainInstruction
+from spry.tasks.linear_head import ClassStatistics
 
 
 def to_array_record(tensors: dict[str, torch.Tensor]) -> ArrayRecord:
@@ -143,8 +144,6 @@ def class_statistics_reply(stats) -> RecordDict:
 
 
 def read_class_statistics(content: RecordDict):
-    from spry.tasks.classifier import ClassStatistics
-
     arrays = from_array_record(content.array_records["class-sums"])
     meta = content.config_records["class-meta"]
     return ClassStatistics(int(meta["client-id"]), arrays["sums"], arrays["counts"],

@@ -21,7 +21,7 @@ from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from spry.config import Config, ConfigError
-from spry.engines.flower import records
+from spry.flower import records
 from spry.engines.node import (ClientState, client_class_statistics, evaluate_client,
                                train_client)
 

@@ -7,13 +7,16 @@ max_length (longest first) shortens the passage and keeps the question, the answ
 the closing prompt that a verbalizer reads its label word after.
 
 Metrics: accuracy over answer options and SuperGLUE's F1a, the F1 of the "true" class over
-all answer options (spry.tasks.metrics.binary_f1).
+all answer options (spry.tasks.metrics.binary_f1); a verbalizer reads LABEL_WORDS.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from spry.config import ConfigError
+from spry.data.examples import Examples
 
 LABEL_NAMES = ("false", "true")
 # Read as the next word after "Is the answer correct?".
@@ -26,9 +29,6 @@ def format_pair(question: str, answer: str) -> str:
 
 def read_multirc(path: Path, names: tuple[str, ...] = LABEL_NAMES):
     """One example per answer option of a SuperGLUE MultiRC .jsonl file (labelled)."""
-    from spry.config import ConfigError
-    from spry.data.sources import Examples
-
     texts, pairs, labels = [], [], []
     with open(path, encoding="utf-8") as lines:
         for line_number, line in enumerate(lines, 1):

@@ -17,18 +17,13 @@ import numpy as np
 import torch
 
 from spry.estimators.base import combine
-from spry.seeds import derive_seed
+from spry.seeds import tangent_seed
 
 # What identifies a scalar upload: client id and step (int64 each), batch size (int32),
 # loss (float32). The K scalars follow as float32.
 UPLOAD_HEADER_BYTES = 24
 # A step record adds the round and round seed (int64 each) to its uploads.
 RECORD_HEADER_BYTES = 16
-
-
-def tangent_seed(round_seed: int, client_id: int, step: int, k: int) -> int:
-    """The seed of tangent k at a client's step: client and server derive the same one."""
-    return derive_seed(round_seed, "tangent", client_id, step, k)
 
 
 @dataclass(frozen=True)
@@ -61,6 +56,18 @@ class StepRecord:
     @property
     def nbytes(self) -> int:
         return RECORD_HEADER_BYTES + sum(u.nbytes for u in self.uploads)
+
+    def as_list(self) -> list:
+        """Plain lists, for a checkpoint that loads with torch.load(weights_only=True)."""
+        return [self.server_round, self.round_seed, self.step,
+                [[u.client_id, u.step, list(u.scalars), u.num_examples, u.loss]
+                 for u in self.uploads]]
+
+    @classmethod
+    def from_list(cls, saved: list) -> "StepRecord":
+        server_round, round_seed, step, uploads = saved
+        return cls(server_round, round_seed, step,
+                   tuple(ScalarUpload(c, s, tuple(x), n, loss) for c, s, x, n, loss in uploads))
 
 
 def rebuild_gradients(record: StepRecord, params_of: Mapping[int, Sequence[str]],
@@ -105,6 +112,16 @@ class Replica:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.version += 1
+
+    def state_dict(self) -> dict:
+        return {"weights": self.weights, "optimizer": self.optimizer.state_dict(),
+                "version": self.version}
+
+    @classmethod
+    def from_state(cls, saved: dict, make_optimizer) -> "Replica":
+        replica = cls(saved["weights"], make_optimizer, version=saved["version"])
+        replica.optimizer.load_state_dict(saved["optimizer"])
+        return replica
 
     def snapshot(self) -> "Replica":
         """What a lagging client downloads instead of replaying: weights and optimizer."""

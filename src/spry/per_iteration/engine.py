@@ -13,45 +13,34 @@ from __future__ import annotations
 
 import logging
 import time
-from itertools import islice
 from typing import Callable, Iterator
 
-import torch
-
-from spry.client import classification_loss
+from spry.client import client_batches, is_finite, make_client_optimizer, step_estimate
 from spry.config import Config
-from spry.data import FederatedData, iterate_batches
+from spry.data import FederatedData
 from spry.engines.local import LocalEngine
-from spry.estimators import forward_gradient
-from spry.federation.replay import Replica, ScalarUpload, StepRecord, tangent_seed
+from spry.methods import make_estimator
 from spry.models import load_trainable
-from spry.seeds import derive_seed, seeded_global_rng
+from spry.per_iteration.replay import Replica, ScalarUpload, StepRecord
+from spry.seeds import derive_seed, seeded_global_rng, tangent_seed
 
 log = logging.getLogger(__name__)
 
 
-def round_batches(data, tokenizer, cfg: Config, round_seed: int, client_id: int
-                  ) -> Iterator[dict[str, torch.Tensor]]:
-    """The client's batches for a round: E shuffled epochs, capped at max_steps."""
-    epochs = (iterate_batches(data, tokenizer, cfg.batch_size,
-                              seed=derive_seed(round_seed, "batches", client_id, e))
-              for e in range(cfg.local_epochs))
-    stream = (batch for epoch in epochs for batch in epoch)
-    return islice(stream, cfg.max_steps) if cfg.max_steps is not None else stream
-
-
 def scalar_step(model, batch, unit_params: list[str], cfg: Config, round_seed: int,
                 client_id: int, step: int) -> ScalarUpload | None:
-    """One step's upload: the K directional derivatives at the model's current weights."""
+    """One step's upload: the K directional derivatives at the model's current weights,
+    from the client's own step function. No tangent is skipped (skip_zero_factors): the
+    server regenerates one for every tensor of the client's units."""
     named = dict(model.named_parameters())
     params = {n: named[n] for n in unit_params}
     seeds = [tangent_seed(round_seed, client_id, step, k) for k in range(cfg.tangents)]
     model.train()
     with seeded_global_rng(derive_seed(round_seed, "dropout", client_id, step)):
-        batch = {k: v.to(cfg.device) for k, v in batch.items()}
-        est = forward_gradient(classification_loss(model, batch), params, seeds)
+        est = step_estimate(model, batch, params, None, cfg, make_estimator(cfg), seeds,
+                            skip_zero_factors=False)
     model.eval()
-    if not all(map(torch.isfinite, map(torch.tensor, [est.loss, *est.scalars]))):
+    if not is_finite(est):
         return None  # a non-finite step is skipped, not sent
     return ScalarUpload.of(client_id, step, est.scalars, len(batch["labels"]), est.loss)
 
@@ -79,8 +68,9 @@ class LocalStepEngine:
     def begin_round(self, server_round: int, round_seed: int, client_ids: list[int]) -> None:
         self.round_seed = round_seed
         self.failures = {}
-        self.streams = {cid: round_batches(self.data.clients[cid].train, self.tokenizer,
-                                           self.cfg, round_seed, cid) for cid in client_ids}
+        self.streams = {cid: client_batches(self.data.clients[cid].train, self.tokenizer,
+                                            self.cfg, round_seed, cid, self.cfg.local_epochs,
+                                            self.cfg.max_steps) for cid in client_ids}
 
     def step(self, server_round: int, step: int, clients: dict[int, list[str]]
              ) -> list[ScalarUpload] | None:
@@ -124,3 +114,14 @@ class LocalStepEngine:
 
     def class_statistics(self, client_ids: list[int]) -> list:
         return self._evaluator.class_statistics(client_ids)
+
+    # --- checkpoints (spry.checkpoint) -------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"replicas": {cid: r.state_dict() for cid, r in self.replicas.items()},
+                "skipped_steps": self.skipped_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        cfg = self.cfg
+        self.replicas = {cid: Replica.from_state(r, lambda ps: make_client_optimizer(cfg, ps))
+                         for cid, r in state["replicas"].items()}
+        self.skipped_steps = state["skipped_steps"]

@@ -18,8 +18,8 @@ def run_simulation(cfg: Config, progress: bool = True, client_app=None) -> Path:
     (tests use it to make a node fail)."""
     from flwr.simulation import run_simulation as flower_run_simulation
 
-    from spry.engines.flower.client_app import app as spry_client_app
-    from spry.engines.flower.server_app import make_server_app
+    from spry.flower.client_app import app as spry_client_app
+    from spry.flower.server_app import make_server_app
     from spry.experiment import run_dir_for
     from spry.metrics import read_metrics
 

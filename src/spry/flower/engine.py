@@ -18,7 +18,7 @@ from flwr.serverapp import Grid
 
 from spry.client import ClientEval, ClientUpdate
 from spry.config import Config, ConfigError
-from spry.engines.flower import records
+from spry.flower import records
 from spry.messages import EvalInstruction, TrainInstruction
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,8 @@ def discover_clients(grid: Grid, num_clients: int, wait: float = NODE_WAIT_SECON
 
 
 class FlowerEngine:
+    """The Engine protocol (spry.engines.protocol) over a Flower Grid."""
+
     def __init__(self, grid: Grid, cfg: Config):
         self.grid, self.cfg = grid, cfg
         self.node_of = discover_clients(grid, cfg.num_clients)
@@ -106,3 +108,10 @@ class FlowerEngine:
         contents = self._exchange([(i.client_id, records.evaluate_content(i, self.cfg))
                                    for i in instructions], MessageType.EVALUATE)
         return [records.read_eval(c) for c in contents]
+
+    def state_dict(self) -> dict:
+        """Nothing: each node keeps its own state in its Flower Context."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

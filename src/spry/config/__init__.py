@@ -1,0 +1,26 @@
+"""One flat, frozen schema for a run, validated when built.
+
+Two doors into the same schema: `Config.from_yaml(path, overrides)` for the CLI and
+`Config.from_flat(mapping)` for engines that carry a flat key/value run config (Flower).
+Defaults are the paper's (Panchal et al. 2024, Sec. 5 and App. C): LoRA r=1, alpha=1,
+dropout 0.1 on query/value, K=1, AdamW lr 1e-4, FedYogi server, batch 8, max length 64,
+one local epoch, five personalization epochs.
+
+The parts: schema (Config and each setting's docstring), choices (the allowed values and
+ConfigError), defaults (what a setting left unset follows), checks (validation) and
+loading (YAML and `key=value` coercion). Import from here: `from spry.config import Config`.
+"""
+
+from spry.config.choices import (ASSIGNMENTS, CLIENT_OPTIMIZERS, COMMUNICATIONS, CONTEXTS,
+                                 DTYPES, ENGINES, HEAD_GRADIENTS, HEAD_INITS, HEAD_MODES,
+                                 METHODS, ON_ALL_CLIENTS_FAILED, PEFT_METHODS, POOLINGS,
+                                 RECIPES, SERVER_OPTIMIZERS, TANGENT_SHARINGS, TASK_HEADS,
+                                 ConfigError)
+from spry.config.defaults import CHOICE_DEFAULTS, CLIENT_LR, RECIPE_DEFAULTS, SERVER_LR
+from spry.config.schema import Config
+
+__all__ = ["ASSIGNMENTS", "CHOICE_DEFAULTS", "CLIENT_LR", "CLIENT_OPTIMIZERS", "COMMUNICATIONS",
+           "CONTEXTS", "Config", "ConfigError", "DTYPES", "ENGINES", "HEAD_GRADIENTS",
+           "HEAD_INITS", "HEAD_MODES", "METHODS", "ON_ALL_CLIENTS_FAILED", "PEFT_METHODS",
+           "POOLINGS", "RECIPES", "RECIPE_DEFAULTS", "SERVER_LR", "SERVER_OPTIMIZERS",
+           "TANGENT_SHARINGS", "TASK_HEADS"]

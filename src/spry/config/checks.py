@@ -1,0 +1,211 @@
+"""Validation of a built Config: each setting's type and value, then how they combine.
+
+The checks run in a fixed order and the first problem raises, so a config with several
+problems is always told the same one first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+import typing
+from typing import Any
+
+from spry.config.choices import (ASSIGNMENTS, CLIENT_OPTIMIZERS, COMMUNICATIONS, CONTEXTS,
+                                 DTYPES, ENGINES, FORWARD_GRADIENT_METHODS, HEAD_GRADIENTS,
+                                 HEAD_INITS, HEAD_MODES, METHODS, ON_ALL_CLIENTS_FAILED,
+                                 PEFT_METHODS, POOLINGS, RECIPES, SERVER_OPTIMIZERS,
+                                 TANGENT_SHARINGS, TASK_HEADS, ConfigError)
+from spry.config.loading import type_name, type_ok
+
+Config = Any
+"""spry.config.schema.Config, which runs these checks when built: not imported here, so
+the schema stands above its checks (no import circle)."""
+
+
+def check_types(cfg: Config) -> None:
+    """Every field holds its annotated type and a finite number; an int given for a float
+    field becomes that float."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if not type_ok(value, hints[f.name]):
+            want = type_name(hints[f.name])
+            raise ConfigError(f"{f.name}: expected {want}, got {value!r} ({type(value).__name__})")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{f.name}: must be a finite number, got {value!r}")
+        if hints[f.name] is float and isinstance(value, int):
+            object.__setattr__(cfg, f.name, float(value))
+
+
+def one_of(cfg: Config, name: str, choices: tuple[str, ...]) -> None:
+    if getattr(cfg, name) not in choices:
+        raise ConfigError(f"{name}: {getattr(cfg, name)!r} is not one of {', '.join(choices)}")
+
+
+def _positive(cfg: Config, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{name}: must be > 0, got {value}")
+
+
+def check_values(cfg: Config) -> None:
+    """Each setting's value, then how the settings combine."""
+    _check_choices(cfg)
+    _check_head(cfg)
+    _check_numbers(cfg)
+    _check_communication(cfg)
+    _check_zeroth_order(cfg)
+    _check_lists(cfg)
+    _check_task_head(cfg)
+
+
+def _check_choices(cfg: Config) -> None:
+    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("tensorboard: true needs the tensorboard package: "
+                          "pip install tensorboard (or set tensorboard=false)")
+    one_of(cfg, "method", METHODS)
+    one_of(cfg, "peft", PEFT_METHODS)
+    one_of(cfg, "assignment", ASSIGNMENTS)
+    one_of(cfg, "head", HEAD_MODES)
+    one_of(cfg, "server_optimizer", SERVER_OPTIMIZERS)
+    one_of(cfg, "client_optimizer", CLIENT_OPTIMIZERS)
+    one_of(cfg, "communication", COMMUNICATIONS)
+    one_of(cfg, "context", CONTEXTS)
+    one_of(cfg, "engine", ENGINES)
+    one_of(cfg, "dtype", DTYPES)
+    one_of(cfg, "on_all_clients_failed", ON_ALL_CLIENTS_FAILED)
+    one_of(cfg, "recipe", RECIPES)
+
+
+def _check_numbers(cfg: Config) -> None:
+    """Ranges of the numeric settings, and the two that engine=flower does not take."""
+    _positive(cfg, "lora_r", "lora_alpha", "max_length", "num_clients", "dirichlet_alpha",
+              "rounds", "clients_per_round", "tangents", "client_lr", "server_lr",
+              "batch_size", "local_epochs", "max_steps", "eval_every", "eval_batch_size",
+              "max_train_examples", "max_test_examples", "server_tau", "round_timeout",
+              "checkpoint_every", "max_update_norm", "client_timeout_seconds", "threads")
+    if cfg.test_fraction is not None and not 0 < cfg.test_fraction < 1:
+        raise ConfigError(f"test_fraction: must be in (0, 1), got {cfg.test_fraction}")
+    if cfg.engine == "flower" and cfg.client_timeout_seconds is not None:
+        raise ConfigError("client_timeout_seconds: engine=local only; with engine=flower set "
+                          "round_timeout instead")
+    if cfg.engine == "flower" and cfg.checkpoint_every is not None:
+        raise ConfigError("checkpoint_every: engine=local only (with engine=flower the client "
+                          "state lives on the SuperNodes); remove it")
+    if not 0 <= cfg.lora_dropout < 1:
+        raise ConfigError(f"lora_dropout: must be in [0, 1), got {cfg.lora_dropout}")
+    if not 0 < cfg.client_test_fraction < 1:
+        raise ConfigError(
+            f"client_test_fraction: must be in (0, 1), got {cfg.client_test_fraction}")
+    for name in ("server_beta1", "server_beta2"):
+        if not 0 <= getattr(cfg, name) < 1:
+            raise ConfigError(f"{name}: must be in [0, 1), got {getattr(cfg, name)}")
+    if cfg.weight_decay < 0:
+        raise ConfigError(f"weight_decay: must be >= 0, got {cfg.weight_decay}")
+    if cfg.personalization_epochs < 0:
+        raise ConfigError(
+            f"personalization_epochs: must be >= 0, got {cfg.personalization_epochs}")
+
+
+def _check_communication(cfg: Config) -> None:
+    """per_iteration's limits, the round's clients, and who uses K."""
+    if cfg.communication == "per_iteration":
+        if cfg.method not in FORWARD_GRADIENT_METHODS:
+            raise ConfigError(f"communication: per_iteration sends directional derivatives, which "
+                              f"method={cfg.method!r} does not make; use method="
+                              f"{' or '.join(FORWARD_GRADIENT_METHODS)}")
+        if cfg.server_optimizer != "fedavg":
+            raise ConfigError("server_optimizer: per_iteration steps client_optimizer/client_lr at "
+                              "the server every step and has no round-level server step; set "
+                              "server_optimizer=fedavg")
+        if cfg.engine != "local":
+            raise ConfigError("engine: per_iteration runs on engine=local only for now")
+    if cfg.clients_per_round > cfg.num_clients:
+        raise ConfigError(
+            f"clients_per_round: {cfg.clients_per_round} is more than num_clients "
+            f"({cfg.num_clients}); lower clients_per_round or raise num_clients")
+    if cfg.method in ("backprop", "fedsgd") and cfg.tangents != 1:
+        raise ConfigError("tangents: only forward-gradient methods use K; leave it at 1 "
+                          f"with method={cfg.method}")
+
+
+def _check_lists(cfg: Config) -> None:
+    if cfg.target_modules is not None and cfg.peft not in ("lora", "ia3"):
+        raise ConfigError(f"target_modules: only used by peft=lora or ia3, not {cfg.peft!r}; "
+                          "remove it")
+    if cfg.label_names is not None and len(set(cfg.label_names)) != len(cfg.label_names):
+        raise ConfigError(f"label_names: has duplicates: {cfg.label_names}")
+
+
+def _check_task_head(cfg: Config) -> None:
+    one_of(cfg, "task_head", TASK_HEADS)
+    if cfg.label_words is not None:
+        if cfg.task_head != "verbalizer":
+            raise ConfigError("label_words: only used by task_head=verbalizer; remove it or set "
+                              "task_head=verbalizer")
+        if len(set(cfg.label_words)) != len(cfg.label_words):
+            raise ConfigError(f"label_words: has duplicates: {cfg.label_words}")
+    if cfg.task_head in ("verbalizer", "generate"):
+        if cfg.peft == "head":
+            raise ConfigError(f"peft: task_head={cfg.task_head} has no head to train; use "
+                              "peft=lora, ia3 or bitfit")
+        if cfg.head == "shared":
+            raise ConfigError(f"head: task_head={cfg.task_head} has no head unit to share; leave "
+                              "head=split")
+    qa_heads = ("span", "generate")
+    if (cfg.dataset == "squad_v2") != (cfg.task_head in qa_heads):
+        raise ConfigError(f"task_head: dataset={cfg.dataset!r} with task_head={cfg.task_head!r}; "
+                          "SQuAD v2 pairs dataset=squad_v2 with task_head=span (an encoder's "
+                          "extractive span head) or task_head=generate (a decoder writes the "
+                          "answer)")
+    if cfg.task_head in qa_heads and cfg.communication == "per_iteration":
+        raise ConfigError(f"communication: task_head={cfg.task_head} runs per_epoch only for now")
+
+
+def _check_head(cfg: Config) -> None:
+    """The classification head's settings (pooling, head_init, head_gradient)."""
+    one_of(cfg, "pooling", POOLINGS)
+    one_of(cfg, "head_init", HEAD_INITS)
+    one_of(cfg, "head_gradient", HEAD_GRADIENTS)
+    one_of(cfg, "tangent_sharing", TANGENT_SHARINGS)
+    _positive(cfg, "head_init_scale", "head_init_examples", "head_lr")
+    if cfg.tangent_sharing == "example":
+        if cfg.peft in ("ia3", "bitfit") or cfg.task_head != "classifier":
+            raise ConfigError("tangent_sharing: example needs task_head=classifier and linear "
+                              f"trainable tensors (peft=lora or head), not peft={cfg.peft!r}, "
+                              f"task_head={cfg.task_head!r}; set tangent_sharing=batch")
+        if cfg.communication == "per_iteration":
+            raise ConfigError("tangent_sharing: per_iteration uploads K scalars a step; set "
+                              "tangent_sharing=batch")
+    if cfg.guided_tangent and (cfg.method not in FORWARD_GRADIENT_METHODS
+                               or cfg.communication != "per_epoch"):
+        raise ConfigError(f"guided_tangent: needs a forward-gradient method "
+                          f"({', '.join(FORWARD_GRADIENT_METHODS)}) with "
+                          "communication=per_epoch; set guided_tangent=false")
+    if cfg.head_gradient == "exact" and cfg.communication == "per_iteration":
+        raise ConfigError("head_gradient: per_iteration uploads only directional derivatives; "
+                          "set head_gradient=estimator")
+    if cfg.task_head != "classifier":
+        return  # the other heads have no pooled linear head; these settings do not apply
+    if cfg.pooling == "model" and cfg.head_init == "class_means":
+        raise ConfigError("head_init: class_means needs a pooled head (pooling=auto, cls, mean "
+                          "or max); with pooling=model set head_init=random")
+    if cfg.pooling == "model" and cfg.head_gradient == "exact":
+        raise ConfigError("head_gradient: exact needs a pooled linear head (pooling=auto, cls, "
+                          "mean or max); with pooling=model set head_gradient=estimator")
+
+
+def _check_zeroth_order(cfg: Config) -> None:
+    """The baselines' own settings (method=fedsgd, fedmezo, baffle, fwdllm)."""
+    _positive(cfg, "fd_epsilon", "fwdllm_candidates", "fwdllm_max_perturbations",
+              "fwdllm_variance_threshold")
+    if cfg.method == "fedsgd" and cfg.client_optimizer != "sgd":
+        raise ConfigError(f"client_optimizer: method=fedsgd takes one plain gradient step per "
+                          f"round; {cfg.client_optimizer!r} would not send a gradient (Adam's "
+                          "first step is sign(g)); set client_optimizer=sgd")
+    if cfg.method == "fwdllm" and cfg.fwdllm_max_perturbations < cfg.tangents:
+        raise ConfigError(f"fwdllm_max_perturbations: {cfg.fwdllm_max_perturbations} is below "
+                          f"tangents ({cfg.tangents}), the minimum per step; raise it")

@@ -1,0 +1,33 @@
+"""The values each choice setting takes, and the error a wrong setting raises."""
+
+from __future__ import annotations
+
+from spry import methods
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message names the field and the fix."""
+
+
+# The method names in the table's order (spry.methods.METHODS holds what each one is).
+METHODS = tuple(methods.METHODS)
+# The methods whose estimator is a forward gradient (jvps): what per_iteration sends up
+# and what guided_tangent steers.
+FORWARD_GRADIENT_METHODS = tuple(name for name, method in methods.METHODS.items()
+                                 if method.estimator == "forward_gradient")
+PEFT_METHODS = ("lora", "ia3", "bitfit", "head")
+ASSIGNMENTS = ("rotating", "static", "random")
+HEAD_MODES = ("split", "shared")
+SERVER_OPTIMIZERS = ("fedavg", "fedadam", "fedyogi")
+CLIENT_OPTIMIZERS = ("sgd", "adam", "adamw")
+COMMUNICATIONS = ("per_epoch", "per_iteration")
+CONTEXTS = ("global", "local")
+ENGINES = ("local", "flower")
+DTYPES = ("float32", "float64", "bfloat16")
+TASK_HEADS = ("classifier", "verbalizer", "span", "generate")
+ON_ALL_CLIENTS_FAILED = ("continue", "stop")
+RECIPES = ("spry", "paper")
+POOLINGS = ("auto", "model", "cls", "mean", "max", "last")
+HEAD_INITS = ("class_means", "random")
+HEAD_GRADIENTS = ("exact", "estimator")
+TANGENT_SHARINGS = ("example", "batch")

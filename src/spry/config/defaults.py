@@ -1,0 +1,69 @@
+"""The defaults that follow other settings: per recipe, per optimizer, per method."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spry.methods import METHODS
+
+Config = Any
+"""spry.config.schema.Config, which resolves its defaults here: not imported, so the
+schema stands above this module (no import circle)."""
+
+RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    # What this project measured to learn at CPU budgets (docs/learning.md): the head reads
+    # the feature the model was trained to produce, starts from federated class means and
+    # takes its exact gradient; forward gradients go to the adapters only, with one
+    # tangent per example and none on a factor whose gradient is exactly zero.
+    # The head is trained by every client (head=shared): its exact gradient costs nothing.
+    "spry": dict(pooling="auto", head_init="class_means", head_gradient="exact",
+                 tangent_sharing="example", skip_zero_factors=True, head="shared"),
+    # The paper's recipe (Panchal et al. 2024): the architecture's own head, randomly
+    # initialised, one shared tangent over every trainable tensor of the client.
+    "paper": dict(pooling="model", head_init="random", head_gradient="estimator",
+                  tangent_sharing="batch", skip_zero_factors=False, head="split"),
+}
+
+# Defaults that follow another choice (None in the schema): the server's step size follows
+# its optimizer (FedAvg's mean replaces the weights; the paper's FedYogi steps 1e-2).
+SERVER_LR = {"fedavg": 1.0, "fedadam": 1e-2, "fedyogi": 1e-2}
+# The client's learning rate per recipe and method (None: every other method). The paper
+# uses AdamW 1e-4 throughout; recipe=spry takes the rate measured here where the methods
+# table has one (Method.measured_client_lr: docs/learning.md, docs/baselines.md).
+CLIENT_LR = {"spry": {None: 1e-4, **{name: method.measured_client_lr
+                                     for name, method in METHODS.items()
+                                     if method.measured_client_lr is not None}},
+             "paper": {None: 1e-4}}
+CHOICE_DEFAULTS = ("server_lr", "client_lr")
+
+
+def resolved_default(cfg: Config, name: str) -> tuple[Any, str]:
+    """(value, the settings it follows) for a setting left unset."""
+    if name == "server_lr":
+        return SERVER_LR[cfg.server_optimizer], f"server_optimizer={cfg.server_optimizer}"
+    if name == "client_lr":
+        lrs = CLIENT_LR[cfg.recipe]
+        return lrs.get(cfg.method, lrs[None]), f"recipe={cfg.recipe}, method={cfg.method}"
+    return _recipe_default(cfg, name), f"recipe={cfg.recipe}"
+
+
+def _recipe_default(cfg: Config, name: str) -> Any:
+    """The recipe's value for `name`, where this run can use it."""
+    value = RECIPE_DEFAULTS[cfg.recipe][name]
+    # Per-example tangents need per-example losses (the classifier head) and linear-layer
+    # tensors (not IA3's scales, not BitFit's LayerNorm biases); per-iteration uploads K
+    # scalars a step, so it keeps one tangent per batch and the head on the estimator.
+    if name == "tangent_sharing" and (cfg.peft in ("ia3", "bitfit") or cfg.task_head != "classifier"
+                                      or cfg.communication == "per_iteration"):
+        return "batch"
+    if name == "head_gradient" and cfg.communication == "per_iteration":
+        return "estimator"
+    if name == "head" and cfg.task_head in ("verbalizer", "generate"):
+        return "split"  # no head unit to share
+    # The architecture's own head (pooling=model) is no single linear layer on a pooled
+    # feature: no class means, no closed-form gradient for it.
+    if name == "head_init" and cfg.pooling == "model":
+        return "random"
+    if name == "head_gradient" and cfg.pooling == "model":
+        return "estimator"
+    return value

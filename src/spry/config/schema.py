@@ -1,0 +1,284 @@
+"""The schema: every setting of a run as a field of the frozen Config, its docstring the
+setting's documentation (spry.settings reads them from this file's source)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from spry.config.checks import check_types, check_values, one_of
+from spry.config.choices import METHODS, RECIPES, SERVER_OPTIMIZERS
+from spry.config.defaults import CHOICE_DEFAULTS, RECIPE_DEFAULTS, resolved_default
+from spry.config.loading import coerced_values, read_values
+
+
+@dataclass(frozen=True)
+class Config:
+    recipe: str = "spry"
+    """`spry`: this project's measured defaults for the settings below that are left unset
+    (None); `paper`: the paper's exact recipe (docs/learning.md). Explicit values win."""
+
+    # --- model and PEFT --------------------------------------------------------------
+    model: str = "all-minilm-l6-v2"
+    """Hub name, local directory, or a packaged alias (all-minilm-l6-v2)."""
+    peft: str = "lora"
+    """What a client trains: `lora` adapters, `ia3` scales, `bitfit` biases, or `head` only
+    (the classification head over a frozen model)."""
+    lora_r: int = 1
+    """LoRA rank r (the paper: 1)."""
+    lora_alpha: float = 1.0
+    """LoRA scaling alpha (the update is B A times alpha / r)."""
+    lora_dropout: float = 0.1
+    """Dropout on the LoRA branch's input, in [0, 1)."""
+    target_modules: list[str] | None = None
+    """None picks the paper's query/value modules for the architecture."""
+    dtype: str = "float32"
+    """The frozen model's dtype: float32, float64 or bfloat16."""
+    device: str = "cpu"
+    """torch device for the model and every client step (cpu, cuda, cuda:1, ...)."""
+    task_head: str = "classifier"
+    """`classifier`: a sequence-classification head (a trainable unit); `verbalizer`: a
+    causal LM scores each label's word as the next token after the text (no head unit);
+    `span`: extractive QA, start/end logits from the `qa_outputs` head (dataset=squad_v2);
+    `generate`: QA on a causal LM, which writes the answer (dataset=squad_v2; no head unit)."""
+    label_words: list[str] | None = None
+    """task_head=verbalizer: one word per label, in label order (default: the recipe's
+    words, else the label names); each is scored by its first token after a space."""
+
+    pooling: str | None = None
+    """task_head=classifier: which feature a linear head reads. `auto`: what a
+    sentence-transformers model declares (modules.json, 1_Pooling/config.json: mean, cls or
+    max, normalised or not), else the architecture's convention (the first token for
+    encoders, the last real token for decoders); `cls`, `mean`, `max`, `last`: that pooling
+    of the last hidden states, unnormalised; `model`: the architecture's own head
+    (AutoModelForSequenceClassification, e.g. BERT's [CLS] pooler). None: the recipe's."""
+    head_init: str | None = None
+    """`class_means`: before round 1, clients send per-class sums and counts of their pooled
+    features (one forward pass, no backward) and the server sets the head to the normalised
+    class means (FedNCM, Legate et al. 2023), logged as round 0; `random`: the
+    architecture's random head. Needs a pooled head (pooling other than `model`)."""
+    head_init_scale: float = 10.0
+    """class_means: the head's rows are the unit class means times this (a softmax
+    temperature: features are normalised, so cosine logits times this scale)."""
+    head_init_examples: int | None = 64
+    """class_means: at most this many training examples per client enter the class means
+    (None: all), so round 0 costs a bounded forward pass per client."""
+    head_gradient: str | None = None
+    """`exact`: the linear head's gradient in closed form from the forward pass (pooled
+    features, softmax, labels), so the estimator spends its perturbations on the adapters
+    only; `estimator`: the head is one more tensor for the method's estimator."""
+
+    # --- data ------------------------------------------------------------------------
+    dataset: str = "sentiment"
+    """A recipe (sentiment, sst2, ag_news, snli, mnli, yahoo, yelp_polarity, multirc,
+    squad_v2), a hub id, or a local csv/tsv/json/jsonl/parquet file."""
+    data_dir: str | None = None
+    """Where recipes find their local files; defaults to $SPRY_DATA_DIR."""
+    test_file: str | None = None
+    """dataset=<a file>: the global held-out test split, a file with the same columns."""
+    test_fraction: float | None = None
+    """Hold out this fraction of the training data as the global test split, seeded and
+    stratified by label (for a single labelled file; not with test_file or a recipe's own
+    test split). None: no split."""
+    text_column: str | None = None
+    """dataset=<a file or hub id>: the column holding the text. None: `text`, `sentence`, …,
+    or the first column of a known pair layout (see pair_column)."""
+    pair_column: str | None = None
+    """The column holding the second text of a sentence pair. None: detected from the usual
+    layouts (premise/hypothesis, sentence1/sentence2, question/passage, …), else none."""
+    label_column: str | None = None
+    """The column holding the label. None: `label`."""
+    label_names: list[str] | None = None
+    """The label set in class order. None: a recipe's names, a hub dataset's ClassLabel
+    names, the integers 0..max, or the sorted distinct string labels."""
+    max_length: int = 64
+    """Tokens per example (longer texts are truncated)."""
+    max_train_examples: int | None = None
+    """Use a seeded random subset of at most this many training examples (None: all)."""
+    max_test_examples: int | None = None
+    """Use a seeded random subset of at most this many global test examples (None: all)."""
+    num_clients: int = 100
+    """N, the clients the training data is dealt to."""
+    dirichlet_alpha: float = 0.1
+    """Label skew across clients: Dirichlet(α) class proportions per client (0.1: strongly
+    heterogeneous, 1.0: near-homogeneous)."""
+    client_test_fraction: float = 0.2
+    """Each client keeps this fraction of its examples as its local test split (the
+    generalized and personalized accuracies are measured on them)."""
+
+    # --- federation ------------------------------------------------------------------
+    method: str = "spry"
+    """`spry` (forward gradients, units split among the round's clients), `fedfgd` (forward
+    gradients, no split), `backprop`, `backprop_split`, `fedsgd`, `fedmezo` (SPSA),
+    `baffle`, `fwdllm`."""
+    communication: str = "per_epoch"
+    """`per_epoch`: clients send weights after local training; `per_iteration`: K scalars up
+    and seeds down every step (docs/per_iteration.md)."""
+    rounds: int = 10
+    """Server rounds."""
+    clients_per_round: int = 10
+    """M, the clients sampled each round."""
+    assignment: str = "rotating"
+    """How units are dealt to a round's clients: `rotating` (offset by round), `static`,
+    `random`."""
+    max_replay_lag: int = 200
+    """per_iteration: a client more than this many server steps behind downloads the
+    weights (and optimizer state) instead of replaying the (seed, scalar) log."""
+    context: str = "global"
+    """What a client's forward pass reads for the trainable weights it does not train:
+    `global` — their current global values, sent with its units (as the authors' client,
+    which receives the whole model); `local` — only its units travel, the rest keep the
+    values this client last received (a smaller downlink; stale context, so pair it with
+    head=shared)."""
+    head: str | None = None
+    """`split`: the task head is one more unit, dealt to one client a round (the paper);
+    `shared`: every client trains it. None: the recipe's."""
+    server_optimizer: str = "fedyogi"
+    """How the server applies the round's mean update: `fedavg` (the mean replaces the
+    weights at server_lr 1), `fedadam`, `fedyogi` (adaptive steps on the pseudo-gradient)."""
+    server_lr: float | None = None
+    """The server's step size. None: 1.0 with server_optimizer=fedavg, 1e-2 with fedadam
+    and fedyogi (the paper)."""
+    server_beta1: float = 0.9
+    """FedAdam/FedYogi first-moment decay."""
+    server_beta2: float = 0.99
+    """FedAdam/FedYogi second-moment decay."""
+    server_tau: float = 1e-3
+    """FedAdam/FedYogi adaptivity (ε in the denominator)."""
+
+    # --- client ----------------------------------------------------------------------
+    tangents: int = 1
+    """K, the number of jvps (perturbations) per step."""
+    tangent_sharing: str | None = None
+    """Forward gradients: `example` draws an independent tangent for every example of the
+    batch (per-example weight perturbation, Ren et al. 2023), averaging B estimates for the
+    price of one jvp; `batch`: one tangent for the whole batch (the paper)."""
+    guided_tangent: bool = False
+    """Forward gradients: one more jvp a step, along the client's units' last global update
+    Δ (sent with the weights): the estimate's component along Δ is then exact, the rest
+    the random estimate's; still unbiased (spry.estimators.guided), one jvp dearer."""
+    skip_zero_factors: bool | None = None
+    """Forward gradients: no tangent on a LoRA A factor while its B is exactly zero (its
+    gradient is then exactly zero: the tangent would add variance and no signal)."""
+    head_lr: float | None = None
+    """The head's client learning rate (None: client_lr)."""
+    client_optimizer: str = "adamw"
+    """The client's local optimizer: `sgd`, `adam`, `adamw`."""
+    client_lr: float | None = None
+    """The client's learning rate. None: 1e-4 (the paper's, every method under
+    recipe=paper); under recipe=spry 1e-3 for backprop and backprop_split, 3e-2 for fedsgd
+    (one plain SGD step a round), 1e-4 for the estimators."""
+    weight_decay: float = 0.0
+    """The client optimizer's weight decay."""
+    batch_size: int = 8
+    """Examples per client step."""
+    local_epochs: int = 1
+    """Passes over a client's training split per round (see max_steps)."""
+    max_steps: int | None = None
+    """Caps the local steps per round (None: whole epochs)."""
+    keep_client_optimizer: bool = False
+    """Keep each client's optimizer state (e.g. AdamW moments) per parameter across the
+    rounds it takes part in; False starts a fresh optimizer every round."""
+    personalization_epochs: int = 5
+    """F; 0 skips personalized accuracy."""
+
+    # --- zeroth-order baselines (method=fedmezo, baffle, fwdllm) -----------------------
+    fd_epsilon: float = 1e-3
+    """ε, the finite-difference step: L(w ± εv) (MeZO's default 1e-3)."""
+    fwdllm_candidates: int = 10
+    """FwdLLM: candidate perturbations scored (cosine to the last global update) per
+    perturbation kept; the pool is fwdllm_max_perturbations × this."""
+    fwdllm_max_perturbations: int = 10
+    """FwdLLM: cap on perturbations per step (at least `tangents`, the minimum)."""
+    fwdllm_variance_threshold: float = 0.5
+    """FwdLLM: stop adding perturbations once the estimated variance of the mean gradient
+    is at most this fraction of its squared norm."""
+
+    # --- run -------------------------------------------------------------------------
+    seed: int = 0
+    """Seeds every random choice of the run (data split, partition, init, tangents)."""
+    eval_every: int = 1
+    """Evaluate every this many rounds; the final round is always evaluated."""
+    max_wall_seconds: float | None = None
+    """A wall-clock cap (compare methods at equal time): a round starts only when the run is
+    expected to end it within the cap (expected: as long as the last round took), the
+    final round is evaluated, and a round is never cut short. None: no cap."""
+    eval_batch_size: int = 64
+    """Examples per forward pass when evaluating."""
+    threads: int | None = None
+    """torch threads for this run (torch.set_num_threads). None: torch's default."""
+    engine: str = "local"
+    """`local`: every client in this process; `flower`: Flower's simulation runtime
+    (docs/flower.md)."""
+    round_timeout: float | None = None
+    """engine=flower: seconds to wait for a round's replies; a node that has not answered
+    by then counts as failed. None waits for every node (the SuperLink reports a dead one
+    once its heartbeats stop)."""
+    output_dir: str = "runs"
+    """Where run directories are made."""
+    run_name: str | None = None
+    """The run directory's name under output_dir. None: <dataset>-<method>-<time>."""
+    tensorboard: bool = False
+    """Also write each round's metrics as TensorBoard event files, in RUN_DIR/tensorboard
+    (`tensorboard --logdir runs`); needs `pip install tensorboard`."""
+
+    # --- reliability (docs in spry.checkpoint and spry.validation) ---------------------
+    checkpoint_every: int | None = None
+    """Write checkpoint.pt into the run directory every this many rounds and after the
+    last round, atomically (a crash mid-write keeps the previous one); `spry run --resume
+    RUN_DIR` continues from it and ends as an uninterrupted run would. None: no checkpoints."""
+    max_update_norm: float | None = None
+    """Reject (log, never average in) a client's update whose L2 norm is above this:
+    per_epoch the change it proposes (returned − sent weights, over all its tensors),
+    per_iteration its K directional derivatives. None: no bound."""
+    client_timeout_seconds: float | None = None
+    """engine=local: a client whose local training (per_iteration: one step) took longer
+    counts as failed and its reply is dropped. Cooperative: the in-process client runs to
+    the end, then its late reply is discarded. engine=flower bounds replies with round_timeout."""
+    on_all_clients_failed: str = "continue"
+    """A round in which no client's update was accepted (every client failed or was
+    rejected) is written to metrics.jsonl either way; `continue` goes on, `stop` ends the
+    run after it (the CLI exits with status 1; resume from the last checkpoint)."""
+
+    def __post_init__(self) -> None:
+        for name, choices in (("recipe", RECIPES), ("method", METHODS),
+                              ("server_optimizer", SERVER_OPTIMIZERS)):
+            one_of(self, name, choices)  # the defaults below follow these
+        # name -> the settings its default followed (config.yaml says so beside the value)
+        defaulted: dict[str, str] = {}
+        for name in (*RECIPE_DEFAULTS[self.recipe], *CHOICE_DEFAULTS):
+            if getattr(self, name) is None:
+                value, because = resolved_default(self, name)
+                object.__setattr__(self, name, value)
+                defaulted[name] = because
+        object.__setattr__(self, "_defaulted", defaulted)
+        check_types(self)
+        check_values(self)
+
+    @property
+    def defaulted(self) -> dict[str, str]:
+        """Settings left unset whose default followed other settings: name -> which
+        (e.g. server_lr -> "server_optimizer=fedavg")."""
+        return dict(self._defaulted)
+
+    # --- the two doors ---------------------------------------------------------------
+    @classmethod
+    def from_flat(cls, values: Mapping[str, Any]) -> "Config":
+        """Build from flat key/value pairs; strings are parsed as YAML scalars."""
+        return cls(**coerced_values(cls, values))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> "Config":
+        """Read a YAML file (optional) and apply `key=value` overrides on top."""
+        return cls.from_flat(read_values(path, overrides))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with `changes`; a setting that was defaulted follows the new choices
+        (replace(server_optimizer="fedavg") moves a defaulted server_lr to 1.0)."""
+        unset = {name: None for name in self._defaulted if name not in changes}
+        return dataclasses.replace(self, **unset, **changes)

@@ -1,0 +1,24 @@
+"""Examples: a task's texts and labels as read, before tokenizing. Imports nothing of Spry,
+so every layer (data readers, task heads) can hand them around."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Examples:
+    texts: list[str]
+    labels: list[int]
+    pairs: list[str] | None = None
+    qa: list | None = None
+    """Extractive QA (spry.data.squad.QAExample per row; texts are the questions, pairs
+    the contexts, labels 1 if answerable)."""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: list[int]) -> "Examples":
+        return Examples([self.texts[i] for i in indices], [self.labels[i] for i in indices],
+                        None if self.pairs is None else [self.pairs[i] for i in indices],
+                        None if self.qa is None else [self.qa[i] for i in indices])
