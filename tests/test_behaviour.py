@@ -1,8 +1,8 @@
 """Behaviour is unchanged by a redesign: small runs against reference files written before it.
 
 Each config below runs a few rounds on a tiny model and must reproduce the reference run's
-metrics.jsonl (every key but the `*_seconds` timings) and its final trainable weights
-exactly. The references under tests/reference/behaviour/ were written from the tree
+metrics.jsonl (every key but the `*_seconds` timings; eval_loss to float32 rounding, since
+evaluation batches by length) and its final trainable weights exactly. The references under tests/reference/behaviour/ were written from the tree
 before the issue-17 redesign (tasks behind one head interface, per-iteration in one
 package, one Engine protocol), by
 
@@ -91,6 +91,10 @@ def test_a_small_run_reproduces_its_reference(name, request, tmp_path):
     expected = json.loads((ref / "metrics.json").read_text())
     assert len(rows) == len(expected)
     for got, want in zip(rows, expected):
+        # Evaluation runs in length order since (issue 20: half the time): the summed
+        # eval loss adds the same terms in another order, equal to float32 rounding.
+        if "eval_loss" in want:
+            assert got.pop("eval_loss") == pytest.approx(want.pop("eval_loss"), rel=1e-6)
         # As JSON text: a float's repr round-trips exactly, and NaN equals NaN.
         assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True), \
             f"round {want.get('round')}"

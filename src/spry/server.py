@@ -148,12 +148,14 @@ class Server:
         start = time.perf_counter()
         instructions = self.configure_train(server_round)
         updates = engine.train(instructions)
+        trained = time.perf_counter()
         bytes_down = sum(tensor_bytes(i.weights) + tensor_bytes(i.previous_update or {})
                          for i in instructions)
         bytes_up = sum(_sent_bytes(u.weights) for u in updates)
         replied = {u.client_id for u in updates}
         updates = self.validate(updates, instructions)
         self._aggregate(updates)
+        aggregated = time.perf_counter()
         self.bytes_up_total += bytes_up
         self.bytes_down_total += bytes_down
         examples = sum(u.num_examples for u in updates)
@@ -171,10 +173,12 @@ class Server:
             steps=sum(u.steps for u in updates),
             skipped_steps=sum(u.skipped_steps for u in updates),
             client_seconds=sum(u.seconds for u in updates), bytes_up=bytes_up,
-            bytes_down=bytes_down)
+            bytes_down=bytes_down, train_seconds=trained - start,
+            aggregate_seconds=aggregated - trained)
         if (evaluate or (lambda: scheduled_eval(self.cfg, server_round)))():
             row.update(summarize_evals(engine.evaluate(self.configure_evaluate(server_round,
                                                                               instructions))))
+        row["evaluate_seconds"] = time.perf_counter() - aggregated
         row["wall_seconds"] = time.perf_counter() - start
         return row
 
@@ -197,10 +201,14 @@ class Server:
 def round_row(server_round: int, server: Server, engine, *, train_loss: float,
               clients: list[int], failed_clients: list[int], rejected: list[dict],
               all_failed: bool, units_per_client: float, steps: int, skipped_steps: int,
-              client_seconds: float, bytes_up: int, bytes_down: int, **extra) -> dict:
+              client_seconds: float, bytes_up: int, bytes_down: int, train_seconds: float,
+              aggregate_seconds: float, **extra) -> dict:
     """A round's metrics.jsonl row, in both communication modes (`extra`: a mode's own
     counts, e.g. per_iteration's uploads). The byte totals are the server's, after the
-    round."""
+    round. Where the round's time went: train_seconds (the clients' local work, as the
+    server waited for it), aggregate_seconds (validation, aggregation and the server
+    step), then evaluate_seconds (the clients' scores and the global test split; 0 when
+    the round is not evaluated) and wall_seconds, their sum, added by the caller."""
     return {
         "round": server_round, "train_loss": train_loss, "clients": clients,
         "failed_clients": failed_clients,
@@ -212,7 +220,8 @@ def round_row(server_round: int, server: Server, engine, *, train_loss: float,
         "rejected_updates": rejected, "all_clients_failed": all_failed,
         "units_per_client": units_per_client, "steps": steps, "skipped_steps": skipped_steps,
         **extra,
-        "client_seconds": client_seconds, "bytes_up": bytes_up, "bytes_down": bytes_down,
+        "client_seconds": client_seconds, "train_seconds": train_seconds,
+        "aggregate_seconds": aggregate_seconds, "bytes_up": bytes_up, "bytes_down": bytes_down,
         "bytes_up_total": server.bytes_up_total, "bytes_down_total": server.bytes_down_total,
     }
 

@@ -29,6 +29,9 @@ class Encoded:
     def subset(self, indices: list[int]) -> "Encoded":
         return Encoded([self.features[i] for i in indices], [self.labels[i] for i in indices])
 
+    def length(self, index: int) -> int:
+        return len(self.features[index]["input_ids"])
+
     def collate(self, indices: list[int], tokenizer) -> dict[str, torch.Tensor]:
         from transformers import DataCollatorWithPadding
 
@@ -46,24 +49,30 @@ def encode(examples: Examples, tokenizer, max_length: int) -> Encoded:
     return Encoded(features, list(examples.labels))
 
 
-def iterate_batches(encoded, tokenizer, batch_size: int, seed: int | None = None
-                    ) -> Iterator[dict[str, torch.Tensor]]:
+def iterate_batches(encoded, tokenizer, batch_size: int, seed: int | None = None,
+                    by_length: bool = False) -> Iterator[dict[str, torch.Tensor]]:
     """One pass over an encoded split in batches; shuffled by `seed` (a RandomSampler on
-    its own seeded Generator), or in order when `seed` is None (evaluation)."""
+    its own seeded Generator), or in order when `seed` is None. `by_length` (scores that
+    do not depend on the order): shortest rows first, so a batch pads little (SST-2 dev
+    with MiniLM: half the time of the file's order)."""
+    return (batch for _, batch in _loader(encoded, tokenizer, batch_size, seed, by_length))
+
+
+def indexed_batches(encoded, tokenizer, batch_size: int, by_length: bool = True
+                    ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """Evaluation batches with the row indices each holds, for scores that map a row back
+    to its example; shortest rows first unless `by_length` is False."""
+    return _loader(encoded, tokenizer, batch_size, None, by_length)
+
+
+def _loader(encoded, tokenizer, batch_size: int, seed: int | None, by_length: bool):
     rows = range(len(encoded))
-    sampler = None if seed is None else RandomSampler(rows, generator=generator(seed))
+    if by_length:
+        sampler = sorted(rows, key=encoded.length)
+    else:
+        sampler = None if seed is None else RandomSampler(rows, generator=generator(seed))
     # The loader's own generator: without one, starting an iterator draws its base seed
     # from the global RNG, which dropout masks read (spry.seeds.seeded_global_rng).
     return iter(DataLoader(rows, batch_size=batch_size, sampler=sampler,
                            generator=generator(0 if seed is None else seed),
-                           collate_fn=lambda indices: encoded.collate(indices, tokenizer)))
-
-
-def indexed_batches(encoded, tokenizer, batch_size: int
-                    ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
-    """In order (evaluation): each batch with the row indices it holds, for scores that
-    map a row back to its example."""
-    n = len(encoded)
-    for start, batch in zip(range(0, n, batch_size),
-                            iterate_batches(encoded, tokenizer, batch_size)):
-        yield list(range(start, min(start + batch_size, n))), batch
+                           collate_fn=lambda idx: (idx, encoded.collate(idx, tokenizer))))

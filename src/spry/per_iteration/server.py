@@ -96,6 +96,7 @@ class PerIterationServer:
         skipped_before = engine.skipped_steps
         steps = self._steps(engine, server_round, round_seed,
                             {cid: ins.unit_params for cid, ins in plan.items()})
+        stepped = time.perf_counter()
         server = self.server
         server.weights = {n: t.clone() for n, t in self.replica.weights.items()}
         server.bytes_up_total += steps["bytes_up"]
@@ -110,10 +111,15 @@ class PerIterationServer:
             units_per_client=sum(len(i.units) for i in plan.values()) / len(plan),
             steps=steps["steps"], skipped_steps=engine.skipped_steps - skipped_before,
             uploads=steps["uploads"], client_seconds=steps["client_seconds"],
-            bytes_up=steps["bytes_up"], bytes_down=bytes_down + steps["bytes_down"])
+            bytes_up=steps["bytes_up"], bytes_down=bytes_down + steps["bytes_down"],
+            # The server's work (rebuilding and stepping each step's gradient, replay)
+            # is interleaved with the clients' steps: the rest of the stepping time.
+            train_seconds=steps["client_seconds"],
+            aggregate_seconds=stepped - start - steps["client_seconds"])
         if (evaluate or (lambda: scheduled_eval(server.cfg, server_round)))():
             evals = engine.evaluate(server.configure_evaluate(server_round, list(plan.values())))
             row.update(summarize_evals(evals))
+        row["evaluate_seconds"] = time.perf_counter() - stepped
         row["wall_seconds"] = time.perf_counter() - start
         return row
 

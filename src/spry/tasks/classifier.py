@@ -16,7 +16,7 @@ from torch import nn
 from torch.func import functional_call
 
 from spry.config import Config, ConfigError
-from spry.data.batches import Encoded, iterate_batches
+from spry.data.batches import Encoded, indexed_batches
 from spry.models import apply_peft, head_module_names, resolve_model_path
 from spry.tasks.metrics import binary_f1
 from spry.tasks.pooling import load_pooled_classifier
@@ -82,17 +82,18 @@ def task_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
 @torch.no_grad()
 def predict_labels(model: nn.Module, data: Encoded, tokenizer, cfg: Config
                    ) -> tuple[list[int], list[int], float]:
-    """(predicted labels, gold labels, summed cross-entropy) over a classification split."""
+    """(predicted labels, gold labels, summed cross-entropy) over a classification split,
+    in the split's order (computed in length order, which pads least)."""
     model.eval()
-    predictions, golds, loss = [], [], 0.0
-    for batch in iterate_batches(data, tokenizer, cfg.eval_batch_size):
+    predictions, loss = [0] * len(data), 0.0
+    for rows, batch in indexed_batches(data, tokenizer, cfg.eval_batch_size):
         batch = {k: v.to(cfg.device) for k, v in batch.items()}
         labels = batch.pop("labels")
         logits = model(**batch).logits.float()
         loss += float(F.cross_entropy(logits, labels, reduction="sum"))
-        predictions += logits.argmax(-1).tolist()
-        golds += labels.tolist()
-    return predictions, golds, loss
+        for row, label in zip(rows, logits.argmax(-1).tolist()):
+            predictions[row] = label
+    return predictions, list(data.labels), loss
 
 
 def evaluate(model: nn.Module, data: Encoded, tokenizer, cfg: Config) -> tuple[int, int, float]:

@@ -23,7 +23,8 @@ class TaskHead:
     trainable weights require grad)."""
     encode: Callable
     """(Examples, tokenizer, max_length) -> an encoded split: len() and
-    `.collate(indices, tokenizer)` -> a batch dict (spry.data.batches.iterate_batches)."""
+    `.collate(indices, tokenizer)` -> a batch dict and `.length(index)` -> its tokens
+    (spry.data.batches: iterate_batches, indexed_batches)."""
     loss: Callable
     """(model, batch) -> L(params), the mean loss with `params` swapped in functionally."""
     evaluate: Callable

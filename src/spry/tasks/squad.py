@@ -44,6 +44,9 @@ class QAEncoded:
     def __len__(self) -> int:
         return len(self.features)
 
+    def length(self, index: int) -> int:
+        return len(self.features[index]["input_ids"])
+
     def collate(self, indices: list[int], tokenizer) -> dict[str, torch.Tensor]:
         return collate_qa(self, indices, tokenizer)
 

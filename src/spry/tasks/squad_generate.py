@@ -55,6 +55,9 @@ class GenEncoded:
     def __len__(self) -> int:
         return len(self.prompts)
 
+    def length(self, index: int) -> int:
+        return len(self.prompts[index]) + len(self.targets[index])
+
     def collate(self, indices: list[int], tokenizer) -> dict[str, torch.Tensor]:
         return collate_generative(self, indices, tokenizer)
 
