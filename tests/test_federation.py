@@ -121,3 +121,19 @@ def test_fedadam_and_fedavg_by_hand_and_untrained_state_untouched():
     assert out["u"].item() == 3.0 and "u" not in adam.m  # not trained: no step, no state
     avg = ServerOptimizer("fedavg", lr=1.0)
     assert avg.step(x, {"w": torch.tensor([2.0]), "u": x["u"]}, {"w"})["w"].item() == 2.0
+
+
+def test_contiguous_deal_gives_each_client_neighbouring_units_and_rotates():
+    units = [f"layer{i}" for i in range(12)] + ["head"]
+    clients = [3, 5, 8]
+    seen = {c: set() for c in clients}
+    for r in range(6):
+        deal = assign_units(units, clients, r, policy="contiguous", shared=["head"])
+        dealt = [u for us in deal.values() for u in us if u != "head"]
+        assert sorted(dealt) == sorted(units[:-1])  # every unit once
+        for c, us in deal.items():
+            idx = [units.index(u) for u in us if u != "head"]
+            assert idx == list(range(idx[0], idx[0] + 4))  # one block of neighbours
+            assert "head" in us
+            seen[c].update(us)
+    assert all(s == set(units) for s in seen.values())  # the blocks rotate

@@ -122,7 +122,9 @@ class Config:
     """M, the clients sampled each round."""
     assignment: str = "rotating"
     """How units are dealt to a round's clients: `rotating` (offset by round), `static`,
-    `random`."""
+    `random`, or `contiguous` for speed: each client a block of neighbouring units, so a
+    client's tangent starts at its block (a forward-gradient step costs the layers from the
+    client's lowest unit up; docs/memory.md), the blocks rotating over rounds."""
     max_replay_lag: int = 200
     """per_iteration: a client more than this many server steps behind downloads the
     weights (and optimizer state) instead of replaying the (seed, scalar) log."""

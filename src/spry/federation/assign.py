@@ -26,8 +26,11 @@ def assign_units(
       unit has floor(M/L) or ceil(M/L) clients.
     The offset is the round for `rotating` (over rounds every client trains every part
     of the network), 0 for `static` (the authors' fixed mapping). `random` deals a fresh
-    random permutation of the units each round. `shared` units (the head with
-    `head=shared`) go to every client on top of its share.
+    random permutation of the units each round. `contiguous` (M <= L) cuts the units into
+    M blocks of neighbouring units, floor(L/M) or ceil(L/M) each, block b to client
+    (b + round) mod M: a client's forward-gradient step then costs only the layers from
+    its block up. `shared` units (the head with `head=shared`) go to every client on top
+    of its share.
     """
     if not clients:
         raise ValueError("assign_units needs at least one client")
@@ -35,7 +38,7 @@ def assign_units(
     if policy == "random":
         order = torch.randperm(len(split), generator=generator(seed)).tolist()
         split, offset = [split[i] for i in order], 0
-    elif policy == "rotating":
+    elif policy in ("rotating", "contiguous"):
         offset = server_round
     elif policy == "static":
         offset = 0
@@ -45,7 +48,10 @@ def assign_units(
     m, n_units = len(clients), len(split)
     deal: dict[int, list[str]] = {c: [] for c in clients}
     if n_units:
-        if m <= n_units:
+        if m <= n_units and policy == "contiguous":
+            for i, unit in enumerate(split):  # unit i lies in block floor(i·M/L)
+                deal[clients[(i * m // n_units + offset) % m]].append(unit)
+        elif m <= n_units:
             for i, unit in enumerate(split):
                 deal[clients[(i + offset) % m]].append(unit)
         else:
