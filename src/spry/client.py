@@ -212,9 +212,8 @@ def _optimizer(model: nn.Module, cfg: Config, params: dict[str, torch.Tensor],
 
 
 def _head_params(model: nn.Module) -> tuple[str, ...]:
-    """The head unit's parameter names; empty where the model has no head unit."""
-    if getattr(model, "task_head", None) in ("verbalizer", "generate"):
-        return ()
+    """The head unit's parameter names; empty where the model has no head unit (a
+    verbalizer or generative LM scores with its frozen LM head)."""
     return next((u.params for u in list_units(model) if u.name == HEAD_UNIT), ())
 
 
