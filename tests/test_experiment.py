@@ -48,3 +48,20 @@ def test_existing_run_is_not_overwritten(tiny_config):
     run(cfg, progress=False)
     with pytest.raises(Exception, match="already holds a run"):
         run(cfg, progress=False)
+
+
+def test_engine_flower_starts_through_the_runner_only(tiny_config, tmp_path):
+    # The round loop runs Flower's engine when Flower's ServerApp hands it one; started
+    # directly it says where to start instead, and a Flower run cannot be resumed yet.
+    import pytest
+
+    from spry.config import ConfigError
+    from spry.experiment import run as loop
+    from spry.runner import run
+
+    cfg = tiny_config(engine="flower")
+    with pytest.raises(ConfigError, match="spry.runner.run"):
+        loop(cfg, progress=False)
+    with pytest.raises(ConfigError, match="--resume: engine=flower"):
+        run(cfg, progress=False, resume_dir=tmp_path)
+    assert not (tmp_path / "runs").exists()  # nothing was started
