@@ -101,11 +101,15 @@ def check_max_length(cfg: Config, tokenizer) -> None:
 
 
 def head_module_names(model: nn.Module) -> list[str]:
-    names = [n for n in HEAD_NAMES if isinstance(getattr(model, n, None), nn.Module)]
+    names = _present_heads(model)
     if not names:
         raise ConfigError(f"model: {type(model).__name__} has no classification head named "
                           f"one of {HEAD_NAMES}")
     return names
+
+
+def _present_heads(model: nn.Module) -> list[str]:
+    return [n for n in HEAD_NAMES if isinstance(getattr(model, n, None), nn.Module)]
 
 
 def _target_modules(model: nn.Module, cfg: Config) -> list[str] | None:
@@ -185,10 +189,9 @@ def _unit_of(param_name: str, heads: list[str]) -> str:
 def list_units(model: nn.Module) -> list[Unit]:
     """Trainable units in network order: one adapted module's tensors each; the head last."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    # A verbalizer scores label words with the frozen LM head: no head unit.
-    # So does a generative QA model (the LM head scores answer tokens, frozen).
-    heads = ([] if getattr(model, "task_head", None) in ("verbalizer", "generate")
-             else head_module_names(base))
+    # A causal LM read by a verbalizer or writing answers scores with its frozen LM head:
+    # its base has no module of HEAD_NAMES, so no head unit.
+    heads = _present_heads(base)
     order: dict[str, list[str]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:

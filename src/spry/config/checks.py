@@ -66,18 +66,14 @@ def _check_choices(cfg: Config) -> None:
     if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("tensorboard: true needs the tensorboard package: "
                           "pip install tensorboard (or set tensorboard=false)")
-    one_of(cfg, "method", METHODS)
-    one_of(cfg, "peft", PEFT_METHODS)
-    one_of(cfg, "assignment", ASSIGNMENTS)
-    one_of(cfg, "head", HEAD_MODES)
-    one_of(cfg, "server_optimizer", SERVER_OPTIMIZERS)
-    one_of(cfg, "client_optimizer", CLIENT_OPTIMIZERS)
-    one_of(cfg, "communication", COMMUNICATIONS)
-    one_of(cfg, "context", CONTEXTS)
-    one_of(cfg, "engine", ENGINES)
-    one_of(cfg, "dtype", DTYPES)
-    one_of(cfg, "on_all_clients_failed", ON_ALL_CLIENTS_FAILED)
-    one_of(cfg, "recipe", RECIPES)
+    for name, choices in (("method", METHODS), ("peft", PEFT_METHODS),
+                          ("assignment", ASSIGNMENTS), ("head", HEAD_MODES),
+                          ("server_optimizer", SERVER_OPTIMIZERS),
+                          ("client_optimizer", CLIENT_OPTIMIZERS),
+                          ("communication", COMMUNICATIONS), ("context", CONTEXTS),
+                          ("engine", ENGINES), ("dtype", DTYPES),
+                          ("on_all_clients_failed", ON_ALL_CLIENTS_FAILED), ("recipe", RECIPES)):
+        one_of(cfg, name, choices)
 
 
 def _check_numbers(cfg: Config) -> None:

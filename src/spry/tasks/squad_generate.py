@@ -141,8 +141,6 @@ class GenerativeLM(nn.Module):
     unit names read as for a PeftModel.
     """
 
-    task_head = "generate"
-
     def __init__(self, model: nn.Module):
         super().__init__()
         self.base_model = model.base_model if hasattr(model, "peft_config") else model

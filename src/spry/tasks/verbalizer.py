@@ -28,8 +28,6 @@ class VerbalizerLM(nn.Module):
     names (and unit names) read the same as for a PeftModel.
     """
 
-    task_head = "verbalizer"
-
     def __init__(self, model: nn.Module, label_token_ids: list[int]):
         super().__init__()
         # A PeftModel's `base_model` is its LoraModel/IA3Model; a plain model stands as is.
