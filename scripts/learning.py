@@ -79,8 +79,41 @@ LATER = ("spry-guided", "spry-paper", "fwdllm", "fedmezo-paper")
 (2-3x slower a step), so a session that ends early leaves the main table complete."""
 
 
+KNOB_ROUNDS = 20
+"""The knob sweep's budget: 20 rounds × 10 clients × 8 steps = 1,600 client steps."""
+KNOB_BASE = ("dataset=sst2", "dirichlet_alpha=1.0", "method=spry", "head_lr=1e-4", *FEDAVG)
+# name -> (what it changes, overrides on top of KNOB_BASE). Issue 16's point 5: the
+# client optimizer and lr for forward gradients, optimizer state across rounds, K,
+# per-iteration mode and LoRA rank, each one at a time against Spry's default (3e-4)
+# and head only, on SST-2 α=1.0. eval_loss is read beside accuracy: it moves before
+# accuracy does (FedAvg: 0.545 -> 0.450 by round 20 while its accuracy stays within noise).
+KNOBS = {
+    "lr1e-3": ("LoRA lr 1e-3", ("client_lr=1e-3",)),
+    "lr3e-3": ("LoRA lr 3e-3", ("client_lr=3e-3",)),
+    "lr1e-2": ("LoRA lr 1e-2", ("client_lr=1e-2",)),
+    "k4": ("K=4 tangents a step, LoRA lr 1e-3", ("tangents=4", "client_lr=1e-3")),
+    "keep-opt": ("client AdamW kept across rounds, lr 1e-3",
+                 ("keep_client_optimizer=true", "client_lr=1e-3")),
+    "r4": ("LoRA rank 4, lr 1e-3", ("lora_r=4", "client_lr=1e-3")),
+    "per-iteration": ("per-iteration mode, lr 1e-3",
+                      ("communication=per_iteration", "client_lr=1e-3")),
+}
+
+
+LONG_ROUNDS = 120
+"""The long runs' budget: 120 rounds × 10 clients × 8 steps = 9,600 client steps."""
+LONG = ("fedavg", "spry", "head")
+"""SST-2 α=1.0 at three times the grid's budget: does backprop pull away, and does Spry
+leave head-only behind, when the runs are longer (issue 16: "aim for 100+ rounds")?"""
+
+
+def with_rounds(rounds: int) -> tuple[str, ...]:
+    return tuple(f"rounds={rounds}" if o.startswith("rounds=") else o for o in BUDGET)
+
+
 def experiments() -> dict[str, list[str]]:
-    """name -> spry run overrides, in the order they run (SST-2 at α=1.0 first, LATER last)."""
+    """name -> spry run overrides, in the order they run (SST-2 at α=1.0 first, LATER last,
+    then the long runs and the knob sweep)."""
     out = {}
     for later in (False, True):
         for data, alpha, method in itertools.product(DATASETS, ALPHAS, RUN_ORDER):
@@ -88,6 +121,14 @@ def experiments() -> dict[str, list[str]]:
                 name = f"{data}-a{alpha}-{method}"
                 out[name] = [f"dataset={data}", f"dirichlet_alpha={alpha}", *BUDGET,
                              *METHODS[method][1], f"output_dir={RUNS}", f"run_name={name}"]
+    for method in LONG:
+        name = f"long-sst2-a1.0-{method}"
+        out[name] = ["dataset=sst2", "dirichlet_alpha=1.0", *with_rounds(LONG_ROUNDS),
+                     *METHODS[method][1], f"output_dir={RUNS}", f"run_name={name}"]
+    for knob, (_, overrides) in KNOBS.items():
+        name = f"knob-sst2-a1.0-{knob}"
+        out[name] = [*KNOB_BASE, *with_rounds(KNOB_ROUNDS), *overrides, f"output_dir={RUNS}",
+                     f"run_name={name}"]
     return out
 
 
@@ -162,12 +203,12 @@ def _budget(key: str) -> str:
     return next(o.split("=", 1)[1] for o in BUDGET if o.startswith(key + "="))
 
 
-def table(data: str, alpha: float, methods: tuple[str, ...]) -> list[str]:
+def table(data: str, alpha: float, methods: tuple[str, ...], prefix: str = "") -> list[str]:
     lines = ["| method | round 0 | final test | best | rounds × clients × steps | client s | "
              f"to {TARGET:.2f}: client steps, wall s | curve (round: test acc) |",
              "|---|---|---|---|---|---|---|---|"]
     for method in methods:
-        s = summary(f"{data}-a{alpha}-{method}")
+        s = summary(f"{prefix}{data}-a{alpha}-{method}")
         label = METHODS[method][0]
         if s is None:
             lines.append(f"| {label} | not run | | | | | | |")
@@ -182,6 +223,33 @@ def table(data: str, alpha: float, methods: tuple[str, ...]) -> list[str]:
     return lines
 
 
+def at_round(name: str, round_: int) -> str:
+    """'accuracy / eval_loss' of a run's row at `round_`, or 'not run'."""
+    if not done(name):
+        return "not run"
+    row = next((r for r in rows(name) if r["round"] == round_), None)
+    if row is None or row.get("test_accuracy") is None:
+        return "—"
+    loss = row.get("eval_loss")
+    return f"{row['test_accuracy']:.3f} / " + ("—" if loss is None else f"{loss:.4f}")
+
+
+def knob_table() -> list[str]:
+    rounds = list(range(10, KNOB_ROUNDS + 1, 10))
+    lines = ["| run | " + " | ".join(f"round {r}: acc / eval loss" for r in rounds)
+             + " | client s |", "|---" * (len(rounds) + 2) + "|"]
+    refs = [("Spry default (LoRA lr 3e-4; the grid's run)", "sst2-a1.0-spry"),
+            ("head only (the grid's run)", "sst2-a1.0-head"),
+            ("FedAvg, backprop (the grid's run)", "sst2-a1.0-fedavg")]
+    knobs = [(label, f"knob-sst2-a1.0-{knob}") for knob, (label, _) in KNOBS.items()]
+    for label, name in refs + knobs:
+        seconds = "" if not done(name) else "{:.0f}".format(sum(
+            r.get("client_seconds", 0) for r in rows(name) if r["round"] <= KNOB_ROUNDS))
+        lines.append(f"| {label} | " + " | ".join(at_round(name, r) for r in rounds)
+                     + f" | {seconds} |")
+    return lines
+
+
 def write_doc() -> None:
     marker = "<!-- tables below are written by scripts/learning.py --doc-only -->"
     head = DOC.read_text().split(marker)[0] if DOC.exists() else "# Learning\n\n"
@@ -192,6 +260,16 @@ def write_doc() -> None:
             out += table(data, alpha, MAIN) + [""]
             out += [f"### {title}, α={alpha}: paper-faithful", ""]
             out += table(data, alpha, PAPER) + [""]
+    out += [f"### SST-2, α=1.0, {LONG_ROUNDS} rounds: "
+            f"{LONG_ROUNDS} × {_budget('clients_per_round')} × {_budget('max_steps')} = "
+            f"{LONG_ROUNDS * int(_budget('clients_per_round')) * int(_budget('max_steps')):,} "
+            "client steps", ""]
+    out += table("sst2", 1.0, LONG, prefix="long-") + [""]
+    out += [f"### Knobs, one at a time: SST-2 α=1.0, Spry, {KNOB_ROUNDS} rounds × "
+            f"{_budget('clients_per_round')} × {_budget('max_steps')} = "
+            f"{KNOB_ROUNDS * int(_budget('clients_per_round')) * int(_budget('max_steps')):,} "
+            "client steps", ""]
+    out += knob_table() + [""]
     out += ["Commands (each with `output_dir`/`run_name` of its own):", "", "```"]
     out += [command(o) for o in experiments().values()] + ["```", ""]
     DOC.write_text("\n".join(out))

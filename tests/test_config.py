@@ -40,6 +40,8 @@ def test_from_flat_is_the_same_schema():
     ({"lora_dropout": 1.5}, "lora_dropout"),
     ({"peft": "bitfit", "target_modules": ["query"]}, "target_modules: only used by"),
     ({"method": "backprop", "tangents": 4}, "tangents: only forward-gradient"),
+    ({"method": "fedmezo", "tangent_chunk": 2}, "tangent_chunk: only forward-gradient"),
+    ({"tangent_chunk": 0}, "tangent_chunk: must be > 0"),
 ])
 def test_bad_values_name_the_field(overrides, field):
     with pytest.raises(ConfigError, match=field):

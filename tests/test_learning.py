@@ -12,7 +12,9 @@ import torch.nn.functional as F
 
 from spry.client import exact_head, step_estimate, zero_factors
 from spry.config import Config, ConfigError
-from spry.estimators.example_tangents import ExampleTangentError, example_forward_gradient
+from spry.estimators.example_tangents import (ExampleTangentError, example_forward_gradient,
+                                              sequential_example_forward_gradient)
+from spry.estimators.forward_gradient import forward_gradient
 from spry.methods import make_estimator
 from spry.experiment import run
 from spry.metrics import read_metrics
@@ -206,6 +208,56 @@ def test_per_example_forward_gradient_of_lora_approaches_autograd(tiny_sentence_
                      1000)
 
 
+def test_k_per_example_passes_sharing_one_primal_equal_k_separate_passes(tiny_sentence_model):
+    cfg, model, batch = _model(tiny_sentence_model)
+    model.eval()  # dropout off: the shared primal pass and K separate passes see one loss
+    named = trainable_params(model)
+    with torch.no_grad():
+        for n, p in named.items():
+            if "lora_B" in n:
+                torch.nn.init.normal_(p, std=0.5)
+    params = {n: p.detach() for n, p in named.items() if "lora_" in n}
+    seeds = [3, 4, 5]
+    seq_capture, bat_capture = {}, {}
+    seq = sequential_example_forward_gradient(
+        classification_loss(model, batch, per_example=True, capture=seq_capture), params, seeds)
+    bat = example_forward_gradient(
+        classification_loss(model, batch, per_example=True, capture=bat_capture), params, seeds,
+        batch_size=len(batch["labels"]), capture=bat_capture)
+    assert len(bat.scalars) == len(seeds) * len(batch["labels"])
+    assert bat.scalars == pytest.approx(seq.scalars, rel=1e-4, abs=1e-6)
+    assert bat.loss == pytest.approx(seq.loss, rel=1e-6)
+    for n in params:
+        torch.testing.assert_close(bat.grads[n], seq.grads[n], rtol=1e-4, atol=1e-6)
+    # What the loss captured (the head's input) comes out of the transforms as plain tensors.
+    for key in ("features", "logits"):
+        torch.testing.assert_close(bat_capture[key], seq_capture[key])
+
+
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_tangent_chunks_give_the_estimate_of_all_k_at_once(tiny_sentence_model, chunk):
+    cfg, model, batch = _model(tiny_sentence_model)
+    model.eval()
+    named = trainable_params(model)
+    with torch.no_grad():
+        for n, p in named.items():
+            if "lora_B" in n:
+                torch.nn.init.normal_(p, std=0.5)
+    params = {n: p.detach() for n, p in named.items() if "lora_" in n}
+    seeds, b = [3, 4, 5], len(batch["labels"])
+    per_example = classification_loss(model, batch, per_example=True)
+    shared = classification_loss(model, batch)
+    for whole, parts in (
+            (example_forward_gradient(per_example, params, seeds, batch_size=b),
+             example_forward_gradient(per_example, params, seeds, batch_size=b, chunk=chunk)),
+            (forward_gradient(shared, params, seeds),
+             forward_gradient(shared, params, seeds, chunk=chunk))):
+        assert parts.scalars == pytest.approx(whole.scalars, rel=1e-4, abs=1e-6)
+        assert parts.loss == pytest.approx(whole.loss, rel=1e-6)
+        for n in params:
+            torch.testing.assert_close(parts.grads[n], whole.grads[n], rtol=1e-4, atol=1e-6)
+
+
 def test_a_zero_gradient_factor_gets_no_tangent_and_the_rest_stays_unbiased(tiny_sentence_model):
     cfg, model, batch = _model(tiny_sentence_model)  # LoRA B = 0: ∂L/∂A = 0 exactly
     units = list_units(model)
@@ -233,6 +285,8 @@ def test_a_tensor_that_is_no_linear_weight_is_named():
     params = {"scale": torch.ones(3, dtype=torch.float64)}
     with pytest.raises(ExampleTangentError, match="scale"):
         example_forward_gradient(lambda p: (x * p["scale"]).sum(-1), params, [0])
+    with pytest.raises(ExampleTangentError, match="scale"):  # K > 1, one shared primal
+        example_forward_gradient(lambda p: (x * p["scale"]).sum(-1), params, [0, 1], batch_size=4)
 
 
 # --- recipes and their checks ------------------------------------------------------------------

@@ -109,7 +109,8 @@ def step_estimate(model: nn.Module, batch: dict[str, torch.Tensor], params: dict
     capture = {} if head is not None else None
     if (forward and cfg.tangent_sharing == "example") or (head is not None and not perturbed):
         est = example_forward_gradient(
-            classification_loss(model, batch, per_example=True, capture=capture), perturbed, seeds)
+            classification_loss(model, batch, per_example=True, capture=capture), perturbed, seeds,
+            batch_size=len(batch["labels"]), capture=capture, chunk=cfg.tangent_chunk)
     else:
         est = estimator(head_of(cfg).loss(model, batch), perturbed, seeds) if perturbed else None
         if head is not None:  # torch.func's jvp hides its primals: read the head's input

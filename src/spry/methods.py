@@ -19,6 +19,7 @@ Config = Any
 table (config imports methods, never the other way)."""
 
 # (estimator keyword, Config setting) pairs a method binds into its estimator.
+FORWARD_GRADIENT_SETTINGS = (("chunk", "tangent_chunk"),)
 FINITE_DIFFERENCE_SETTINGS = (("epsilon", "fd_epsilon"),)
 FWDLLM_SETTINGS = (*FINITE_DIFFERENCE_SETTINGS, ("candidates", "fwdllm_candidates"),
                    ("max_perturbations", "fwdllm_max_perturbations"),
@@ -51,9 +52,11 @@ class Method:
 METHODS: dict[str, Method] = {
     # Spry's client trains only the units dealt to it (spry_share: one of the round's
     # clients); the bench's all-units mode stands in where no share was measured.
-    "spry": Method("forward_gradient", split=True, bench_modes=("spry_share", "spry")),
+    "spry": Method("forward_gradient", split=True, settings=FORWARD_GRADIENT_SETTINGS,
+                   bench_modes=("spry_share", "spry")),
     # Forward gradient with no split: each client perturbs all trainable weights.
-    "fedfgd": Method("forward_gradient", split=False, bench_modes=("spry",)),
+    "fedfgd": Method("forward_gradient", split=False, settings=FORWARD_GRADIENT_SETTINGS,
+                     bench_modes=("spry",)),
     # Backprop FL; the server optimizer picks FedAvg / FedAdam / FedYogi. Measured here
     # (docs/learning.md), backprop learns faster at client_lr 1e-3 than the paper's 1e-4.
     "backprop": Method("backprop", split=False, measured_client_lr=1e-3,

@@ -79,7 +79,7 @@ def _check_choices(cfg: Config) -> None:
 def _check_numbers(cfg: Config) -> None:
     """Ranges of the numeric settings, and the two that engine=flower does not take."""
     _positive(cfg, "lora_r", "lora_alpha", "max_length", "num_clients", "dirichlet_alpha",
-              "rounds", "clients_per_round", "tangents", "client_lr", "server_lr",
+              "rounds", "clients_per_round", "tangents", "tangent_chunk", "client_lr", "server_lr",
               "batch_size", "local_epochs", "max_steps", "eval_every", "eval_batch_size",
               "max_train_examples", "max_test_examples", "server_tau", "round_timeout",
               "checkpoint_every", "max_update_norm", "client_timeout_seconds", "threads")
@@ -126,6 +126,9 @@ def _check_communication(cfg: Config) -> None:
     if cfg.method in ("backprop", "fedsgd") and cfg.tangents != 1:
         raise ConfigError("tangents: only forward-gradient methods use K; leave it at 1 "
                           f"with method={cfg.method}")
+    if cfg.tangent_chunk is not None and cfg.method not in FORWARD_GRADIENT_METHODS:
+        raise ConfigError(f"tangent_chunk: only forward-gradient methods share a primal pass "
+                          f"among tangents; remove it with method={cfg.method}")
 
 
 def _check_lists(cfg: Config) -> None:

@@ -23,6 +23,24 @@ class Estimate:
     are enough to rebuild `grads` (per-iteration communication)."""
 
 
+def in_chunks(estimate: Callable[[Sequence[int]], Estimate], tangent_seeds: Sequence[int],
+              chunk: int | None) -> Estimate:
+    """The estimate over all K seeds, `chunk` seeds per call (None: one call).
+
+    Each call's estimate is the mean over its seeds, so the calls are averaged weighted by
+    their sizes; scalars keep the seeds' order. Chunks trade time for memory: a call holds
+    its seeds' tangent activations at once and repeats the primal pass."""
+    if chunk is None or chunk >= len(tangent_seeds):
+        return estimate(tangent_seeds)
+    k = len(tangent_seeds)
+    parts = [estimate(tangent_seeds[i:i + chunk]) for i in range(0, k, chunk)]
+    sizes = [len(tangent_seeds[i:i + chunk]) for i in range(0, k, chunk)]
+    grads = {name: sum(p.grads[name] * (m / k) for p, m in zip(parts, sizes))
+             for name in parts[0].grads}
+    return Estimate(loss=sum(p.loss * m for p, m in zip(parts, sizes)) / k, grads=grads,
+                    scalars=[x for p in parts for x in p.scalars])
+
+
 def draw_tangents(params: Params, seed: int) -> dict[str, torch.Tensor]:
     """v ~ N(0, I) for each tensor, in sorted-name order from one Generator.
 

@@ -8,24 +8,35 @@ gradients instead of one (Ren et al. 2023, "Scaling forward gradient with local 
 independent perturbations per example). The price is nothing a shared tangent does not
 pay: a linear layer's tangent output is ẋ Wᵀ + x V_iᵀ either way, computed per example.
 
-How: inside `torch.autograd.forward_ad`, every `F.linear` whose weight (or bias) is one
-of `params` adds x_i V_iᵀ (+ v_b,i) to its output's tangent, example by example. So
-every tensor in `params` must be the weight or bias of a linear layer (LoRA A/B, a
-linear head); `ExampleTangentError` says which one is not.
+How (K=1, or K>1 without the batch size): inside `torch.autograd.forward_ad`, every
+`F.linear` whose weight (or bias) is one of `params` adds x_i V_iᵀ (+ v_b,i) to its
+output's tangent, example by example; K tangents are K such passes. How (K>1, the batch
+size given): the K passes share one primal pass, as `forward_gradient` does for shared
+tangents. Each perturbed linear layer adds x_i E_iᵀ (+ e_i) for a per-example offset E
+whose value is zero, so the output is unchanged and the offset's tangent V_i is example i's
+weight tangent; `torch.func.jvp` over the offsets, `vmap`ped over the K tangents, computes
+the primal once and the K tangent streams batched. Either way every tensor in `params`
+must be the weight or bias of a linear layer (LoRA A/B, a linear head);
+`ExampleTangentError` says which one is not.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Mapping, Sequence
 
+import logging
+
 import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
+from torch.func import jvp, vmap
 from torch.overrides import TorchFunctionMode
 
-from spry.estimators.base import Estimate
+from spry.estimators.base import Estimate, in_chunks
 from spry.estimators.lean_jvp import lean_forward_ad
 from spry.seeds import derive_seed, generator
+
+log = logging.getLogger(__name__)
 
 ExampleLossFn = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
 """Maps parameter values to the batch's per-example losses, shape (B,)."""
@@ -81,14 +92,56 @@ class _ExampleTangents(TorchFunctionMode):
         return fwAD.make_dual(primal, extra if tangent is None else tangent + extra)
 
 
-def example_forward_gradient(loss_fn: ExampleLossFn, params: Mapping[str, torch.Tensor],
-                             tangent_seeds: Sequence[int]) -> Estimate:
-    """Unbiased ∇L from K forward passes, each with B per-example tangents.
+class _ExampleOffsets(TorchFunctionMode):
+    """Adds x_i E_iᵀ (+ e_i) to each perturbed linear layer's output, E the (zero) offsets."""
 
-    Costs K forward passes with dual activations from the first perturbed layer on, no
-    backward; memory ≈ one forward plus its tangents and B copies of `params`' shapes.
-    `scalars` lists the K·B directional derivatives d_{k,i}, k-major. With no `params`
-    it runs one plain forward (the caller may still read what `loss_fn` captured).
+    def __init__(self, params: Mapping[str, torch.Tensor], offsets: Mapping[str, torch.Tensor]):
+        super().__init__()
+        self.names = {id(t): n for n, t in params.items()}
+        self.offsets = offsets
+        self.used: set[str] = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func is not F.linear:
+            return out
+        x, weight, *rest = args
+        bias = rest[0] if rest else kwargs.get("bias")
+        w_name, b_name = self.names.get(id(weight)), self.names.get(id(bias))
+        if w_name is not None:
+            self.used.add(w_name)
+            out = out + torch.einsum("b...i,boi->b...o", x, self.offsets[w_name])
+        if b_name is not None:
+            self.used.add(b_name)
+            e = self.offsets[b_name]
+            out = out + e.view(e.shape[0], *([1] * (x.dim() - 2)), e.shape[-1])
+        return out
+
+
+def _check_used(primals: Mapping[str, torch.Tensor], used) -> None:
+    unused = sorted(set(primals) - set(used))
+    if unused:
+        raise ExampleTangentError(
+            f"per-example tangents: {unused} are not the weight or bias of a linear layer "
+            "reached by the forward pass; set tangent_sharing=batch")
+
+
+def example_forward_gradient(loss_fn: ExampleLossFn, params: Mapping[str, torch.Tensor],
+                             tangent_seeds: Sequence[int], batch_size: int | None = None,
+                             capture: dict | None = None, chunk: int | None = None
+                             ) -> Estimate:
+    """Unbiased ∇L from K forward passes' worth of tangents, B per-example tangents each.
+
+    No backward; memory ≈ one forward plus its tangents and B copies of `params`' shapes
+    (K of each when the K passes are batched). `scalars` lists the K·B directional
+    derivatives d_{k,i}, k-major. With no `params` it runs one plain forward (the caller may
+    still read what `loss_fn` captured). K > 1 with `batch_size` (the loss's length): one
+    primal pass for all K (dropout masks then shared by the K tangents, as in
+    `forward_gradient`); `capture` is the dict `loss_fn` writes into, whose values are
+    handed out of the transforms. If vmap cannot batch the model, the K passes run one
+    after another with the same tangents: the same estimate, K primal passes. `chunk`
+    (tangent_chunk): at most this many of the K per primal pass (None: all K).
     """
     if len(tangent_seeds) < 1:
         raise ValueError("example_forward_gradient needs at least one tangent seed (K >= 1)")
@@ -96,6 +149,68 @@ def example_forward_gradient(loss_fn: ExampleLossFn, params: Mapping[str, torch.
     if not primals:
         with torch.no_grad():
             return Estimate(loss=float(loss_fn(primals).mean()), grads={})
+    return in_chunks(lambda seeds: _example_forward_gradient(loss_fn, primals, seeds,
+                                                             batch_size, capture),
+                     tangent_seeds, chunk)
+
+
+def _example_forward_gradient(loss_fn: ExampleLossFn, primals: Mapping[str, torch.Tensor],
+                              tangent_seeds: Sequence[int], batch_size: int | None,
+                              capture: dict | None) -> Estimate:
+    if len(tangent_seeds) > 1 and batch_size is not None:
+        try:
+            return batched_example_forward_gradient(loss_fn, primals, tangent_seeds,
+                                                    batch_size, capture)
+        except ExampleTangentError:
+            raise
+        except (RuntimeError, NotImplementedError) as exc:
+            log.warning("example_forward_gradient: vmap over %d tangents failed (%s: %s); "
+                        "running them one at a time", len(tangent_seeds),
+                        type(exc).__name__, str(exc).splitlines()[0][:200])
+            if capture is not None:
+                capture.clear()
+    return sequential_example_forward_gradient(loss_fn, primals, tangent_seeds)
+
+
+def batched_example_forward_gradient(loss_fn: ExampleLossFn, primals: Mapping[str, torch.Tensor],
+                                     tangent_seeds: Sequence[int], batch_size: int,
+                                     capture: dict | None = None) -> Estimate:
+    """All K passes' per-example tangents in one vmapped jvp over zero offsets."""
+    k = len(tangent_seeds)
+    tangents = {n: torch.stack([example_tangent(s, n, batch_size, p.shape, p.dtype, p.device)
+                                for s in tangent_seeds]) for n, p in primals.items()}
+    zeros = {n: torch.zeros_like(v[0]) for n, v in tangents.items()}
+    used: set[str] = set()
+
+    def with_offsets(offsets):
+        mode = _ExampleOffsets(primals, offsets)
+        with mode:
+            losses = loss_fn(primals)
+        used.update(mode.used)
+        # What loss_fn captured lives inside the transforms: hand it out as aux.
+        aux = dict(capture) if capture is not None else {}
+        if capture is not None:
+            capture.clear()
+        return losses, aux
+
+    def one(v):
+        return jvp(with_offsets, (zeros,), (v,), has_aux=True)
+
+    with torch.no_grad(), lean_forward_ad():
+        losses, d, aux = vmap(one, randomness="same")(tangents)
+    _check_used(primals, used)
+    if capture is not None:
+        capture.update({name: value[0] for name, value in aux.items()})
+    d = d.to(next(iter(tangents.values())).dtype)
+    grads = {n: torch.tensordot(d, v, dims=2).div_(batch_size * k) for n, v in tangents.items()}
+    return Estimate(loss=float(losses.mean()), grads=grads,
+                    scalars=[float(x) for x in d.flatten()])
+
+
+def sequential_example_forward_gradient(loss_fn: ExampleLossFn,
+                                        primals: Mapping[str, torch.Tensor],
+                                        tangent_seeds: Sequence[int]) -> Estimate:
+    """K forward passes with dual activations, one per seed, one alive at a time."""
     k = len(tangent_seeds)
     grads = {n: torch.zeros_like(t) for n, t in primals.items()}
     scalars: list[float] = []
@@ -105,11 +220,7 @@ def example_forward_gradient(loss_fn: ExampleLossFn, params: Mapping[str, torch.
         with torch.no_grad(), fwAD.dual_level(), lean_forward_ad(), mode:
             losses = loss_fn(primals)
             primal, d = fwAD.unpack_dual(losses)
-        unused = sorted(set(primals) - set(mode.tangents))
-        if unused:
-            raise ExampleTangentError(
-                f"per-example tangents: {unused} are not the weight or bias of a linear layer "
-                "reached by the forward pass; set tangent_sharing=batch")
+        _check_used(primals, mode.tangents)
         if d is None:
             d = torch.zeros_like(primal)
         batch = primal.shape[0]

@@ -8,13 +8,14 @@ from typing import Sequence
 import torch
 from torch.func import jvp, vmap
 
-from spry.estimators.base import Estimate, LossFn, Params, draw_tangents
+from spry.estimators.base import Estimate, LossFn, Params, draw_tangents, in_chunks
 from spry.estimators.lean_jvp import lean_forward_ad
 
 log = logging.getLogger(__name__)
 
 
-def forward_gradient(loss_fn: LossFn, params: Params, tangent_seeds: Sequence[int]) -> Estimate:
+def forward_gradient(loss_fn: LossFn, params: Params, tangent_seeds: Sequence[int],
+                     chunk: int | None = None) -> Estimate:
     """Unbiased estimate of ∇L from K = len(tangent_seeds) directional derivatives.
 
     For each k: v_k ~ N(0, I) from its seed; the jvp gives the loss and the directional
@@ -29,10 +30,17 @@ def forward_gradient(loss_fn: LossFn, params: Params, tangent_seeds: Sequence[in
     differentiate the same sampled loss). If vmap cannot batch a model (an op without a
     batching rule, a data-dependent branch on a tangent, out of memory), the K jvps run
     one after another with the same tangents: same result, K primal passes, memory of one.
+    `chunk` (tangent_chunk): at most this many tangents per primal pass (None: all K).
     """
     if len(tangent_seeds) < 1:
         raise ValueError("forward_gradient needs at least one tangent seed (K >= 1)")
     primals = {n: params[n].detach() for n in sorted(params)}
+    return in_chunks(lambda seeds: _forward_gradient(loss_fn, primals, seeds), tangent_seeds,
+                     chunk)
+
+
+def _forward_gradient(loss_fn: LossFn, primals: Params, tangent_seeds: Sequence[int]
+                      ) -> Estimate:
     # no_grad: with trainable tensors requiring grad, autograd would also record a
     # backward graph during the jvp and the step would need more memory than backprop.
     with torch.no_grad(), lean_forward_ad():
