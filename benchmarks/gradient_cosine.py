@@ -15,8 +15,13 @@ batch; `draws=20` sets the draws per K; `lora_b=0.01` first gives every LoRA B f
 N(0, 0.01²) values (at B = 0 the A factors have no gradient at all). `guide=batch`
 adds the guided tangent (spry.estimators.guided) along the exact gradient of the client's
 next batch, a stand-in for an informative last update; `guide=random` along a random
-direction (an uninformative one). Other key=value arguments go to the Config (e.g.
-model=..., dataset=...).
+direction (an uninformative one). `lora_factors=a tangent_space=inputs` trains the A
+factors only (B frozen at random values) and draws their tangents in the span of each
+example's inputs to the layer (biased; docs/learning.md). Other key=value arguments go to
+the Config (e.g. model=..., dataset=...).
+
+    SPRY_DATA_DIR=../shared/data python benchmarks/gradient_cosine.py peft=lora ks=1,8 \
+        draws=20 lora_factors=a tangent_space=inputs      # then tangent_space=parameters
 
     SPRY_DATA_DIR=../shared/data python benchmarks/gradient_cosine.py peft=lora \
         ks=1,8 draws=20 lora_b=0.01 tangent_sharing=example
@@ -85,7 +90,10 @@ def main(argv: list[str]) -> None:
         for draw in range(draws):
             seeds = [10_000 * draw + i for i in range(k)]
             if cfg.tangent_sharing == "example":
-                est = example_forward_gradient(per_example, params, seeds)
+                span = ([n for n in params if ".lora_A." in n]
+                        if cfg.tangent_space == "inputs" else ())
+                est = example_forward_gradient(per_example, params, seeds, input_span=span,
+                                               token_mask=batch["attention_mask"])
             else:
                 est = forward_gradient(loss_fn, params, seeds)
             est = flat(guided_estimate(loss_fn, params, est, guide).grads)

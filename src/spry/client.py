@@ -108,9 +108,12 @@ def step_estimate(model: nn.Module, batch: dict[str, torch.Tensor], params: dict
         perturbed = {n: p for n, p in perturbed.items() if n not in skip}
     capture = {} if head is not None else None
     if (forward and cfg.tangent_sharing == "example") or (head is not None and not perturbed):
+        span = ({n for n in perturbed if ".lora_A." in n}
+                if forward and cfg.tangent_space == "inputs" else ())
         est = example_forward_gradient(
             classification_loss(model, batch, per_example=True, capture=capture), perturbed, seeds,
-            batch_size=len(batch["labels"]), capture=capture, chunk=cfg.tangent_chunk)
+            batch_size=len(batch["labels"]), capture=capture, chunk=cfg.tangent_chunk,
+            input_span=span, token_mask=batch.get("attention_mask"))
     else:
         est = estimator(head_of(cfg).loss(model, batch), perturbed, seeds) if perturbed else None
         if head is not None:  # torch.func's jvp hides its primals: read the head's input

@@ -14,6 +14,7 @@ from torch import nn
 
 from spry.config import Config, ConfigError
 from spry.model_cache import cached_model_path
+from spry.seeds import derive_seed, generator
 
 log = logging.getLogger(__name__)
 
@@ -152,11 +153,34 @@ def apply_peft(model: nn.Module, cfg: Config, heads: list[str] = ()) -> nn.Modul
             pcfg = IA3Config(target_modules=targets, modules_to_save=heads or None,
                              feedforward_modules=[] if targets else None,
                              fan_in_fan_out=model.config.model_type == "gpt2")
-        return get_peft_model(model, pcfg)
+        model = get_peft_model(model, pcfg)
+        if cfg.peft == "lora" and cfg.lora_factors == "a":
+            _train_lora_a_only(model, cfg.seed)
+        return model
     for name, p in model.named_parameters():
         in_head = name.split(".", 1)[0] in heads
         p.requires_grad_(in_head or (cfg.peft == "bitfit" and name.endswith(".bias")))
     return model
+
+
+@torch.no_grad()
+def _train_lora_a_only(model: nn.Module, seed: int) -> None:
+    """lora_factors=a: every B drawn once and frozen, every A zero and trained.
+
+    B ~ U(±1/√d_out), the scale peft gives A (U(±1/√d_in)), so a step on A moves BA as
+    much as a step on B moves it under peft's init, and the lrs tuned for LoRA carry over.
+    It is drawn from a generator seeded by the run's seed and the parameter's name, so the
+    server and every client (engine=flower builds its own model) hold the same frozen B;
+    BA = 0 at the start, as with peft's init."""
+    for name, p in model.named_parameters():
+        if ".lora_B." in name:
+            g = generator(derive_seed(seed, "lora-b", name), p.device)
+            bound = 1.0 / p.shape[0] ** 0.5
+            p.copy_(torch.rand(p.shape, generator=g, device=p.device, dtype=p.dtype)
+                    .mul_(2 * bound).sub_(bound))
+            p.requires_grad_(False)
+        elif ".lora_A." in name:
+            p.zero_()
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -16,7 +16,8 @@ from spry.config.choices import (ASSIGNMENTS, CLIENT_OPTIMIZERS, COMMUNICATIONS,
                                  DTYPES, ENGINES, FORWARD_GRADIENT_METHODS, HEAD_GRADIENTS,
                                  HEAD_INITS, HEAD_MODES, METHODS, ON_ALL_CLIENTS_FAILED,
                                  PEFT_METHODS, POOLINGS, RECIPES, SERVER_OPTIMIZERS,
-                                 TANGENT_SHARINGS, TASK_HEADS, ConfigError)
+                                 TANGENT_SHARINGS, TANGENT_SPACES, TASK_HEADS, ConfigError,
+                                 LORA_FACTORS)
 from spry.config.loading import type_name, type_ok
 
 Config = Any
@@ -72,7 +73,8 @@ def _check_choices(cfg: Config) -> None:
                           ("client_optimizer", CLIENT_OPTIMIZERS),
                           ("communication", COMMUNICATIONS), ("context", CONTEXTS),
                           ("engine", ENGINES), ("dtype", DTYPES),
-                          ("on_all_clients_failed", ON_ALL_CLIENTS_FAILED), ("recipe", RECIPES)):
+                          ("on_all_clients_failed", ON_ALL_CLIENTS_FAILED), ("recipe", RECIPES),
+                          ("tangent_space", TANGENT_SPACES), ("lora_factors", LORA_FACTORS)):
         one_of(cfg, name, choices)
 
 
@@ -179,6 +181,15 @@ def _check_head(cfg: Config) -> None:
         if cfg.communication == "per_iteration":
             raise ConfigError("tangent_sharing: per_iteration uploads K scalars a step; set "
                               "tangent_sharing=batch")
+    if cfg.tangent_space == "inputs" and (cfg.method not in FORWARD_GRADIENT_METHODS
+                                          or cfg.tangent_sharing != "example"
+                                          or cfg.peft != "lora"):
+        raise ConfigError(f"tangent_space: inputs draws LoRA A tangents per example: needs a "
+                          f"forward-gradient method ({', '.join(FORWARD_GRADIENT_METHODS)}), "
+                          "peft=lora and tangent_sharing=example (communication=per_epoch); "
+                          "set tangent_space=parameters")
+    if cfg.lora_factors != "both" and cfg.peft != "lora":
+        raise ConfigError(f"lora_factors: only used by peft=lora, not {cfg.peft!r}; remove it")
     if cfg.guided_tangent and (cfg.method not in FORWARD_GRADIENT_METHODS
                                or cfg.communication != "per_epoch"):
         raise ConfigError(f"guided_tangent: needs a forward-gradient method "

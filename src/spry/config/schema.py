@@ -32,6 +32,12 @@ class Config:
     """LoRA scaling alpha (the update is B A times alpha / r)."""
     lora_dropout: float = 0.1
     """Dropout on the LoRA branch's input, in [0, 1)."""
+    lora_factors: str = "both"
+    """peft=lora: which factors train. `both`: A and B (peft's start: A random, B = 0);
+    `a`: each B is drawn once at random (seeded, at the scale peft draws A) and frozen, and A starts
+    at 0 and trains, so BA = 0 at the start as before, but every A has a gradient from the
+    first step, and that gradient lies in the span of the layer's inputs (what
+    tangent_space=inputs draws from)."""
     target_modules: list[str] | None = None
     """None picks the paper's query/value modules for the architecture."""
     dtype: str = "float32"
@@ -166,6 +172,14 @@ class Config:
     """Forward gradients: one more jvp a step, along the client's units' last global update
     Δ (sent with the weights): the estimate's component along Δ is then exact, the rest
     the random estimate's; still unbiased (spry.estimators.guided), one jvp dearer."""
+    tangent_space: str = "parameters"
+    """Forward gradients with tangent_sharing=example: where a LoRA A factor's tangent is
+    drawn. `parameters`: N(0, I) over its weights (unbiased). `inputs`: in the span of the
+    example's own inputs to that layer, V_i = Ξ_i X_i over its real tokens, where A's
+    gradient lies (a few dozen directions, not d_in): biased, E[ĝ] = mean_i C_i ∇L_i with
+    C_i ∝ X_iᵀX_i positive semi-definite, a preconditioned descent direction rather than
+    the gradient (docs/learning.md). The other tensors keep Gaussian tangents; needs
+    communication=per_epoch (the server cannot regenerate data-dependent tangents)."""
     skip_zero_factors: bool | None = None
     """Forward gradients: no tangent on a LoRA A factor while its B is exactly zero (its
     gradient is then exactly zero: the tangent would add variance and no signal)."""

@@ -22,7 +22,7 @@ must be the weight or bias of a linear layer (LoRA A/B, a linear head);
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 import logging
 
@@ -53,20 +53,44 @@ def example_tangent(seed: int, name: str, batch_size: int, shape, dtype, device
     return torch.randn((batch_size, *shape), generator=g, dtype=dtype, device=device)
 
 
+def input_span_tangent(seed: int, name: str, x: torch.Tensor, rows: int,
+                       token_mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, rows, d_in) tangents of a weight whose input is x (B, ..., d_in), each example's
+    drawn in the span of its own inputs: V_i = Ξ_i X_i, Ξ_i ~ N(0, 1) over its real tokens
+    (token_mask), scaled so that E|V_i|² = rows · d_in, a Gaussian tangent's. A linear
+    weight's gradient is Σ_t δ_t x_tᵀ, so its rows lie in that span."""
+    tokens = x.reshape(x.shape[0], -1, x.shape[-1])  # (B, T, d_in)
+    g = generator(derive_seed(seed, "input-span-tangent", name), x.device)
+    xi = torch.randn((tokens.shape[0], rows, tokens.shape[1]), generator=g, dtype=x.dtype,
+                     device=x.device)
+    energy = tokens.pow(2).sum(-1)  # (B, T): |x_t|²
+    if token_mask is not None and token_mask.shape == energy.shape:
+        mask = token_mask.to(x.dtype)
+        xi, energy = xi * mask[:, None, :], energy * mask
+    scale = (tokens.shape[-1] / energy.sum(-1).clamp_min(1e-12)).sqrt()  # (B,)
+    return torch.einsum("brt,bti->bri", xi, tokens) * scale[:, None, None]
+
+
 class _ExampleTangents(TorchFunctionMode):
     """Adds each example's weight tangent to the tangent of the linear layers' outputs."""
 
-    def __init__(self, params: Mapping[str, torch.Tensor], seed: int):
+    def __init__(self, params: Mapping[str, torch.Tensor], seed: int,
+                 input_span: Collection[str] = (), token_mask: torch.Tensor | None = None):
         super().__init__()
         self.names = {id(t): n for n, t in params.items()}
         self.params, self.seed = params, seed
+        self.input_span, self.token_mask = set(input_span), token_mask
         self.tangents: dict[str, torch.Tensor] = {}
 
-    def tangent(self, name: str, batch_size: int) -> torch.Tensor:
+    def tangent(self, name: str, x: torch.Tensor) -> torch.Tensor:
         if name not in self.tangents:
             p = self.params[name]
-            self.tangents[name] = example_tangent(self.seed, name, batch_size, p.shape, p.dtype,
-                                                  p.device)
+            if name in self.input_span:
+                self.tangents[name] = input_span_tangent(self.seed, name, x, p.shape[0],
+                                                         self.token_mask)
+            else:
+                self.tangents[name] = example_tangent(self.seed, name, x.shape[0], p.shape,
+                                                      p.dtype, p.device)
         return self.tangents[name]
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -83,10 +107,10 @@ class _ExampleTangents(TorchFunctionMode):
         batch = x.shape[0]
         extra = 0
         if w_name is not None:  # x_i V_iᵀ for each example i
-            v = self.tangent(w_name, batch)
+            v = self.tangent(w_name, x)
             extra = torch.einsum("b...i,boi->b...o", x, v)
         if b_name is not None:
-            v = self.tangent(b_name, batch)
+            v = self.tangent(b_name, x)
             extra = extra + v.view(batch, *([1] * (x.dim() - 2)), v.shape[-1])
         primal, tangent = fwAD.unpack_dual(out)
         return fwAD.make_dual(primal, extra if tangent is None else tangent + extra)
@@ -129,8 +153,9 @@ def _check_used(primals: Mapping[str, torch.Tensor], used) -> None:
 
 def example_forward_gradient(loss_fn: ExampleLossFn, params: Mapping[str, torch.Tensor],
                              tangent_seeds: Sequence[int], batch_size: int | None = None,
-                             capture: dict | None = None, chunk: int | None = None
-                             ) -> Estimate:
+                             capture: dict | None = None, chunk: int | None = None,
+                             input_span: Collection[str] = (),
+                             token_mask: torch.Tensor | None = None) -> Estimate:
     """Unbiased ∇L from K forward passes' worth of tangents, B per-example tangents each.
 
     No backward; memory ≈ one forward plus its tangents and B copies of `params`' shapes
@@ -142,6 +167,10 @@ def example_forward_gradient(loss_fn: ExampleLossFn, params: Mapping[str, torch.
     handed out of the transforms. If vmap cannot batch the model, the K passes run one
     after another with the same tangents: the same estimate, K primal passes. `chunk`
     (tangent_chunk): at most this many of the K per primal pass (None: all K).
+    `input_span` (tangent_space=inputs): the tensors whose tangents are drawn in the span
+    of their layer's inputs (`input_span_tangent`, over `token_mask`'s real tokens), which
+    makes the estimate biased (a preconditioned gradient); they need the K passes one by
+    one, since their tangents exist only once the layer's input does.
     """
     if len(tangent_seeds) < 1:
         raise ValueError("example_forward_gradient needs at least one tangent seed (K >= 1)")
@@ -149,6 +178,9 @@ def example_forward_gradient(loss_fn: ExampleLossFn, params: Mapping[str, torch.
     if not primals:
         with torch.no_grad():
             return Estimate(loss=float(loss_fn(primals).mean()), grads={})
+    if input_span:
+        return sequential_example_forward_gradient(loss_fn, primals, tangent_seeds,
+                                                   input_span, token_mask)
     return in_chunks(lambda seeds: _example_forward_gradient(loss_fn, primals, seeds,
                                                              batch_size, capture),
                      tangent_seeds, chunk)
@@ -209,14 +241,16 @@ def batched_example_forward_gradient(loss_fn: ExampleLossFn, primals: Mapping[st
 
 def sequential_example_forward_gradient(loss_fn: ExampleLossFn,
                                         primals: Mapping[str, torch.Tensor],
-                                        tangent_seeds: Sequence[int]) -> Estimate:
+                                        tangent_seeds: Sequence[int],
+                                        input_span: Collection[str] = (),
+                                        token_mask: torch.Tensor | None = None) -> Estimate:
     """K forward passes with dual activations, one per seed, one alive at a time."""
     k = len(tangent_seeds)
     grads = {n: torch.zeros_like(t) for n, t in primals.items()}
     scalars: list[float] = []
     loss_sum = 0.0
     for seed in tangent_seeds:
-        mode = _ExampleTangents(primals, seed)
+        mode = _ExampleTangents(primals, seed, input_span, token_mask)
         with torch.no_grad(), fwAD.dual_level(), lean_forward_ad(), mode:
             losses = loss_fn(primals)
             primal, d = fwAD.unpack_dual(losses)
