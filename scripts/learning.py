@@ -109,6 +109,11 @@ KNOBS = {
                 ("client_optimizer=sgd", "client_lr=1e-2")),
     "sgd1e-1": ("client SGD (the head too, at 1e-4), lr 1e-1",
                 ("client_optimizer=sgd", "client_lr=1e-1")),
+    # AdamW's per-coordinate normalisation turns a low-rank estimate into its sign
+    # pattern, which spreads it over every coordinate again; SGD keeps its direction.
+    "inputs-sgd3e-2": ("A factors, input-span tangents, client SGD 3e-2 (the head too, at 1e-4)",
+                       ("lora_factors=a", "tangent_space=inputs", "client_optimizer=sgd",
+                        "client_lr=3e-2")),
     "k4": ("K=4 tangents a step, LoRA lr 1e-3", ("tangents=4", "client_lr=1e-3")),
     "keep-opt": ("client AdamW kept across rounds, lr 1e-3",
                  ("keep_client_optimizer=true", "client_lr=1e-3")),
