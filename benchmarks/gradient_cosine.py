@@ -17,11 +17,13 @@ adds the guided tangent (spry.estimators.guided) along the exact gradient of the
 next batch, a stand-in for an informative last update; `guide=random` along a random
 direction (an uninformative one). `lora_factors=a tangent_space=inputs` trains the A
 factors only (B frozen at random values) and draws their tangents in the span of each
-example's inputs to the layer (biased; docs/learning.md). Other key=value arguments go to
-the Config (e.g. model=..., dataset=...).
+example's inputs to the layer (biased; docs/learning.md). `only=lora_A` perturbs and
+compares only the tensors whose names contain it (the head, trained by its exact gradient
+in the default recipe, left out). Other key=value arguments go to the Config (e.g.
+model=..., dataset=...).
 
     SPRY_DATA_DIR=../shared/data python benchmarks/gradient_cosine.py peft=lora ks=1,8 \
-        draws=20 lora_factors=a tangent_space=inputs      # then tangent_space=parameters
+        draws=20 only=lora_A lora_factors=a tangent_space=inputs   # then =parameters
 
     SPRY_DATA_DIR=../shared/data python benchmarks/gradient_cosine.py peft=lora \
         ks=1,8 draws=20 lora_b=0.01 tangent_sharing=example
@@ -58,6 +60,7 @@ def main(argv: list[str]) -> None:
     draws = int(args.pop("draws", "5"))
     lora_b = float(args.pop("lora_b", "0"))
     guide_kind = args.pop("guide", "none")
+    only = args.pop("only", None)
     cfg = Config.from_flat({**settings, **args})
     exp = build(cfg)
     params = {n: p for n, p in exp.model.named_parameters() if p.requires_grad}
@@ -65,6 +68,8 @@ def main(argv: list[str]) -> None:
         for n, p in params.items():
             if "lora_B" in n and lora_b:
                 p.normal_(0, lora_b, generator=torch.Generator().manual_seed(0))
+    if only is not None:  # e.g. only=lora_A: the tensors whose names contain it
+        params = {n: p for n, p in params.items() if only in n}
     d = sum(p.numel() for p in params.values())
     batches = iter(iterate_batches(exp.data.clients[0].train, exp.tokenizer, cfg.batch_size,
                                    seed=0))

@@ -14,10 +14,10 @@ from typing import Any
 
 from spry.config.choices import (ASSIGNMENTS, CLIENT_OPTIMIZERS, COMMUNICATIONS, CONTEXTS,
                                  DTYPES, ENGINES, FORWARD_GRADIENT_METHODS, HEAD_GRADIENTS,
-                                 HEAD_INITS, HEAD_MODES, METHODS, ON_ALL_CLIENTS_FAILED,
-                                 PEFT_METHODS, POOLINGS, RECIPES, SERVER_OPTIMIZERS,
-                                 TANGENT_SHARINGS, TANGENT_SPACES, TASK_HEADS, ConfigError,
-                                 LORA_FACTORS)
+                                 HEAD_INITS, HEAD_MODES, LORA_FACTORS, METHODS,
+                                 ON_ALL_CLIENTS_FAILED, PEFT_METHODS, POOLINGS, RECIPES,
+                                 SERVER_OPTIMIZERS, TANGENT_SHARINGS, TANGENT_SPACES,
+                                 TASK_HEADS, ConfigError)
 from spry.config.loading import type_name, type_ok
 
 Config = Any

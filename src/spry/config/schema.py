@@ -33,11 +33,9 @@ class Config:
     lora_dropout: float = 0.1
     """Dropout on the LoRA branch's input, in [0, 1)."""
     lora_factors: str = "both"
-    """peft=lora: which factors train. `both`: A and B (peft's start: A random, B = 0);
-    `a`: each B is drawn once at random (seeded, at the scale peft draws A) and frozen, and A starts
-    at 0 and trains, so BA = 0 at the start as before, but every A has a gradient from the
-    first step, and that gradient lies in the span of the layer's inputs (what
-    tangent_space=inputs draws from)."""
+    """peft=lora: which factors train. `both`: A and B (peft's start: A random, B = 0); `a`:
+    every B frozen at seeded random values (peft's scale for A), A trained from 0: BA = 0 at
+    the start, and A's gradient, non-zero from step one, lies in its inputs' span."""
     target_modules: list[str] | None = None
     """None picks the paper's query/value modules for the architecture."""
     dtype: str = "float32"
@@ -160,10 +158,9 @@ class Config:
     tangents: int = 1
     """K, the number of jvps (perturbations) per step."""
     tangent_chunk: int | None = None
-    """Forward gradients with K > 1: how many of the K tangents share one primal pass.
-    None: all K (fastest: MiniLM K=10 22.6x inference against 36.7x one at a time, but K
-    tangent activations live at once: 638 MiB peak against 261); 1: one tangent at a time
-    (the memory of K=1, K primal passes); between: ceil(K / tangent_chunk) passes."""
+    """Forward gradients, K > 1: at most this many tangents share one primal pass. None: all
+    K (MiniLM K=10: 22.6x inference, 638 MiB peak); 1: one at a time (30x, 272 MiB, the
+    memory of K=1); between: ceil(K / tangent_chunk) primal passes (docs/memory.md)."""
     tangent_sharing: str | None = None
     """Forward gradients: `example` draws an independent tangent for every example of the
     batch (per-example weight perturbation, Ren et al. 2023), averaging B estimates for the
@@ -173,13 +170,10 @@ class Config:
     Δ (sent with the weights): the estimate's component along Δ is then exact, the rest
     the random estimate's; still unbiased (spry.estimators.guided), one jvp dearer."""
     tangent_space: str = "parameters"
-    """Forward gradients with tangent_sharing=example: where a LoRA A factor's tangent is
-    drawn. `parameters`: N(0, I) over its weights (unbiased). `inputs`: in the span of the
-    example's own inputs to that layer, V_i = Ξ_i X_i over its real tokens, where A's
-    gradient lies (a few dozen directions, not d_in): biased, E[ĝ] = mean_i C_i ∇L_i with
-    C_i ∝ X_iᵀX_i positive semi-definite, a preconditioned descent direction rather than
-    the gradient (docs/learning.md). The other tensors keep Gaussian tangents; needs
-    communication=per_epoch (the server cannot regenerate data-dependent tangents)."""
+    """Forward gradients, tangent_sharing=example: a LoRA A factor's tangent. `parameters`:
+    N(0, I) (unbiased); `inputs`: in the span of the example's own inputs to the layer, where
+    A's gradient lies (biased: E[ĝ] = mean_i C_i ∇L_i, C_i ∝ X_iᵀX_i, a preconditioned
+    descent direction; docs/learning.md). per_epoch only: the tangents depend on the data."""
     skip_zero_factors: bool | None = None
     """Forward gradients: no tangent on a LoRA A factor while its B is exactly zero (its
     gradient is then exactly zero: the tangent would add variance and no signal)."""

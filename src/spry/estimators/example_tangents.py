@@ -22,9 +22,8 @@ must be the weight or bias of a linear layer (LoRA A/B, a linear head);
 
 from __future__ import annotations
 
-from typing import Callable, Collection, Mapping, Sequence
-
 import logging
+from typing import Callable, Collection, Mapping, Sequence
 
 import torch
 import torch.autograd.forward_ad as fwAD
