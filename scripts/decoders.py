@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_results import (ROOT, Budget, Experiment, cell, command,  # noqa: E402
+# GENERATED is not used here: the tests read it from this module.
+from make_results import (GENERATED, ROOT, Budget, Experiment, cell, command,  # noqa: E402, F401
                           finished, generated_head, machine, run_all)
 
 from spry.compare import load_run  # noqa: E402

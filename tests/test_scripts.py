@@ -137,11 +137,15 @@ def learning():
 
 def test_learning_grid_gives_every_method_the_same_budget_and_valid_settings(learning):
     experiments = learning.experiments()
-    assert len(experiments) == 2 * 2 * len(learning.RUN_ORDER)
+    grid = [n for n in experiments if not n.startswith(("long-", "knob-"))]
+    assert len(grid) == 2 * 2 * len(learning.RUN_ORDER)
+    assert len(experiments) == len(grid) + len(learning.LONG) + len(learning.KNOBS)
     for name, overrides in experiments.items():
         cfg = Config.from_yaml(None, overrides)  # every setting valid before any run
+        rounds = (learning.LONG_ROUNDS if name.startswith("long-") else
+                  learning.KNOB_ROUNDS if name.startswith("knob-") else 40)
         assert (cfg.rounds, cfg.clients_per_round, cfg.max_steps, cfg.num_clients) == (
-            40, 10, 8, 100), name
+            rounds, 10, 8, 100), name
         if not name.endswith("-paper"):  # the main table: one head treatment for all
             assert (cfg.head_init, cfg.pooling, cfg.head, cfg.head_lr) == (
                 "class_means", "auto", "shared", 1e-4), name
