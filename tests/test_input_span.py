@@ -10,22 +10,12 @@ from spry.client import step_estimate
 from spry.config import Config, ConfigError
 from spry.estimators.example_tangents import example_forward_gradient, input_span_tangent
 from spry.methods import make_estimator
-from spry.models import list_units, load_tokenizer, trainable_params
-from spry.seeds import seeded_global_rng
+from spry.models import list_units, trainable_params
 from spry.tasks.classifier import classification_loss
-from spry.tasks.heads import load_model
+from tiny_lora import pooled_model_and_batch
 
 
-def _model(path, **overrides):
-    cfg = Config(model=path, dtype="float64", lora_dropout=0.0, **overrides)
-    tok = load_tokenizer(cfg)
-    with seeded_global_rng(0):
-        model = load_model(cfg, num_labels=2, pad_token_id=tok.pad_token_id)
-    model.eval()
-    batch = dict(tok(["a fine film", "dull and far too long", "i loved it", "bad"],
-                     padding=True, return_tensors="pt"))
-    batch["labels"] = torch.tensor([1, 0, 1, 0])
-    return cfg, model, batch
+_model = pooled_model_and_batch
 
 
 def test_lora_factors_a_freezes_a_seeded_random_b_and_trains_a_from_zero(tiny_bert):

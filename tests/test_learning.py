@@ -18,12 +18,11 @@ from spry.estimators.forward_gradient import forward_gradient
 from spry.methods import make_estimator
 from spry.experiment import run
 from spry.metrics import read_metrics
-from spry.models import list_units, load_tokenizer, trainable_params
+from spry.models import list_units, trainable_params
 from spry.tasks.classifier import classification_loss
-from spry.tasks.heads import load_model
-from spry.seeds import seeded_global_rng
 from spry.tasks.linear_head import ClassStatistics, class_mean_head, class_statistics, head_gradient
 from spry.tasks.pooling import Pooling, declared_pooling, pool
+from tiny_lora import pooled_model_and_batch
 
 
 @pytest.fixture(scope="session")
@@ -43,16 +42,17 @@ def tiny_sentence_model(tiny_bert, tmp_path_factory):
     return str(path)
 
 
-def _model(path, **overrides):
-    cfg = Config(model=path, dtype="float64", lora_dropout=0.0, **overrides)
-    tok = load_tokenizer(cfg)
-    with seeded_global_rng(0):
-        model = load_model(cfg, num_labels=2, pad_token_id=tok.pad_token_id)
-    model.eval()
-    batch = dict(tok(["a fine film", "dull and far too long", "i loved it", "bad"],
-                     padding=True, return_tensors="pt"))
-    batch["labels"] = torch.tensor([1, 0, 1, 0])
-    return cfg, model, batch
+_model = pooled_model_and_batch
+
+
+def _lora_with_nonzero_b(model) -> dict[str, torch.Tensor]:
+    """Every LoRA factor, detached, after giving B values (at B = 0, A has no gradient)."""
+    named = trainable_params(model)
+    with torch.no_grad():
+        for n, p in named.items():
+            if "lora_B" in n:
+                torch.nn.init.normal_(p, std=0.5)
+    return {n: p.detach() for n, p in named.items() if "lora_" in n}
 
 
 # --- pooling ------------------------------------------------------------------------------
@@ -211,12 +211,7 @@ def test_per_example_forward_gradient_of_lora_approaches_autograd(tiny_sentence_
 def test_k_per_example_passes_sharing_one_primal_equal_k_separate_passes(tiny_sentence_model):
     cfg, model, batch = _model(tiny_sentence_model)
     model.eval()  # dropout off: the shared primal pass and K separate passes see one loss
-    named = trainable_params(model)
-    with torch.no_grad():
-        for n, p in named.items():
-            if "lora_B" in n:
-                torch.nn.init.normal_(p, std=0.5)
-    params = {n: p.detach() for n, p in named.items() if "lora_" in n}
+    params = _lora_with_nonzero_b(model)
     seeds = [3, 4, 5]
     seq_capture, bat_capture = {}, {}
     seq = sequential_example_forward_gradient(
@@ -238,12 +233,7 @@ def test_k_per_example_passes_sharing_one_primal_equal_k_separate_passes(tiny_se
 def test_tangent_chunks_give_the_estimate_of_all_k_at_once(tiny_sentence_model, chunk):
     cfg, model, batch = _model(tiny_sentence_model)
     model.eval()
-    named = trainable_params(model)
-    with torch.no_grad():
-        for n, p in named.items():
-            if "lora_B" in n:
-                torch.nn.init.normal_(p, std=0.5)
-    params = {n: p.detach() for n, p in named.items() if "lora_" in n}
+    params = _lora_with_nonzero_b(model)
     seeds, b = [3, 4, 5], len(batch["labels"])
     per_example = classification_loss(model, batch, per_example=True)
     shared = classification_loss(model, batch)

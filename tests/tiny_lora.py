@@ -1,6 +1,7 @@
 """A tiny model with LoRA units that all have a gradient, and a three-sentence batch.
 
-Shared by the estimator tests (forward gradient, lean jvp rules, baselines)."""
+Shared by the estimator tests (forward gradient, lean jvp rules, baselines); and the
+same batch of four on the default recipe's pooled head (the learning tests)."""
 
 from __future__ import annotations
 
@@ -28,3 +29,17 @@ def model_and_batch(path: str, dtype: str = "float64", lora_dropout: float = 0.0
                      return_tensors="pt"))
     batch["labels"] = torch.tensor([1, 0, 1])
     return model, batch
+
+
+def pooled_model_and_batch(path: str, **overrides):
+    """(cfg, model, batch): the default recipe's pooled head in float64, no dropout, LoRA B
+    at peft's zero start, and four labelled sentences."""
+    cfg = Config(model=path, dtype="float64", lora_dropout=0.0, **overrides)
+    tok = load_tokenizer(cfg)
+    with seeded_global_rng(0):
+        model = load_model(cfg, num_labels=2, pad_token_id=tok.pad_token_id)
+    model.eval()
+    batch = dict(tok(["a fine film", "dull and far too long", "i loved it", "bad"],
+                     padding=True, return_tensors="pt"))
+    batch["labels"] = torch.tensor([1, 0, 1, 0])
+    return cfg, model, batch

@@ -97,22 +97,33 @@ class _ExampleTangents(TorchFunctionMode):
         out = func(*args, **kwargs)
         if func is not F.linear:
             return out
-        x, weight, *rest = args
-        bias = rest[0] if rest else kwargs.get("bias")
-        w_name, b_name = self.names.get(id(weight)), self.names.get(id(bias))
+        x, w_name, b_name = _perturbed_linear(self.names, args, kwargs)
         if w_name is None and b_name is None:
             return out
         x = fwAD.unpack_dual(x).primal
-        batch = x.shape[0]
-        extra = 0
-        if w_name is not None:  # x_i V_iᵀ for each example i
-            v = self.tangent(w_name, x)
-            extra = torch.einsum("b...i,boi->b...o", x, v)
-        if b_name is not None:
-            v = self.tangent(b_name, x)
-            extra = extra + v.view(batch, *([1] * (x.dim() - 2)), v.shape[-1])
+        extra = _per_example_term(x, self.tangent(w_name, x) if w_name else None,
+                                  self.tangent(b_name, x) if b_name else None)
         primal, tangent = fwAD.unpack_dual(out)
         return fwAD.make_dual(primal, extra if tangent is None else tangent + extra)
+
+
+def _perturbed_linear(names: Mapping[int, str], args, kwargs):
+    """An `F.linear` call's input and the names (or None) of its weight and bias in `names`."""
+    x, weight, *rest = args
+    bias = rest[0] if rest else kwargs.get("bias")
+    return x, names.get(id(weight)), names.get(id(bias))
+
+
+def _per_example_term(x: torch.Tensor, weight: torch.Tensor | None,
+                      bias: torch.Tensor | None):
+    """x_i W_iᵀ (+ b_i) for each example i: what per-example (B, out, in) weight and (B, out)
+    bias values add to a linear layer's output; 0 with neither."""
+    term = 0
+    if weight is not None:
+        term = torch.einsum("b...i,boi->b...o", x, weight)
+    if bias is not None:
+        term = term + bias.view(bias.shape[0], *([1] * (x.dim() - 2)), bias.shape[-1])
+    return term
 
 
 class _ExampleOffsets(TorchFunctionMode):
@@ -129,17 +140,12 @@ class _ExampleOffsets(TorchFunctionMode):
         out = func(*args, **kwargs)
         if func is not F.linear:
             return out
-        x, weight, *rest = args
-        bias = rest[0] if rest else kwargs.get("bias")
-        w_name, b_name = self.names.get(id(weight)), self.names.get(id(bias))
-        if w_name is not None:
-            self.used.add(w_name)
-            out = out + torch.einsum("b...i,boi->b...o", x, self.offsets[w_name])
-        if b_name is not None:
-            self.used.add(b_name)
-            e = self.offsets[b_name]
-            out = out + e.view(e.shape[0], *([1] * (x.dim() - 2)), e.shape[-1])
-        return out
+        x, w_name, b_name = _perturbed_linear(self.names, args, kwargs)
+        if w_name is None and b_name is None:
+            return out
+        self.used.update(n for n in (w_name, b_name) if n is not None)
+        return out + _per_example_term(x, self.offsets[w_name] if w_name else None,
+                                       self.offsets[b_name] if b_name else None)
 
 
 def _check_used(primals: Mapping[str, torch.Tensor], used) -> None:
