@@ -137,14 +137,16 @@ def _linear_names(model: nn.Module) -> set[str]:
 
 
 def apply_peft(model: nn.Module, cfg: Config, heads: list[str] = ()) -> nn.Module:
-    """LoRA / IA3 through peft; BitFit and head-only by freezing everything else.
+    """LoRA / IA3 / TinyLoRA through peft; BitFit and head-only by freezing everything else.
     `heads`: the model's head modules, trained in full (a classifier's)."""
     heads = list(heads)
-    if cfg.peft in ("lora", "ia3"):
+    if cfg.peft in ("lora", "ia3", "tinylora"):
         from peft import IA3Config, LoraConfig, get_peft_model
 
         targets = _target_modules(model, cfg)
-        if cfg.peft == "lora":
+        if cfg.peft == "tinylora":
+            pcfg = _tinylora_config(cfg, targets, heads, model.config.model_type == "gpt2")
+        elif cfg.peft == "lora":
             pcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                               lora_dropout=cfg.lora_dropout, target_modules=targets,
                               modules_to_save=heads or None,
@@ -161,6 +163,26 @@ def apply_peft(model: nn.Module, cfg: Config, heads: list[str] = ()) -> nn.Modul
         in_head = name.split(".", 1)[0] in heads
         p.requires_grad_(in_head or (cfg.peft == "bitfit" and name.endswith(".bias")))
     return model
+
+
+def _tinylora_config(cfg: Config, targets, heads: list[str], fan_in_fan_out: bool):
+    """peft's TinyLoRA (LoRA-XS's frozen SVD factors, a tiny trainable vector): ΔW =
+    U_r√S_r · R · √S_r V_rᵀ with R = Σ_i v_i P_i, P fixed random (r × r), v trained from 0.
+
+    Few trainable numbers per module (u), so a forward gradient's K=1 estimate carries ~1/u
+    of the gradient's direction rather than ~1/(r·(d_in + d_out)) for LoRA. P is seeded from
+    the run's seed, and the SVD is of the same frozen weights, so server and clients (and
+    engine=flower's separate processes) build the same adapter."""
+    try:
+        from peft import TinyLoraConfig
+    except ImportError:
+        import peft
+
+        raise ConfigError(f"peft: tinylora needs a peft with TinyLoraConfig (0.19 or newer), "
+                          f"this is {peft.__version__}; pip install -U peft") from None
+    return TinyLoraConfig(r=cfg.tinylora_r, u=cfg.tinylora_u, target_modules=targets,
+                          projection_seed=derive_seed(cfg.seed, "tinylora-p") % 2**31,
+                          modules_to_save=heads or None, fan_in_fan_out=fan_in_fan_out)
 
 
 @torch.no_grad()
@@ -183,6 +205,20 @@ def _train_lora_a_only(model: nn.Module, seed: int) -> None:
             p.zero_()
 
 
+def call_with(model: nn.Module, params: dict[str, torch.Tensor], inputs: dict):
+    """model(**inputs) with `params` (trainable tensors, by name) swapped in functionally.
+
+    tie_weights=False: with ties honoured, torch.func swaps every alias of a tensor one
+    after another and restores them in the same order, so a container shared by several
+    modules (peft's TinyLoRA keeps every module's v in one ParameterDict, a child of each
+    module) gets its aliases' swapped values written back: the model is left holding plain
+    tensors instead of its Parameters. Swapping one name of a shared container reaches all
+    its readers anyway; the tensors trained here are never tied to one another."""
+    from torch.func import functional_call
+
+    return functional_call(model, params, args=(), kwargs=inputs, tie_weights=False)
+
+
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The trainable weights, detached copies keyed by parameter name."""
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -199,11 +235,13 @@ def load_trainable(model: nn.Module, values: dict[str, torch.Tensor]) -> None:
         params[name].copy_(value)
 
 
-def _unit_of(param_name: str, heads: list[str]) -> str:
+def _unit_of(param_name: str, heads: list[str], tinylora: dict[str, str]) -> str:
     parts = param_name.split(".")
     # peft names the head copy "...<head>.modules_to_save.default.weight".
     if "modules_to_save" in parts or any(h in parts[:4] for h in heads):
         return HEAD_UNIT
+    if "tinylora_v" in parts:  # "<first module>.tinylora_v.<adapter>.<group>"
+        return tinylora[parts[-1]]
     for marker in ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "ia3_l"):
         if marker in parts:
             return ".".join(parts[: parts.index(marker)])
@@ -216,15 +254,27 @@ def list_units(model: nn.Module) -> list[Unit]:
     # A causal LM read by a verbalizer or writing answers scores with its frozen LM head:
     # its base has no module of HEAD_NAMES, so no head unit.
     heads = _present_heads(base)
+    tinylora = _tinylora_groups(model)
     order: dict[str, list[str]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            order.setdefault(_unit_of(name, heads), []).append(name)
+            order.setdefault(_unit_of(name, heads, tinylora), []).append(name)
     head = order.pop(HEAD_UNIT, None)
     units = [Unit(_short(n), tuple(ps)) for n, ps in order.items()]
     if head:
         units.append(Unit(HEAD_UNIT, tuple(head)))
     return units
+
+
+def _tinylora_groups(model: nn.Module) -> dict[str, str]:
+    """TinyLoRA keeps every module's v in one ParameterDict, registered (and named) under
+    the first adapted module; the unit of v group g is the module that reads it."""
+    groups: dict[str, str] = {}
+    for path, module in model.named_modules():
+        keys = getattr(module, "_tinylora_v_key", None)
+        if keys and "default" in keys:
+            groups.setdefault(keys["default"], path)
+    return groups
 
 
 def _short(module_path: str) -> str:

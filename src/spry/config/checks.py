@@ -15,7 +15,7 @@ from typing import Any
 from spry.config.choices import (ASSIGNMENTS, CLIENT_OPTIMIZERS, COMMUNICATIONS, CONTEXTS,
                                  DTYPES, ENGINES, FORWARD_GRADIENT_METHODS, HEAD_GRADIENTS,
                                  HEAD_INITS, HEAD_MODES, LORA_FACTORS, METHODS,
-                                 ON_ALL_CLIENTS_FAILED, PEFT_METHODS, POOLINGS, RECIPES,
+                                 NO_EXAMPLE_TANGENTS, ON_ALL_CLIENTS_FAILED, PEFT_METHODS, POOLINGS, RECIPES,
                                  SERVER_OPTIMIZERS, TANGENT_SHARINGS, TANGENT_SPACES,
                                  TASK_HEADS, ConfigError)
 from spry.config.loading import type_name, type_ok
@@ -80,9 +80,9 @@ def _check_choices(cfg: Config) -> None:
 
 def _check_numbers(cfg: Config) -> None:
     """Ranges of the numeric settings, and the two that engine=flower does not take."""
-    _positive(cfg, "lora_r", "lora_alpha", "max_length", "num_clients", "dirichlet_alpha",
-              "rounds", "clients_per_round", "tangents", "tangent_chunk", "client_lr", "server_lr",
-              "batch_size", "local_epochs", "max_steps", "eval_every", "eval_batch_size",
+    _positive(cfg, "lora_r", "tinylora_r", "tinylora_u", "lora_alpha", "max_length",
+              "num_clients", "dirichlet_alpha", "rounds", "clients_per_round", "tangents",
+              "tangent_chunk", "client_lr", "server_lr", "batch_size", "local_epochs", "max_steps", "eval_every", "eval_batch_size",
               "max_train_examples", "max_test_examples", "server_tau", "round_timeout",
               "checkpoint_every", "max_update_norm", "client_timeout_seconds", "threads")
     if cfg.test_fraction is not None and not 0 < cfg.test_fraction < 1:
@@ -134,9 +134,9 @@ def _check_communication(cfg: Config) -> None:
 
 
 def _check_lists(cfg: Config) -> None:
-    if cfg.target_modules is not None and cfg.peft not in ("lora", "ia3"):
-        raise ConfigError(f"target_modules: only used by peft=lora or ia3, not {cfg.peft!r}; "
-                          "remove it")
+    if cfg.target_modules is not None and cfg.peft not in ("lora", "ia3", "tinylora"):
+        raise ConfigError(f"target_modules: only used by peft=lora, ia3 or tinylora, not "
+                          f"{cfg.peft!r}; remove it")
     if cfg.label_names is not None and len(set(cfg.label_names)) != len(cfg.label_names):
         raise ConfigError(f"label_names: has duplicates: {cfg.label_names}")
 
@@ -174,7 +174,7 @@ def _check_head(cfg: Config) -> None:
     one_of(cfg, "tangent_sharing", TANGENT_SHARINGS)
     _positive(cfg, "head_init_scale", "head_init_examples", "head_lr")
     if cfg.tangent_sharing == "example":
-        if cfg.peft in ("ia3", "bitfit") or cfg.task_head != "classifier":
+        if cfg.peft in NO_EXAMPLE_TANGENTS or cfg.task_head != "classifier":
             raise ConfigError("tangent_sharing: example needs task_head=classifier and linear "
                               f"trainable tensors (peft=lora or head), not peft={cfg.peft!r}, "
                               f"task_head={cfg.task_head!r}; set tangent_sharing=batch")

@@ -15,7 +15,10 @@ METHODS = tuple(methods.METHODS)
 # and what guided_tangent steers.
 FORWARD_GRADIENT_METHODS = tuple(name for name, method in methods.METHODS.items()
                                  if method.estimator == "forward_gradient")
-PEFT_METHODS = ("lora", "ia3", "bitfit", "head")
+PEFT_METHODS = ("lora", "ia3", "tinylora", "bitfit", "head")
+# Per-example tangents perturb linear-layer weights per example; these PEFTs train other
+# tensors (IA3's scales, TinyLoRA's v, BitFit's biases), so they share one tangent a batch.
+NO_EXAMPLE_TANGENTS = ("ia3", "tinylora", "bitfit")
 ASSIGNMENTS = ("rotating", "static", "random", "contiguous")
 HEAD_MODES = ("split", "shared")
 SERVER_OPTIMIZERS = ("fedavg", "fedadam", "fedyogi")

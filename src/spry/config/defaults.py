@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from spry.config.choices import NO_EXAMPLE_TANGENTS
 from spry.methods import METHODS
 
 Config = Any
@@ -51,9 +52,10 @@ def _recipe_default(cfg: Config, name: str) -> Any:
     """The recipe's value for `name`, where this run can use it."""
     value = RECIPE_DEFAULTS[cfg.recipe][name]
     # Per-example tangents need per-example losses (the classifier head) and linear-layer
-    # tensors (not IA3's scales, not BitFit's LayerNorm biases); per-iteration uploads K
-    # scalars a step, so it keeps one tangent per batch and the head on the estimator.
-    if name == "tangent_sharing" and (cfg.peft in ("ia3", "bitfit") or cfg.task_head != "classifier"
+    # tensors (not IA3's scales, TinyLoRA's v or BitFit's LayerNorm biases); per-iteration
+    # uploads K scalars a step, so it keeps one tangent per batch and the head on the estimator.
+    if name == "tangent_sharing" and (cfg.peft in NO_EXAMPLE_TANGENTS
+                                      or cfg.task_head != "classifier"
                                       or cfg.communication == "per_iteration"):
         return "batch"
     if name == "head_gradient" and cfg.communication == "per_iteration":

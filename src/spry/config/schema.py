@@ -24,8 +24,8 @@ class Config:
     model: str = "all-minilm-l6-v2"
     """Hub name, local directory, or a packaged alias (all-minilm-l6-v2)."""
     peft: str = "lora"
-    """What a client trains: `lora` adapters, `ia3` scales, `bitfit` biases, or `head` only
-    (the classification head over a frozen model)."""
+    """What a client trains: `lora` adapters, `ia3` scales, `tinylora` (a few numbers per
+    module, below), `bitfit` biases, or `head` only (the head over a frozen model)."""
     lora_r: int = 1
     """LoRA rank r (the paper: 1)."""
     lora_alpha: float = 1.0
@@ -36,6 +36,11 @@ class Config:
     """peft=lora: which factors train. `both`: A and B (peft's start: A random, B = 0); `a`:
     every B frozen at seeded random values (peft's scale for A), A trained from 0: BA = 0 at
     the start, and A's gradient, non-zero from step one, lies in its inputs' span."""
+    tinylora_r: int = 4
+    tinylora_u: int = 16
+    """peft=tinylora (peft's TinyLoRA, after LoRA-XS): each module's update is U√S · R · √S Vᵀ
+    from its weight's rank-`tinylora_r` SVD, R = Σ v_i P_i over fixed random r×r P_i, and
+    only v (`tinylora_u` numbers a module, from 0) trains; u = r² spans every r×r R."""
     target_modules: list[str] | None = None
     """None picks the paper's query/value modules for the architecture."""
     dtype: str = "float32"

@@ -13,11 +13,10 @@ import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from spry.config import Config, ConfigError
 from spry.data.batches import Encoded, indexed_batches
-from spry.models import apply_peft, head_module_names, resolve_model_path
+from spry.models import apply_peft, call_with, head_module_names, resolve_model_path
 from spry.tasks.metrics import binary_f1
 from spry.tasks.pooling import load_pooled_classifier
 
@@ -61,7 +60,7 @@ def classification_loss(model: nn.Module, batch: dict[str, torch.Tensor],
     inputs = {k: v for k, v in batch.items() if k != "labels"}
 
     def loss_fn(params):
-        out = functional_call(model, params, args=(), kwargs=inputs)
+        out = call_with(model, params, inputs)
         if capture is not None and "logits" not in capture:
             capture["features"] = fwAD.unpack_dual(out.features).primal.detach()
             capture["logits"] = fwAD.unpack_dual(out.logits).primal.detach()

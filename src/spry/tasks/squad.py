@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from spry.config import Config, ConfigError
 from spry.data.batches import indexed_batches
 from spry.data.examples import Examples
 from spry.data.squad import QAExample
-from spry.models import apply_peft, head_module_names, resolve_model_path
+from spry.models import apply_peft, call_with, head_module_names, resolve_model_path
 from spry.tasks.metrics import squad_v2_scores
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -97,7 +96,7 @@ def span_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
     inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
 
     def loss_fn(params):
-        return _span_cross_entropy(functional_call(model, params, args=(), kwargs=inputs),
+        return _span_cross_entropy(call_with(model, params, inputs),
                                    starts, ends)
 
     return loss_fn

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 from transformers.modeling_outputs import CausalLMOutput
 
 from spry.config import Config, ConfigError
@@ -31,7 +30,7 @@ from spry.tasks.metrics import exact_match, squad_v2_scores
 from spry.data.batches import indexed_batches
 from spry.data.examples import Examples
 from spry.data.squad import QAExample
-from spry.models import apply_peft
+from spry.models import apply_peft, call_with
 from spry.tasks.verbalizer import load_causal_lm
 
 NO_ANSWER = "unanswerable"
@@ -171,7 +170,7 @@ def answer_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
     targets = answer_targets(batch)
 
     def loss_fn(params):
-        out = functional_call(model, params, args=(), kwargs=batch)
+        out = call_with(model, params, batch)
         return F.cross_entropy(out.logits.float(), targets)
 
     return loss_fn
