@@ -24,8 +24,8 @@ class Config:
     model: str = "all-minilm-l6-v2"
     """Hub name, local directory, or a packaged alias (all-minilm-l6-v2)."""
     peft: str = "lora"
-    """What a client trains: `lora` adapters, `ia3` scales, `tinylora` (a few numbers per
-    module, below), `bitfit` biases, or `head` only (the head over a frozen model)."""
+    """What a client trains: `lora` adapters, `tinylora` (a few numbers per module, below),
+    `ia3` scales, `bitfit` biases, or `head` only (the head over a frozen model)."""
     lora_r: int = 1
     """LoRA rank r (the paper: 1)."""
     lora_alpha: float = 1.0
@@ -37,10 +37,10 @@ class Config:
     every B frozen at seeded random values (peft's scale for A), A trained from 0: BA = 0 at
     the start, and A's gradient, non-zero from step one, lies in its inputs' span."""
     tinylora_r: int = 4
+    """peft=tinylora (peft's TinyLoRA): a module's update is U√S·R·√S Vᵀ from its weight's
+    rank-r SVD (frozen), R = Σ v_i P_i over fixed random r×r P_i; only v trains, from 0."""
     tinylora_u: int = 16
-    """peft=tinylora (peft's TinyLoRA, after LoRA-XS): each module's update is U√S · R · √S Vᵀ
-    from its weight's rank-`tinylora_r` SVD, R = Σ v_i P_i over fixed random r×r P_i, and
-    only v (`tinylora_u` numbers a module, from 0) trains; u = r² spans every r×r R."""
+    """peft=tinylora: how many numbers v each module trains (u = r² spans every r×r R)."""
     target_modules: list[str] | None = None
     """None picks the paper's query/value modules for the architecture."""
     dtype: str = "float32"
@@ -58,11 +58,10 @@ class Config:
 
     pooling: str | None = None
     """task_head=classifier: which feature a linear head reads. `auto`: what a
-    sentence-transformers model declares (modules.json, 1_Pooling/config.json: mean, cls or
-    max, normalised or not), else the architecture's convention (the first token for
-    encoders, the last real token for decoders); `cls`, `mean`, `max`, `last`: that pooling
-    of the last hidden states, unnormalised; `model`: the architecture's own head
-    (AutoModelForSequenceClassification, e.g. BERT's [CLS] pooler). None: the recipe's."""
+    sentence-transformers model declares (modules.json, 1_Pooling/config.json), else the
+    architecture's convention (first token for encoders, last real token for decoders);
+    `cls`, `mean`, `max`, `last`: that pooling of the last hidden states, unnormalised;
+    `model`: AutoModelForSequenceClassification's own head. None: the recipe's."""
     head_init: str | None = None
     """`class_means`: before round 1, clients send per-class sums and counts of their pooled
     features (one forward pass, no backward) and the server sets the head to the normalised
@@ -234,8 +233,7 @@ class Config:
     (docs/flower.md)."""
     round_timeout: float | None = None
     """engine=flower: seconds to wait for a round's replies; a node that has not answered
-    by then counts as failed. None waits for every node (the SuperLink reports a dead one
-    once its heartbeats stop)."""
+    by then counts as failed. None waits for every node (dead ones: no more heartbeats)."""
     output_dir: str = "runs"
     """Where run directories are made."""
     run_name: str | None = None
@@ -246,9 +244,9 @@ class Config:
 
     # --- reliability (docs in spry.checkpoint and spry.validation) ---------------------
     checkpoint_every: int | None = None
-    """Write checkpoint.pt into the run directory every this many rounds and after the
-    last round, atomically (a crash mid-write keeps the previous one); `spry run --resume
-    RUN_DIR` continues from it and ends as an uninterrupted run would. None: no checkpoints."""
+    """Write checkpoint.pt into the run directory every this many rounds and after the last,
+    atomically; `spry run --resume RUN_DIR` continues from it and ends as an uninterrupted
+    run would. None: no checkpoints."""
     max_update_norm: float | None = None
     """Reject (log, never average in) a client's update whose L2 norm is above this:
     per_epoch the change it proposes (returned − sent weights, over all its tensors),
