@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from spry.config import Config, ConfigError
+from spry.config.choices import PEFT_ADAPTERS
 from spry.model_cache import cached_model_path
 from spry.seeds import derive_seed, generator
 
@@ -140,7 +141,7 @@ def apply_peft(model: nn.Module, cfg: Config, heads: list[str] = ()) -> nn.Modul
     """LoRA / IA3 / TinyLoRA through peft; BitFit and head-only by freezing everything else.
     `heads`: the model's head modules, trained in full (a classifier's)."""
     heads = list(heads)
-    if cfg.peft in ("lora", "ia3", "tinylora"):
+    if cfg.peft in PEFT_ADAPTERS:
         from peft import IA3Config, LoraConfig, get_peft_model
 
         targets = _target_modules(model, cfg)

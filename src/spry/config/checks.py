@@ -15,9 +15,9 @@ from typing import Any
 from spry.config.choices import (ASSIGNMENTS, CLIENT_OPTIMIZERS, COMMUNICATIONS, CONTEXTS,
                                  DTYPES, ENGINES, FORWARD_GRADIENT_METHODS, HEAD_GRADIENTS,
                                  HEAD_INITS, HEAD_MODES, LORA_FACTORS, METHODS,
-                                 NO_EXAMPLE_TANGENTS, ON_ALL_CLIENTS_FAILED, PEFT_METHODS, POOLINGS, RECIPES,
-                                 SERVER_OPTIMIZERS, TANGENT_SHARINGS, TANGENT_SPACES,
-                                 TASK_HEADS, ConfigError)
+                                 NO_EXAMPLE_TANGENTS, ON_ALL_CLIENTS_FAILED, PEFT_ADAPTERS,
+                                 PEFT_METHODS, POOLINGS, RECIPES, SERVER_OPTIMIZERS,
+                                 TANGENT_SHARINGS, TANGENT_SPACES, TASK_HEADS, ConfigError)
 from spry.config.loading import type_name, type_ok
 
 Config = Any
@@ -82,7 +82,8 @@ def _check_numbers(cfg: Config) -> None:
     """Ranges of the numeric settings, and the two that engine=flower does not take."""
     _positive(cfg, "lora_r", "tinylora_r", "tinylora_u", "lora_alpha", "max_length",
               "num_clients", "dirichlet_alpha", "rounds", "clients_per_round", "tangents",
-              "tangent_chunk", "client_lr", "server_lr", "batch_size", "local_epochs", "max_steps", "eval_every", "eval_batch_size",
+              "tangent_chunk", "client_lr", "server_lr", "batch_size", "local_epochs",
+              "max_steps", "eval_every", "eval_batch_size",
               "max_train_examples", "max_test_examples", "server_tau", "round_timeout",
               "checkpoint_every", "max_update_norm", "client_timeout_seconds", "threads")
     if cfg.test_fraction is not None and not 0 < cfg.test_fraction < 1:
@@ -134,7 +135,7 @@ def _check_communication(cfg: Config) -> None:
 
 
 def _check_lists(cfg: Config) -> None:
-    if cfg.target_modules is not None and cfg.peft not in ("lora", "ia3", "tinylora"):
+    if cfg.target_modules is not None and cfg.peft not in PEFT_ADAPTERS:
         raise ConfigError(f"target_modules: only used by peft=lora, ia3 or tinylora, not "
                           f"{cfg.peft!r}; remove it")
     if cfg.label_names is not None and len(set(cfg.label_names)) != len(cfg.label_names):

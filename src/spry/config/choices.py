@@ -16,6 +16,8 @@ METHODS = tuple(methods.METHODS)
 FORWARD_GRADIENT_METHODS = tuple(name for name, method in methods.METHODS.items()
                                  if method.estimator == "forward_gradient")
 PEFT_METHODS = ("lora", "ia3", "tinylora", "bitfit", "head")
+# The PEFTs that peft builds (adapters on target_modules); BitFit and head-only freeze.
+PEFT_ADAPTERS = ("lora", "ia3", "tinylora")
 # Per-example tangents perturb linear-layer weights per example; these PEFTs train other
 # tensors (IA3's scales, TinyLoRA's v, BitFit's biases), so they share one tangent a batch.
 NO_EXAMPLE_TANGENTS = ("ia3", "tinylora", "bitfit")
