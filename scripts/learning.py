@@ -51,31 +51,35 @@ FEDAVG = ("server_optimizer=fedavg", "server_lr=1.0")
 # 3e-3 Spry's noisy estimates walk the adapters down too (0.788 -> 0.729), so the
 # estimators run at 3e-4; backprop at AdamW 1e-3.
 METHODS = {
-    "fedavg": ("FedAvg (backprop)", ("method=backprop", "client_lr=1e-3", "head_lr=1e-4",
-                                     *FEDAVG)),
-    "spry": ("Spry", ("method=spry", "client_lr=3e-4", "head_lr=1e-4", *FEDAVG)),
+    "fedavg": ("FedAvg (backprop)", ("method=backprop", "peft=lora", "client_lr=1e-3",
+                                     "head_lr=1e-4", *FEDAVG)),
+    "spry": ("Spry", ("method=spry", "peft=lora", "client_lr=3e-4", "head_lr=1e-4", *FEDAVG)),
     "head": ("head only", ("method=spry", "peft=head", "head_lr=1e-4", *FEDAVG)),
-    "fedfgd": ("FedFGD", ("method=fedfgd", "client_lr=3e-4", "head_lr=1e-4", *FEDAVG)),
-    "fedmezo": ("FedMeZO", ("method=fedmezo", "client_lr=3e-4", "head_lr=1e-4", *FEDAVG)),
+    "fedfgd": ("FedFGD", ("method=fedfgd", "peft=lora", "client_lr=3e-4", "head_lr=1e-4",
+                          *FEDAVG)),
+    "fedmezo": ("FedMeZO", ("method=fedmezo", "peft=lora", "client_lr=3e-4", "head_lr=1e-4",
+                            *FEDAVG)),
     # Spry with one more tangent a step along its units' last global update (exact there,
     # spry.estimators.guided): one jvp dearer a step, same client steps.
-    "spry-guided": ("Spry + guided tangent", ("method=spry", "guided_tangent=true",
+    "spry-guided": ("Spry + guided tangent", ("method=spry", "peft=lora", "guided_tangent=true",
                                               "client_lr=3e-4", "head_lr=1e-4", *FEDAVG)),
-    "fwdllm": ("FwdLLM (2 perturbations)", ("method=fwdllm", "fwdllm_max_perturbations=2",
-                                             "client_lr=3e-4", "head_lr=1e-4", *FEDAVG)),
+    "fwdllm": ("FwdLLM (2 perturbations)", ("method=fwdllm", "peft=lora",
+                                             "fwdllm_max_perturbations=2", "client_lr=3e-4",
+                                             "head_lr=1e-4", *FEDAVG)),
     # LoRA's A factors only (B frozen at random values, lora_factors=a), each A's tangent
     # drawn in the span of the example's inputs to its layer, where A's gradient lies
     # (tangent_space=inputs: a K=1 cosine of 0.14 against 0.027 for Gaussian tangents on
     # the same tensors; biased). Beside it, the same tensors with Gaussian tangents and
     # with backprop. LoRA lr 1e-3 for all three.
     "spry-inputs": ("Spry, A factors, input-span tangents",
-                    ("method=spry", "lora_factors=a", "tangent_space=inputs", "client_lr=1e-3",
-                     "head_lr=1e-4", *FEDAVG)),
+                    ("method=spry", "peft=lora", "lora_factors=a", "tangent_space=inputs",
+                     "client_lr=1e-3", "head_lr=1e-4", *FEDAVG)),
     "spry-a": ("Spry, A factors, Gaussian tangents",
-               ("method=spry", "lora_factors=a", "client_lr=1e-3", "head_lr=1e-4", *FEDAVG)),
+               ("method=spry", "peft=lora", "lora_factors=a", "client_lr=1e-3", "head_lr=1e-4",
+                *FEDAVG)),
     "fedavg-a": ("FedAvg (backprop), A factors",
-                 ("method=backprop", "lora_factors=a", "client_lr=1e-3", "head_lr=1e-4",
-                  *FEDAVG)),
+                 ("method=backprop", "peft=lora", "lora_factors=a", "client_lr=1e-3",
+                  "head_lr=1e-4", *FEDAVG)),
     # TinyLoRA (peft=tinylora): each module trains 16 numbers v, ΔW = U√S (Σ v_i P_i) √S Vᵀ
     # in its weight's top-4 singular directions (frozen), so a client's forward gradient
     # guesses in 16–32 dimensions, not ~10⁴. Every method on the same adapter, lr 1e-2
@@ -110,7 +114,8 @@ LATER = ("spry-guided", "spry-paper", "fwdllm", "fedmezo-paper")
 
 KNOB_ROUNDS = 20
 """The knob sweep's budget: 20 rounds × 10 clients × 8 steps = 1,600 client steps."""
-KNOB_BASE = ("dataset=sst2", "dirichlet_alpha=1.0", "method=spry", "head_lr=1e-4", *FEDAVG)
+KNOB_BASE = ("dataset=sst2", "dirichlet_alpha=1.0", "method=spry", "peft=lora", "head_lr=1e-4",
+             *FEDAVG)
 # name -> (what it changes, overrides on top of KNOB_BASE). Issue 16's point 5: the
 # client optimizer and lr for forward gradients, optimizer state across rounds, K,
 # per-iteration mode and LoRA rank, each one at a time against Spry's default (3e-4)
@@ -135,6 +140,8 @@ KNOBS = {
     "r4": ("LoRA rank 4, lr 1e-3", ("lora_r=4", "client_lr=1e-3")),
     "per-iteration": ("per-iteration mode, lr 1e-3",
                       ("communication=per_iteration", "client_lr=1e-3")),
+    # TinyLoRA's loss rose from round 30 to 40 at 1e-2 (the grid's row): a lower lr.
+    "tiny-lr3e-3": ("TinyLoRA, lr 3e-3", ("peft=tinylora", "client_lr=3e-3")),
 }
 
 
@@ -278,7 +285,8 @@ def knob_table() -> list[str]:
              + " | client s |", "|---" * (len(rounds) + 2) + "|"]
     refs = [("Spry default (LoRA lr 3e-4; the grid's run)", "sst2-a1.0-spry"),
             ("head only (the grid's run)", "sst2-a1.0-head"),
-            ("FedAvg, backprop (the grid's run)", "sst2-a1.0-fedavg")]
+            ("FedAvg, backprop (the grid's run)", "sst2-a1.0-fedavg"),
+            ("Spry, TinyLoRA lr 1e-2 (the grid's run)", "sst2-a1.0-spry-tiny")]
     knobs = [(label, f"knob-sst2-a1.0-{knob}") for knob, (label, _) in KNOBS.items()]
     for label, name in refs + knobs:
         seconds = "" if not done(name) else "{:.0f}".format(sum(

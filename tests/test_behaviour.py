@@ -41,7 +41,7 @@ CASES = {
     "spry-per-epoch": ("tiny_bert", dict(method="spry")),
     "spry-per-iteration": ("tiny_bert", dict(method="spry", communication="per_iteration",
                                              server_optimizer="fedavg", rounds=2)),
-    "fedavg": ("tiny_bert", dict(method="backprop")),
+    "fedavg": ("tiny_bert", dict(method="backprop", head_lr=1e-3)),  # head_lr: was client_lr
     "fwdllm": ("tiny_bert", dict(method="fwdllm", fwdllm_max_perturbations=2, rounds=3)),
     "verbalizer": ("tiny_llama", dict(method="spry", task_head="verbalizer")),
     "spry-split-head": ("tiny_bert", dict(method="spry", head_init="random", head="split",
@@ -53,9 +53,10 @@ CASES = {
 
 
 def _config(model: str, tmp_path: Path, name: str, **overrides) -> Config:
+    # peft=lora: the references were written while LoRA was recipe=spry's default adapter.
     base = dict(model=model, dataset="sentiment", num_clients=6, clients_per_round=3, rounds=2,
                 max_length=16, personalization_epochs=1, max_steps=2, eval_every=1,
-                output_dir=str(tmp_path), run_name=name)
+                output_dir=str(tmp_path), run_name=name, peft="lora")
     return Config(**{**base, **overrides})
 
 

@@ -8,7 +8,7 @@ from spry.config import Config, ConfigError
 
 
 def test_defaults_are_the_papers():
-    c = Config()
+    c = Config(recipe="paper")
     assert (c.peft, c.lora_r, c.lora_alpha, c.lora_dropout) == ("lora", 1, 1.0, 0.1)
     assert (c.tangents, c.client_optimizer, c.client_lr) == (1, "adamw", 1e-4)
     assert (c.server_optimizer, c.server_lr, c.server_beta1, c.server_beta2, c.server_tau) == (

@@ -77,10 +77,15 @@ def test_defaults_follow_the_choices_they_depend_on():
     assert Config(server_optimizer="fedavg").server_lr == 1.0
     assert Config(server_optimizer="fedyogi").server_lr == 1e-2
     assert Config(server_optimizer="fedadam", server_lr=0.5).server_lr == 0.5  # explicit wins
-    assert Config(method="backprop").client_lr == 1e-3
-    assert Config(method="spry").client_lr == 1e-4
+    assert Config(method="backprop", peft="lora").client_lr == 1e-3
+    assert Config(method="spry", peft="lora").client_lr == 1e-4
     assert Config(method="backprop", recipe="paper").client_lr == 1e-4
-    cfg = Config()
+    # recipe=spry trains TinyLoRA at 1e-2 with Adam(W), and a class-mean head at 1e-4
+    assert (Config().peft, Config().client_lr, Config().head_lr) == ("tinylora", 1e-2, 1e-4)
+    assert Config(client_optimizer="sgd").client_lr == 1e-4
+    assert Config(recipe="paper").peft == "lora" and Config(recipe="paper").head_lr is None
+    assert Config(head_init="random").head_lr is None  # None: the head takes client_lr
+    cfg = Config(peft="lora")
     moved = cfg.replace(server_optimizer="fedavg", method="backprop")
     assert (moved.server_lr, moved.client_lr) == (1.0, 1e-3)  # defaulted: follows the choice
     kept = Config(server_lr=0.2).replace(server_optimizer="fedavg")
@@ -93,7 +98,9 @@ def test_config_yaml_says_which_defaults_followed_a_choice_and_reads_back():
     cfg = Config(server_optimizer="fedavg", label_names=["a: b", "null"])
     text = settings.to_yaml(cfg)
     assert "server_lr: 1.0  # default for server_optimizer=fedavg\n" in text
-    assert "client_lr: 0.0001  # default for recipe=spry, method=spry\n" in text
+    assert ("client_lr: 0.01  # default for recipe=spry, peft=tinylora, "
+            "client_optimizer=adamw\n") in text
+    assert "peft: tinylora  # default for recipe=spry\n" in text
     assert "server_optimizer: fedavg\n" in text
     assert Config.from_flat(yaml.safe_load(text)) == cfg
 

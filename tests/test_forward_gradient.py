@@ -79,3 +79,15 @@ def test_forward_gradient_builds_no_autograd_graph(tiny_bert):
     est = forward_gradient(loss_fn, params, tangent_seeds=[0])
     assert all(g.grad_fn is None and not g.requires_grad for g in est.grads.values())
     assert all(p.grad is None for p in params.values())
+
+
+def test_a_tensor_the_loss_never_reads_has_zero_gradient_in_both_estimators():
+    """An adapter on a layer the head does not use (a pooler under mean pooling)."""
+    params = {"used": torch.ones(3), "unused": torch.ones(2)}
+    loss_fn = lambda p: (p["used"] ** 2).sum()  # noqa: E731
+    exact = backprop_gradient(loss_fn, params).grads
+    torch.testing.assert_close(exact["used"], 2 * torch.ones(3))
+    torch.testing.assert_close(exact["unused"], torch.zeros(2))
+    est = forward_gradient(loss_fn, params, tangent_seeds=[3])
+    v = draw_tangents(params, 3)
+    assert est.scalars[0] == pytest.approx(float((2 * v["used"]).sum()), rel=1e-6)

@@ -285,10 +285,12 @@ def test_recipe_paper_is_the_papers_setup_and_explicit_values_win():
     assert (paper.pooling, paper.head_init, paper.head_gradient, paper.tangent_sharing,
             paper.skip_zero_factors, paper.head) == ("model", "random", "estimator", "batch",
                                                      False, "split")
+    assert paper.peft == "lora"
     ours = Config()
-    assert (ours.pooling, ours.head_init, ours.head_gradient, ours.tangent_sharing,
-            ours.skip_zero_factors, ours.head) == ("auto", "class_means", "exact", "example",
-                                                   True, "shared")
+    assert (ours.peft, ours.pooling, ours.head_init, ours.head_gradient, ours.tangent_sharing,
+            ours.skip_zero_factors, ours.head) == ("tinylora", "auto", "class_means", "exact",
+                                                   "batch", True, "shared")
+    assert Config(peft="lora").tangent_sharing == "example"  # TinyLoRA's v: one a batch
     assert Config(recipe="paper", head="shared").head == "shared"
     assert Config(peft="ia3").tangent_sharing == "batch"
     model_head = Config(pooling="model")

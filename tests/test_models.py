@@ -10,7 +10,7 @@ from spry.tasks.heads import load_model
 
 
 def _load(path, **kw):
-    cfg = Config(model=path, **kw)
+    cfg = Config(model=path, **{"peft": "lora", **kw})  # recipe=spry's default is TinyLoRA
     return load_model(cfg, num_labels=3, pad_token_id=load_tokenizer(cfg).pad_token_id)
 
 
@@ -51,6 +51,13 @@ def test_lora_rank_and_targets(tiny_opt):
     assert len(units) == 2 * 3 + 1
     a = dict(model.named_parameters())[units[0].params[0]]
     assert a.shape[0] == 4
+
+
+def test_dotted_targets_pick_the_output_projections_not_the_pooler(tiny_bert):
+    model = _load(tiny_bert, target_modules=["output.dense"])
+    names = [u.name for u in list_units(model)][:-1]
+    assert names == [f"bert.encoder.layer.{i}.{part}.dense" for i in (0, 1)
+                     for part in ("attention.output", "output")]
 
 
 def test_missing_target_module_is_named(tiny_bert):

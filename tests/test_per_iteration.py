@@ -89,7 +89,7 @@ def test_one_client_sgd_equals_centralised_forward_gradient_sgd(tiny_config):
 
 
 def test_server_regenerates_the_clients_tangents(tiny_bert, tiny_config):
-    exp = build(tiny_config(lora_dropout=0.0))
+    exp = build(tiny_config(lora_dropout=0.0, peft="lora"))  # one tensor pair per module
     model = exp.model
     params = trainable_params(model)
     names = [n for n in params if "layer.1" in n]

@@ -34,7 +34,7 @@ def model_and_batch(path: str, dtype: str = "float64", lora_dropout: float = 0.0
 def pooled_model_and_batch(path: str, **overrides):
     """(cfg, model, batch): the default recipe's pooled head in float64, no dropout, LoRA B
     at peft's zero start, and four labelled sentences."""
-    cfg = Config(model=path, dtype="float64", lora_dropout=0.0, **overrides)
+    cfg = Config(model=path, dtype="float64", lora_dropout=0.0, **{"peft": "lora", **overrides})
     tok = load_tokenizer(cfg)
     with seeded_global_rng(0):
         model = load_model(cfg, num_labels=2, pad_token_id=tok.pad_token_id)

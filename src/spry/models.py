@@ -125,8 +125,10 @@ def _target_modules(model: nn.Module, cfg: Config) -> list[str] | None:
             raise ConfigError(f"target_modules: no default for model type {model_type!r}; set "
                               "target_modules=[...] to the names of its attention projections")
         targets = DEFAULT_LORA_TARGETS[model_type]
-    leaves = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    missing = [t for t in targets if t not in leaves]
+    # peft matches a target as a module name's last component or its dotted suffix
+    # ("output.dense" picks each layer's two output projections, not the pooler's dense).
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
     if missing:
         raise ConfigError(f"target_modules: {missing} not found in {cfg.model!r}; its linear "
                           f"layers include {sorted(_linear_names(model))[:12]}")

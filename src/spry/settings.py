@@ -100,8 +100,12 @@ def _default_text(f: dataclasses.Field) -> str:
             if method is not None:
                 by_value.setdefault(value, []).append(method)
         named = "; ".join(f"{_show(v)} ({', '.join(ms)})" for v, ms in by_value.items())
-        return (f"{_show(lrs[None])}; {named} with recipe=spry "
+        return (f"{_show(config.TINYLORA_CLIENT_LR)} (peft=tinylora, Adam(W)), else "
+                f"{_show(lrs[None])}; {named} with recipe=spry "
                 f"({_show(config.CLIENT_LR['paper'][None])} for all with recipe=paper)")
+    if f.name == "head_lr":
+        return (f"{_show(config.CLASS_MEAN_HEAD_LR)} (class-mean classifier head, Adam(W), "
+                "recipe=spry), else client_lr")
     assert f.name not in CHOICE_DEFAULTS, f"{f.name}: say what its default follows"
     return _show(f.default)
 

@@ -190,7 +190,8 @@ def _check_head(cfg: Config) -> None:
                           "peft=lora and tangent_sharing=example (communication=per_epoch); "
                           "set tangent_space=parameters")
     if cfg.lora_factors != "both" and cfg.peft != "lora":
-        raise ConfigError(f"lora_factors: only used by peft=lora, not {cfg.peft!r}; remove it")
+        raise ConfigError(f"lora_factors: only used by peft=lora, not {cfg.peft!r}; set "
+                          "peft=lora or remove it")
     if cfg.guided_tangent and (cfg.method not in FORWARD_GRADIENT_METHODS
                                or cfg.communication != "per_epoch"):
         raise ConfigError(f"guided_tangent: needs a forward-gradient method "

@@ -14,14 +14,17 @@ schema stands above this module (no import circle)."""
 RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     # What this project measured to learn at CPU budgets (docs/learning.md): the head reads
     # the feature the model was trained to produce, starts from federated class means and
-    # takes its exact gradient; forward gradients go to the adapters only, with one
-    # tangent per example and none on a factor whose gradient is exactly zero.
-    # The head is trained by every client (head=shared): its exact gradient costs nothing.
-    "spry": dict(pooling="auto", head_init="class_means", head_gradient="exact",
-                 tangent_sharing="example", skip_zero_factors=True, head="shared"),
+    # takes its exact gradient; forward gradients go to the adapters only: TinyLoRA's few
+    # numbers a module, where a K=1 guess is sharp (LoRA: one tangent per example and none
+    # on a factor whose gradient is exactly zero). The head is trained by every client
+    # (head=shared): its exact gradient costs nothing. peft comes first: tangent_sharing
+    # follows it.
+    "spry": dict(peft="tinylora", pooling="auto", head_init="class_means",
+                 head_gradient="exact", tangent_sharing="example", skip_zero_factors=True,
+                 head="shared"),
     # The paper's recipe (Panchal et al. 2024): the architecture's own head, randomly
     # initialised, one shared tangent over every trainable tensor of the client.
-    "paper": dict(pooling="model", head_init="random", head_gradient="estimator",
+    "paper": dict(peft="lora", pooling="model", head_init="random", head_gradient="estimator",
                   tangent_sharing="batch", skip_zero_factors=False, head="split"),
 }
 
@@ -35,7 +38,13 @@ CLIENT_LR = {"spry": {None: 1e-4, **{name: method.measured_client_lr
                                      for name, method in METHODS.items()
                                      if method.measured_client_lr is not None}},
              "paper": {None: 1e-4}}
-CHOICE_DEFAULTS = ("server_lr", "client_lr")
+# TinyLoRA's v under Adam(W): 1e-2 for every method (docs/learning.md, the central probe:
+# backprop learns faster at 1e-2 than 1e-3, and the forward gradient at 1e-2 follows it).
+TINYLORA_CLIENT_LR = 1e-2
+# The class-mean head under Adam(W): 1e-3 walked it off its start in 40 rounds, 1e-4 holds it.
+CLASS_MEAN_HEAD_LR = 1e-4
+CHOICE_DEFAULTS = ("server_lr", "client_lr", "head_lr")  # in this order: head_lr reads client_lr
+ADAMS = ("adam", "adamw")
 
 
 def resolved_default(cfg: Config, name: str) -> tuple[Any, str]:
@@ -43,8 +52,18 @@ def resolved_default(cfg: Config, name: str) -> tuple[Any, str]:
     if name == "server_lr":
         return SERVER_LR[cfg.server_optimizer], f"server_optimizer={cfg.server_optimizer}"
     if name == "client_lr":
+        if (cfg.recipe == "spry" and cfg.peft == "tinylora" and cfg.client_optimizer in ADAMS
+                and METHODS[cfg.method].local_steps is None):
+            return TINYLORA_CLIENT_LR, (f"recipe=spry, peft=tinylora, "
+                                        f"client_optimizer={cfg.client_optimizer}")
         lrs = CLIENT_LR[cfg.recipe]
         return lrs.get(cfg.method, lrs[None]), f"recipe={cfg.recipe}, method={cfg.method}"
+    if name == "head_lr":
+        if (cfg.recipe == "spry" and cfg.head_init == "class_means"
+                and cfg.task_head == "classifier" and cfg.client_optimizer in ADAMS):
+            return CLASS_MEAN_HEAD_LR, (f"recipe=spry, head_init=class_means, "
+                                        f"client_optimizer={cfg.client_optimizer}")
+        return None, "client_lr"
     return _recipe_default(cfg, name), f"recipe={cfg.recipe}"
 
 

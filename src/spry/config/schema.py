@@ -23,9 +23,11 @@ class Config:
     # --- model and PEFT --------------------------------------------------------------
     model: str = "all-minilm-l6-v2"
     """Hub name, local directory, or a packaged alias (all-minilm-l6-v2)."""
-    peft: str = "lora"
+    peft: str | None = None
     """What a client trains: `lora` adapters, `tinylora` (a few numbers per module, below),
-    `ia3` scales, `bitfit` biases, or `head` only (the head over a frozen model)."""
+    `ia3` scales, `bitfit` biases, or `head` only (the head over a frozen model). None:
+    tinylora under recipe=spry (its forward gradients beat LoRA's, docs/learning.md),
+    lora under recipe=paper."""
     lora_r: int = 1
     """LoRA rank r (the paper: 1)."""
     lora_alpha: float = 1.0
@@ -182,13 +184,16 @@ class Config:
     """Forward gradients: no tangent on a LoRA A factor while its B is exactly zero (its
     gradient is then exactly zero: the tangent would add variance and no signal)."""
     head_lr: float | None = None
-    """The head's client learning rate (None: client_lr)."""
+    """The head's client learning rate. None: 1e-4 for a class-mean classifier head trained
+    by Adam(W) under recipe=spry (a faster one walks it off its start, docs/learning.md),
+    client_lr otherwise."""
     client_optimizer: str = "adamw"
     """The client's local optimizer: `sgd`, `adam`, `adamw`."""
     client_lr: float | None = None
     """The client's learning rate. None: 1e-4 (the paper's, every method under
-    recipe=paper); under recipe=spry 1e-3 for backprop and backprop_split, 3e-2 for fedsgd
-    (one plain SGD step a round), 1e-4 for the estimators."""
+    recipe=paper); under recipe=spry 1e-2 for peft=tinylora with Adam(W), else 1e-3 for
+    backprop and backprop_split, 3e-2 for fedsgd (one plain SGD step a round), 1e-4 for
+    the estimators."""
     weight_decay: float = 0.0
     """The client optimizer's weight decay."""
     batch_size: int = 8

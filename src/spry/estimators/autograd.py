@@ -13,5 +13,9 @@ def backprop_gradient(loss_fn: LossFn, params: Params, tangent_seeds=None) -> Es
     leaves = {n: params[n].detach().requires_grad_(True) for n in names}
     with torch.enable_grad():
         loss = loss_fn(leaves)
-        grads = torch.autograd.grad(loss, [leaves[n] for n in names])
-    return Estimate(loss=float(loss.detach()), grads={n: g.detach() for n, g in zip(names, grads)})
+        # allow_unused: a trainable tensor the loss never reads (an adapter on a pooler
+        # the head does not use) has gradient exactly zero, as the estimators report it.
+        grads = torch.autograd.grad(loss, [leaves[n] for n in names], allow_unused=True)
+    return Estimate(loss=float(loss.detach()),
+                    grads={n: torch.zeros_like(leaves[n]) if g is None else g.detach()
+                           for n, g in zip(names, grads)})
