@@ -147,9 +147,10 @@ KNOBS = {
 
 LONG_ROUNDS = 120
 """The long runs' budget: 120 rounds × 10 clients × 8 steps = 9,600 client steps."""
-LONG = ("fedavg", "spry", "head")
+LONG = ("fedavg", "spry", "head", "spry-tiny", "fedavg-tiny", "fedfgd-tiny")
 """SST-2 α=1.0 at three times the grid's budget: does backprop pull away, and does Spry
-leave head-only behind, when the runs are longer (issue 16: "aim for 100+ rounds")?"""
+leave head-only behind, when the runs are longer (issue 16: "aim for 100+ rounds")?
+The TinyLoRA rows ask it again of the adapter on which forward gradients add to the head."""
 
 
 def with_rounds(rounds: int) -> tuple[str, ...]:
