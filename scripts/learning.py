@@ -94,20 +94,32 @@ METHODS = {
     "fedavg-tiny": ("FedAvg (backprop), TinyLoRA", ("method=backprop", "peft=tinylora",
                                                      "client_lr=1e-2", "head_lr=1e-4",
                                                      *FEDAVG)),
+    # Spry on TinyLoRA with what a split round lacks (docs/learning.md, "Does splitting the
+    # units sharpen a round's update?"): its error is the tangent noise, d/K times the data
+    # noise (d = 16–32 numbers a client), so K=4 tangents a step (same client steps, ~2x
+    # the seconds); and each unit's update is one client's, so FedAvgM's moving average
+    # over rounds (β 0.9) averages ~10 clients' estimates of it.
+    "spry-tiny-k4": ("Spry, TinyLoRA, K=4", ("method=spry", "peft=tinylora", "client_lr=1e-2",
+                                             "head_lr=1e-4", "tangents=4", *FEDAVG)),
+    "spry-tiny-avgm": ("Spry, TinyLoRA, FedAvgM server (β 0.9)",
+                       ("method=spry", "peft=tinylora", "client_lr=1e-2", "head_lr=1e-4",
+                        "server_optimizer=fedavgm", "server_lr=1.0", "server_beta1=0.9")),
     # The paper's recipe: its head (random, on the architecture's [CLS] pooler, trained by
     # the estimator), one shared tangent, AdamW 1e-4, FedYogi 1e-2.
     "spry-paper": ("Spry (recipe=paper)", ("method=spry", "recipe=paper")),
     "fedmezo-paper": ("FedMeZO (recipe=paper)", ("method=fedmezo", "recipe=paper")),
 }
 MAIN = ("fedavg", "spry", "spry-guided", "head", "fedfgd", "fedmezo", "fwdllm", "spry-inputs",
-        "spry-a", "fedavg-a", "spry-tiny", "fedfgd-tiny", "fedmezo-tiny", "fedavg-tiny")
+        "spry-a", "fedavg-a", "spry-tiny", "fedfgd-tiny", "fedmezo-tiny", "fedavg-tiny",
+        "spry-tiny-k4", "spry-tiny-avgm")
 PAPER = ("spry-paper", "fedmezo-paper")
 RUN_ORDER = ("fedavg", "spry", "head", "fedmezo", "fedfgd", "spry-tiny", "fedavg-tiny",
              "fedfgd-tiny", "fedmezo-tiny", "spry-inputs", "spry-a", "fedavg-a", "spry-guided",
-             "spry-paper", "fwdllm", "fedmezo-paper")
+             "spry-paper", "fwdllm", "fedmezo-paper", "spry-tiny-k4", "spry-tiny-avgm")
 
 
-LATER = ("spry-guided", "spry-paper", "fwdllm", "fedmezo-paper")
+LATER = ("spry-guided", "spry-paper", "fwdllm", "fedmezo-paper", "spry-tiny-k4",
+         "spry-tiny-avgm")
 """Rows that run after every data set's fast main-table rows: the paper table and FwdLLM
 (2-3x slower a step), so a session that ends early leaves the main table complete."""
 

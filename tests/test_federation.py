@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 import torch
 
+from spry.config import Config
 from spry.federation import ServerOptimizer, aggregate_units, assign_units
 
 UNITS = [f"u{i}" for i in range(7)]
@@ -121,6 +122,24 @@ def test_fedadam_and_fedavg_by_hand_and_untrained_state_untouched():
     assert out["u"].item() == 3.0 and "u" not in adam.m  # not trained: no step, no state
     avg = ServerOptimizer("fedavg", lr=1.0)
     assert avg.step(x, {"w": torch.tensor([2.0]), "u": x["u"]}, {"w"})["w"].item() == 2.0
+
+
+def test_fedavgm_steps_along_the_moving_average_of_the_rounds_updates():
+    """m ← β m + (1−β) Δ, x ← x + η m: two rounds by hand; a steady Δ is stepped in full
+    once the average has caught up, and a flipping Δ (noise) mostly cancels."""
+    opt = ServerOptimizer("fedavgm", lr=1.0, beta1=0.5)
+    x = {"w": torch.tensor([0.0])}
+    x1 = opt.step(x, {"w": torch.tensor([2.0])}, {"w"})
+    assert x1["w"].item() == pytest.approx(0.5 * 2.0)
+    x2 = opt.step(x1, {"w": x1["w"] - 4.0}, {"w"})  # Δ = −4: m = 0.5·1 + 0.5·(−4)
+    assert x2["w"].item() == pytest.approx(1.0 + (0.5 * 1.0 - 2.0))
+    steady, flip = ServerOptimizer("fedavgm", lr=1.0, beta1=0.9), ServerOptimizer(
+        "fedavgm", lr=1.0, beta1=0.9)
+    for r in range(100):
+        a = steady.step({"w": torch.tensor([0.0])}, {"w": torch.tensor([1.0])}, {"w"})
+        b = flip.step({"w": torch.tensor([0.0])}, {"w": torch.tensor([(-1.0) ** r])}, {"w"})
+    assert a["w"].item() == pytest.approx(1.0, abs=1e-4) and abs(b["w"].item()) < 0.06
+    assert Config(server_optimizer="fedavgm").server_lr == 1.0
 
 
 def test_contiguous_deal_gives_each_client_neighbouring_units_and_rotates():

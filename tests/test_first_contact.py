@@ -45,7 +45,7 @@ def test_run_help_lists_every_setting_with_its_default(capsys):
     for s in settings.settings():
         assert f"    {s.name}={s.default}\n" in text, s.name
     assert "pair_column=none" in text and "test_file=none" in text and "threads=none" in text
-    assert "server_lr=1.0 (fedavg), 0.01 (fedadam, fedyogi)" in text
+    assert "server_lr=1.0 (fedavg, fedavgm), 0.01 (fedadam, fedyogi)" in text
 
 
 def test_every_setting_has_a_docstring_and_a_section():

@@ -165,6 +165,31 @@ def test_a_step_gives_the_head_its_exact_gradient(tiny_sentence_model):
         torch.testing.assert_close(est.grads[n].double(), g, rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.parametrize("peft,k,chunk", [("tinylora", 1, None), ("tinylora", 3, None),
+                                          ("tinylora", 3, 2), ("lora", 2, None)])
+def test_a_shared_tangent_step_reads_the_head_from_its_own_primal_pass(tiny_sentence_model,
+                                                                       peft, k, chunk):
+    """With one tangent a batch (TinyLoRA's rule, or tangent_sharing=batch) the exact head
+    gradient comes out of the jvp's primal pass: the model runs once per primal pass
+    (ceil(K / chunk) passes), not once more for the head, and the head gradient is exact."""
+    cfg, model, batch = _model(tiny_sentence_model, peft=peft, tangent_sharing="batch",
+                               tangents=k, tangent_chunk=chunk)
+    names = [p for u in list_units(model) for p in u.params]
+    params = {n: p for n, p in trainable_params(model).items() if n in names}
+    head = exact_head(model, cfg, names)
+    calls = []
+    hook = model.get_base_model().register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        est = step_estimate(model, batch, params, head, cfg, make_estimator(cfg), list(range(k)))
+    finally:
+        hook.remove()
+    assert len(calls) == -(-k // (chunk or k))
+    want = torch.autograd.grad(classification_loss(model, batch)(params),
+                               [params[n] for n in head])
+    for n, g in zip(head, want):
+        torch.testing.assert_close(est.grads[n].double(), g, rtol=1e-5, atol=1e-8)
+
+
 # --- per-example tangents and zero-gradient factors ---------------------------------------------
 def _assert_unbiased(draw, exact: dict, n: int) -> None:
     """The mean of n estimates is within 4.5 standard errors of `exact`, coordinate-wise."""

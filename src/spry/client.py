@@ -94,9 +94,9 @@ def step_estimate(model: nn.Module, batch: dict[str, torch.Tensor], params: dict
     """One step's gradient estimate of `params` (and, with `head`, its exact gradient).
 
     Forward-gradient methods honour tangent_sharing and skip_zero_factors. The head's
-    gradient comes from the pooled features and logits at w: read from the per-example
-    estimator's own forward pass (free), else (one shared tangent, the zeroth-order
-    estimators) from one extra forward pass without tangents. Backprop trains the head
+    gradient comes from the pooled features and logits at w: read from the forward-gradient
+    estimator's own primal pass (free), else (the zeroth-order estimators) from one extra
+    forward pass without tangents. Backprop trains the head
     through autograd (exact_head is None). `guide` (guided_tangent): the direction whose
     component is made exact (spry.estimators.guided). `skip_zero_factors`: None follows
     cfg; per-iteration steps pass False (the server regenerates every unit tensor's tangent)."""
@@ -114,9 +114,12 @@ def step_estimate(model: nn.Module, batch: dict[str, torch.Tensor], params: dict
             classification_loss(model, batch, per_example=True, capture=capture), perturbed, seeds,
             batch_size=len(batch["labels"]), capture=capture, chunk=cfg.tangent_chunk,
             input_span=span, token_mask=batch.get("attention_mask"))
+    elif forward and head is not None:  # the jvp's own primal pass gives the head's input
+        est = estimator(classification_loss(model, batch, capture=capture), perturbed, seeds,
+                        capture=capture)
     else:
         est = estimator(head_of(cfg).loss(model, batch), perturbed, seeds) if perturbed else None
-        if head is not None:  # torch.func's jvp hides its primals: read the head's input
+        if head is not None:  # the zeroth-order passes run at w ± εz: one more at w
             with torch.no_grad():
                 loss = float(classification_loss(model, batch, capture=capture)(
                     {n: p.detach() for n, p in params.items()}))

@@ -38,7 +38,7 @@ class Setting:
     section: str
     default: str
     """As a user would type it; for a default that follows other settings, what it
-    follows (e.g. `1.0 (fedavg), 0.01 (fedadam, fedyogi)`)."""
+    follows (e.g. `1.0 (fedavg, fedavgm), 0.01 (fedadam, fedyogi)`)."""
     doc: str
     """The field's docstring, one paragraph."""
 
@@ -93,7 +93,7 @@ def _default_text(f: dataclasses.Field) -> str:
         spry, paper = (RECIPE_DEFAULTS[r][f.name] for r in ("spry", "paper"))
         return f"{_show(spry)} ({_show(paper)} with recipe=paper)"
     if f.name == "server_lr":
-        return "1.0 (fedavg), 0.01 (fedadam, fedyogi)"
+        return "1.0 (fedavg, fedavgm), 0.01 (fedadam, fedyogi)"
     if f.name == "client_lr":
         lrs, by_value = config.CLIENT_LR["spry"], {}
         for method, value in lrs.items():

@@ -29,8 +29,9 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 # Defaults that follow another choice (None in the schema): the server's step size follows
-# its optimizer (FedAvg's mean replaces the weights; the paper's FedYogi steps 1e-2).
-SERVER_LR = {"fedavg": 1.0, "fedadam": 1e-2, "fedyogi": 1e-2}
+# its optimizer (FedAvg's mean replaces the weights, FedAvgM's momentum of it steps as far
+# in steady state; the paper's FedYogi steps 1e-2).
+SERVER_LR = {"fedavg": 1.0, "fedavgm": 1.0, "fedadam": 1e-2, "fedyogi": 1e-2}
 # The client's learning rate per recipe and method (None: every other method). The paper
 # uses AdamW 1e-4 throughout; recipe=spry takes the rate measured here where the methods
 # table has one (Method.measured_client_lr: docs/learning.md, docs/baselines.md).

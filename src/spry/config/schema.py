@@ -149,12 +149,13 @@ class Config:
     `shared`: every client trains it. None: the recipe's."""
     server_optimizer: str = "fedyogi"
     """How the server applies the round's mean update: `fedavg` (the mean replaces the
-    weights at server_lr 1), `fedadam`, `fedyogi` (adaptive steps on the pseudo-gradient)."""
+    weights at server_lr 1), `fedavgm` (a moving average of the rounds' mean updates,
+    server_beta1), `fedadam`, `fedyogi` (adaptive steps on the pseudo-gradient)."""
     server_lr: float | None = None
-    """The server's step size. None: 1.0 with server_optimizer=fedavg, 1e-2 with fedadam
-    and fedyogi (the paper)."""
+    """The server's step size. None: 1.0 with server_optimizer=fedavg or fedavgm, 1e-2 with
+    fedadam and fedyogi (the paper)."""
     server_beta1: float = 0.9
-    """FedAdam/FedYogi first-moment decay."""
+    """FedAvgM/FedAdam/FedYogi first-moment decay."""
     server_beta2: float = 0.99
     """FedAdam/FedYogi second-moment decay."""
     server_tau: float = 1e-3

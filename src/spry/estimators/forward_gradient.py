@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def forward_gradient(loss_fn: LossFn, params: Params, tangent_seeds: Sequence[int],
-                     chunk: int | None = None) -> Estimate:
+                     chunk: int | None = None, capture: dict | None = None) -> Estimate:
     """Unbiased estimate of ∇L from K = len(tangent_seeds) directional derivatives.
 
     For each k: v_k ~ N(0, I) from its seed; the jvp gives the loss and the directional
@@ -31,59 +31,91 @@ def forward_gradient(loss_fn: LossFn, params: Params, tangent_seeds: Sequence[in
     batching rule, a data-dependent branch on a tangent, out of memory), the K jvps run
     one after another with the same tangents: same result, K primal passes, memory of one.
     `chunk` (tangent_chunk): at most this many tangents per primal pass (None: all K).
+
+    `capture`: a dict that `loss_fn` fills on its first call with values of its primal
+    pass (the pooled features and logits of spry.tasks.classifier.classification_loss).
+    `torch.func.jvp` would hide them inside its transform, so they come out through the
+    jvp's aux: the exact head gradient then costs no extra forward pass.
     """
     if len(tangent_seeds) < 1:
         raise ValueError("forward_gradient needs at least one tangent seed (K >= 1)")
     primals = {n: params[n].detach() for n in sorted(params)}
-    return in_chunks(lambda seeds: _forward_gradient(loss_fn, primals, seeds), tangent_seeds,
-                     chunk)
+    if capture is None:
+        return in_chunks(lambda seeds: _forward_gradient(loss_fn, primals, seeds), tangent_seeds,
+                         chunk)
+    first: dict = {}
+
+    def with_aux(values):
+        capture.clear()  # nothing left from a pass that failed (the vmap fallback)
+        loss = loss_fn(values)
+        aux = dict(capture)
+        capture.clear()
+        return loss, aux
+
+    def estimate(seeds):
+        est, aux = _forward_gradient(with_aux, primals, seeds, has_aux=True)
+        if not first:  # the first primal pass's values, as loss_fn's own capture keeps
+            first.update(aux)
+        return est
+
+    est = in_chunks(estimate, tangent_seeds, chunk)
+    capture.update(first)
+    return est
 
 
-def _forward_gradient(loss_fn: LossFn, primals: Params, tangent_seeds: Sequence[int]
-                      ) -> Estimate:
+def _forward_gradient(loss_fn: LossFn, primals: Params, tangent_seeds: Sequence[int],
+                      has_aux: bool = False):
     # no_grad: with trainable tensors requiring grad, autograd would also record a
     # backward graph during the jvp and the step would need more memory than backprop.
     with torch.no_grad(), lean_forward_ad():
         if len(tangent_seeds) > 1:
             try:
-                return batched_forward_gradient(loss_fn, primals, tangent_seeds)
+                return batched_forward_gradient(loss_fn, primals, tangent_seeds, has_aux)
             except (RuntimeError, NotImplementedError) as exc:
                 log.warning("forward_gradient: vmap over %d tangents failed (%s: %s); "
                             "running them one at a time", len(tangent_seeds),
                             type(exc).__name__, str(exc).splitlines()[0][:200])
-        return sequential_forward_gradient(loss_fn, primals, tangent_seeds)
+        return sequential_forward_gradient(loss_fn, primals, tangent_seeds, has_aux)
 
 
-def batched_forward_gradient(loss_fn: LossFn, primals: Params, tangent_seeds: Sequence[int]
-                             ) -> Estimate:
-    """All K tangents in one vmapped jvp: one primal pass, the tangents batched."""
+def batched_forward_gradient(loss_fn: LossFn, primals: Params, tangent_seeds: Sequence[int],
+                             has_aux: bool = False):
+    """All K tangents in one vmapped jvp: one primal pass, the tangents batched.
+    `has_aux`: loss_fn returns (loss, aux); the result is then (Estimate, aux)."""
     k = len(tangent_seeds)
     drawn = [draw_tangents(primals, seed) for seed in tangent_seeds]
     stacked = {n: torch.stack([v[n] for v in drawn]) for n in primals}
     del drawn
 
     def one(tangent):
-        return jvp(loss_fn, (primals,), (tangent,))
+        return jvp(loss_fn, (primals,), (tangent,), has_aux=has_aux)
 
-    loss, d = vmap(one, randomness="same")(stacked)
+    loss, d, *aux = vmap(one, randomness="same")(stacked)
     grads = {n: torch.tensordot(d.to(v.dtype), v, dims=1).div_(k) for n, v in stacked.items()}
-    return Estimate(loss=float(loss[0]), grads=grads, scalars=[float(x) for x in d])
+    est = Estimate(loss=float(loss[0]), grads=grads, scalars=[float(x) for x in d])
+    # vmap stacks the aux K times (it comes from the shared primal pass): keep one.
+    return (est, {name: value[0] for name, value in aux[0].items()}) if has_aux else est
 
 
 def sequential_forward_gradient(loss_fn: LossFn, primals: Params,
-                                tangent_seeds: Sequence[int]) -> Estimate:
-    """One jvp per tangent; only one tangent (and its activations) alive at a time."""
+                                tangent_seeds: Sequence[int], has_aux: bool = False):
+    """One jvp per tangent; only one tangent (and its activations) alive at a time.
+    `has_aux`: loss_fn returns (loss, aux); the result is then (Estimate, the first aux)."""
     k = len(tangent_seeds)
     grads = {n: torch.zeros_like(t) for n, t in primals.items()}
     scalars: list[float] = []
     loss_sum = 0.0
+    first_aux = None
     for seed in tangent_seeds:
         tangents = draw_tangents(primals, seed)
-        loss, d = jvp(loss_fn, (primals,), (tangents,))
+        loss, d, *aux = jvp(loss_fn, (primals,), (tangents,), has_aux=has_aux)
+        if has_aux and first_aux is None:
+            first_aux = aux[0]
         d = float(d)
         scalars.append(d)
         loss_sum += float(loss)
         for n, v in tangents.items():
             grads[n].add_(v, alpha=d / k)
         del tangents
-    return Estimate(loss=loss_sum / k, grads=grads, scalars=scalars)
+    est = Estimate(loss=loss_sum / k, grads=grads, scalars=scalars)
+    return (est, first_aux) if has_aux else est

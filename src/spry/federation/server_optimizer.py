@@ -2,6 +2,10 @@
 
 One code path for all (as FLSim does): the round's pseudo-gradient is Δ = aggregate − x,
 and the server applies an update rule to x. FedAvg with lr 1 is plain replacement.
+FedAvgM (Hsu et al. 2019, "Measuring the effects of non-identical data distribution for
+federated visual classification") steps along a moving average of the rounds' Δ: what
+rounds agree on accumulates and their noise averages out, the thing a split round's
+update lacks (each unit is one client's estimate: docs/learning.md).
 Only tensors someone trained this round are stepped; the others keep value and state.
 """
 
@@ -15,9 +19,11 @@ import torch
 
 @dataclass
 class ServerOptimizer:
-    """FedAvg / FedAdam / FedYogi, Algorithm 2 of Reddi et al. (no bias correction).
+    """FedAvg / FedAvgM / FedAdam / FedYogi, Algorithm 2 of Reddi et al. (no bias correction).
 
     m ← β1 m + (1−β1) Δ
+    x ← x + η m                           (FedAvgM: Hsu et al.'s v ← βv + Δ with η(1−β);
+                                           in steady state a step of η Δ, as FedAvg's)
     v ← β2 v + (1−β2) Δ²                  (FedAdam)
     v ← v − (1−β2) Δ² sign(v − Δ²)        (FedYogi)
     x ← x + η m / (√v + τ)
@@ -46,6 +52,8 @@ class ServerOptimizer:
         m = self.m.setdefault(name, torch.zeros_like(delta))
         v = self.v.setdefault(name, torch.full_like(delta, self.tau**2))
         m.mul_(self.beta1).add_(delta, alpha=1 - self.beta1)
+        if self.rule == "fedavgm":
+            return self.lr * m
         d2 = delta * delta
         if self.rule == "fedadam":
             v.mul_(self.beta2).add_(d2, alpha=1 - self.beta2)
