@@ -5,6 +5,7 @@ bf16 here, so a rule or a cast that breaks in bf16 fails CI, not the first GPU r
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch.func import jvp
 
+from spry.config import ConfigError
 from spry.estimators import forward_gradient
 from spry.estimators.example_tangents import example_forward_gradient
 from spry.estimators.lean_jvp import lean_forward_ad
@@ -98,3 +100,37 @@ def test_a_spry_run_in_bf16_trains_and_saves_finite_weights(tiny_config, extra):
     assert all(torch.isfinite(t.float()).all() for t in weights.values())
     assert {t.dtype for t in weights.values()} <= {torch.bfloat16, torch.float32}
     assert rows[-1]["test_accuracy"] is not None
+
+
+def test_eval_dtype_bf16_evaluates_in_bf16_and_leaves_training_alone(tiny_config, monkeypatch):
+    """eval_dtype=bfloat16: the evaluation passes run under bf16 autocast (the classifier's
+    matmuls come out in bf16), the training rounds are the float32 run's to the last digit,
+    and the scores stay close to float32's."""
+    import spry.client as client
+
+    seen = []
+    inner = client.head_of
+
+    def spying(cfg):
+        head = inner(cfg)
+        evaluate = head.evaluate
+
+        def recording(model, *args):
+            hook = model.register_forward_hook(
+                lambda m, i, out: seen.append(out.logits.dtype))
+            try:
+                return evaluate(model, *args)
+            finally:
+                hook.remove()
+        return dataclasses.replace(head, evaluate=recording)
+
+    monkeypatch.setattr(client, "head_of", spying)
+    runs = {dtype: [r for r in read_metrics(run(tiny_config(
+        eval_dtype=dtype, run_name=f"eval-{dtype}", rounds=2), progress=False)) if r["round"] >= 1]
+        for dtype in (None, "bfloat16")}
+    assert seen and set(seen) == {torch.float32, torch.bfloat16}  # one run each way
+    fp32, bf16 = runs[None], runs["bfloat16"]
+    assert [r["train_loss"] for r in fp32] == [r["train_loss"] for r in bf16]
+    assert bf16[-1]["eval_loss"] == pytest.approx(fp32[-1]["eval_loss"], rel=5e-2)
+    with pytest.raises(ConfigError, match="eval_dtype"):
+        tiny_config(eval_dtype="float16")

@@ -334,6 +334,10 @@ def test_recipe_paper_is_the_papers_setup_and_explicit_values_win():
      "head_gradient"),
     (dict(recipe="fast"), "recipe"),
     (dict(head_lr=0.0), "head_lr"),
+    # An adapter's settings under another adapter (recipe=spry's default is TinyLoRA).
+    (dict(lora_r=4), "lora_r: only used by peft=lora; this run trains peft=tinylora"),
+    (dict(lora_alpha=8.0, peft="ia3"), "lora_alpha"),
+    (dict(tinylora_u=8, peft="lora"), "tinylora_u"),
 ])
 def test_settings_that_cannot_work_are_refused(settings, field):
     with pytest.raises(ConfigError, match=field):

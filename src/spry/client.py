@@ -224,14 +224,25 @@ def _head_params(model: nn.Module) -> tuple[str, ...]:
     return next((u.params for u in list_units(model) if u.name == HEAD_UNIT), ())
 
 
+def eval_precision(cfg: Config):
+    """The context evaluation's forward passes run in: bfloat16 autocast with
+    eval_dtype=bfloat16 (matmuls in bf16, reductions such as softmax and layer norm kept
+    in float32 by autocast's op lists), else nothing changes."""
+    return torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16,
+                          enabled=cfg.eval_dtype == "bfloat16")
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data, tokenizer, cfg: Config) -> tuple[int, int, float]:
     """(correct, total, summed loss) of the model as it stands, as the task head scores
     it (QA: an exact match under the SQuAD v2 rules counts as correct)."""
-    return head_of(cfg).evaluate(model, data, tokenizer, cfg)
+    with eval_precision(cfg):
+        return head_of(cfg).evaluate(model, data, tokenizer, cfg)
 
 
+@torch.no_grad()
 def held_out_metrics(model: nn.Module, data, tokenizer, cfg: Config) -> dict[str, float]:
     """The held-out split's metrics for metrics.jsonl: `test_accuracy` always (exact match
     for QA), plus the task's own (SQuAD v2 `test_f1`, MultiRC `test_f1a`); fractions."""
-    return head_of(cfg).held_out_metrics(model, data, tokenizer, cfg)
+    with eval_precision(cfg):
+        return head_of(cfg).held_out_metrics(model, data, tokenizer, cfg)

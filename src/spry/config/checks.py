@@ -13,8 +13,8 @@ import typing
 from typing import Any
 
 from spry.config.choices import (ASSIGNMENTS, CLIENT_OPTIMIZERS, COMMUNICATIONS, CONTEXTS,
-                                 DTYPES, ENGINES, FORWARD_GRADIENT_METHODS, HEAD_GRADIENTS,
-                                 HEAD_INITS, HEAD_MODES, LORA_FACTORS, METHODS,
+                                 DTYPES, ENGINES, EVAL_DTYPES, FORWARD_GRADIENT_METHODS,
+                                 HEAD_GRADIENTS, HEAD_INITS, HEAD_MODES, LORA_FACTORS, METHODS,
                                  NO_EXAMPLE_TANGENTS, ON_ALL_CLIENTS_FAILED, PEFT_ADAPTERS,
                                  PEFT_METHODS, POOLINGS, RECIPES, SERVER_OPTIMIZERS,
                                  TANGENT_SHARINGS, TANGENT_SPACES, TASK_HEADS, ConfigError)
@@ -67,6 +67,8 @@ def _check_choices(cfg: Config) -> None:
     if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("tensorboard: true needs the tensorboard package: "
                           "pip install tensorboard (or set tensorboard=false)")
+    if cfg.eval_dtype is not None:
+        one_of(cfg, "eval_dtype", EVAL_DTYPES)
     for name, choices in (("method", METHODS), ("peft", PEFT_METHODS),
                           ("assignment", ASSIGNMENTS), ("head", HEAD_MODES),
                           ("server_optimizer", SERVER_OPTIMIZERS),
@@ -189,9 +191,15 @@ def _check_head(cfg: Config) -> None:
                           f"forward-gradient method ({', '.join(FORWARD_GRADIENT_METHODS)}), "
                           "peft=lora and tangent_sharing=example (communication=per_epoch); "
                           "set tangent_space=parameters")
-    if cfg.lora_factors != "both" and cfg.peft != "lora":
-        raise ConfigError(f"lora_factors: only used by peft=lora, not {cfg.peft!r}; set "
-                          "peft=lora or remove it")
+    # An adapter's settings given to another adapter would be silently unused (since
+    # recipe=spry trains TinyLoRA: e.g. the paper's lora_r without peft=lora).
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    for names, adapter in ((("lora_factors", "lora_r", "lora_alpha"), "lora"),
+                           (("tinylora_r", "tinylora_u"), "tinylora")):
+        for name in names:
+            if getattr(cfg, name) != defaults[name] and cfg.peft != adapter:
+                raise ConfigError(f"{name}: only used by peft={adapter}; this run trains "
+                                  f"peft={cfg.peft}; set peft={adapter} or remove {name}")
     if cfg.guided_tangent and (cfg.method not in FORWARD_GRADIENT_METHODS
                                or cfg.communication != "per_epoch"):
         raise ConfigError(f"guided_tangent: needs a forward-gradient method "

@@ -29,6 +29,7 @@ COMMUNICATIONS = ("per_epoch", "per_iteration")
 CONTEXTS = ("global", "local")
 ENGINES = ("local", "flower")
 DTYPES = ("float32", "float64", "bfloat16")
+EVAL_DTYPES = ("bfloat16",)  # autocast's lower precision; None evaluates in `dtype`
 TASK_HEADS = ("classifier", "verbalizer", "span", "generate")
 ON_ALL_CLIENTS_FAILED = ("continue", "stop")
 RECIPES = ("spry", "paper")

@@ -232,6 +232,11 @@ class Config:
     final round is evaluated, and a round is never cut short. None: no cap."""
     eval_batch_size: int = 64
     """Examples per forward pass when evaluating."""
+    eval_dtype: str | None = None
+    """`bfloat16`: evaluation's forward passes (the held-out split, the clients' test
+    splits) run under bfloat16 autocast, training stays in `dtype`. On a CPU with AMX or a
+    GPU a forward is several times faster, and a few borderline predictions may flip
+    (docs/memory.md measures both). None: evaluate in `dtype`."""
     threads: int | None = None
     """torch threads for this run (torch.set_num_threads). None: torch's default."""
     engine: str = "local"
