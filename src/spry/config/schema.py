@@ -299,7 +299,8 @@ class Config:
         return cls(**coerced_values(cls, values))
 
     @classmethod
-    def from_yaml(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> "Config":
+    def from_yaml(cls, path: str | Path | None = None,
+                  overrides: list[str] | None = None) -> "Config":
         """Read a YAML file (optional) and apply `key=value` overrides on top."""
         return cls.from_flat(read_values(path, overrides))
 
