@@ -139,7 +139,7 @@ def test_fedavgm_steps_along_the_moving_average_of_the_rounds_updates():
         a = steady.step({"w": torch.tensor([0.0])}, {"w": torch.tensor([1.0])}, {"w"})
         b = flip.step({"w": torch.tensor([0.0])}, {"w": torch.tensor([(-1.0) ** r])}, {"w"})
     assert a["w"].item() == pytest.approx(1.0, abs=1e-4) and abs(b["w"].item()) < 0.06
-    assert Config(server_optimizer="fedavgm").server_lr == 1.0
+    assert Config(server_optimizer="fedavgm").server_lr == 1.0 and not steady.v  # no 2nd moment
 
 
 def test_contiguous_deal_gives_each_client_neighbouring_units_and_rotates():

@@ -50,10 +50,10 @@ class ServerOptimizer:
         if self.rule == "fedavg":
             return self.lr * delta
         m = self.m.setdefault(name, torch.zeros_like(delta))
-        v = self.v.setdefault(name, torch.full_like(delta, self.tau**2))
         m.mul_(self.beta1).add_(delta, alpha=1 - self.beta1)
         if self.rule == "fedavgm":
             return self.lr * m
+        v = self.v.setdefault(name, torch.full_like(delta, self.tau**2))
         d2 = delta * delta
         if self.rule == "fedadam":
             v.mul_(self.beta2).add_(d2, alpha=1 - self.beta2)
