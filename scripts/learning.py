@@ -104,6 +104,11 @@ METHODS = {
     "spry-tiny-avgm": ("Spry, TinyLoRA, FedAvgM server (β 0.9)",
                        ("method=spry", "peft=tinylora", "client_lr=1e-2", "head_lr=1e-4",
                         "server_optimizer=fedavgm", "server_lr=1.0", "server_beta1=0.9")),
+    # The same in bfloat16 (dtype=bfloat16; peft keeps v and the head in float32): does it
+    # learn as well, and how much faster is a client on a CPU with bf16 matmuls (AMX)?
+    "spry-tiny-bf16": ("Spry, TinyLoRA, bf16 model", ("method=spry", "peft=tinylora",
+                                                      "client_lr=1e-2", "head_lr=1e-4",
+                                                      "dtype=bfloat16", *FEDAVG)),
     # The paper's recipe: its head (random, on the architecture's [CLS] pooler, trained by
     # the estimator), one shared tangent, AdamW 1e-4, FedYogi 1e-2.
     "spry-paper": ("Spry (recipe=paper)", ("method=spry", "recipe=paper")),
@@ -111,15 +116,16 @@ METHODS = {
 }
 MAIN = ("fedavg", "spry", "spry-guided", "head", "fedfgd", "fedmezo", "fwdllm", "spry-inputs",
         "spry-a", "fedavg-a", "spry-tiny", "fedfgd-tiny", "fedmezo-tiny", "fedavg-tiny",
-        "spry-tiny-k4", "spry-tiny-avgm")
+        "spry-tiny-k4", "spry-tiny-avgm", "spry-tiny-bf16")
 PAPER = ("spry-paper", "fedmezo-paper")
 RUN_ORDER = ("fedavg", "spry", "head", "fedmezo", "fedfgd", "spry-tiny", "fedavg-tiny",
              "fedfgd-tiny", "fedmezo-tiny", "spry-inputs", "spry-a", "fedavg-a", "spry-guided",
-             "spry-paper", "fwdllm", "fedmezo-paper", "spry-tiny-k4", "spry-tiny-avgm")
+             "spry-paper", "fwdllm", "fedmezo-paper", "spry-tiny-k4", "spry-tiny-avgm",
+             "spry-tiny-bf16")
 
 
 LATER = ("spry-guided", "spry-paper", "fwdllm", "fedmezo-paper", "spry-tiny-k4",
-         "spry-tiny-avgm")
+         "spry-tiny-avgm", "spry-tiny-bf16")
 """Rows that run after every data set's fast main-table rows: the paper table and FwdLLM
 (2-3x slower a step), so a session that ends early leaves the main table complete."""
 
