@@ -14,14 +14,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch.func import jvp
 
-from spry.config import ConfigError
+from spry.config import Config, ConfigError
 from spry.estimators import forward_gradient
 from spry.estimators.example_tangents import example_forward_gradient
 from spry.estimators.lean_jvp import lean_forward_ad
 from spry.metrics import read_metrics
-from spry.models import trainable_params
+from spry.models import load_tokenizer, trainable_params
 from spry.runner import run
 from spry.tasks.classifier import classification_loss
+from spry.tasks.heads import load_model
 from tiny_lora import model_and_batch
 
 BF16 = dict(rtol=2e-2, atol=2e-2)
@@ -134,3 +135,16 @@ def test_eval_dtype_bf16_evaluates_in_bf16_and_leaves_training_alone(tiny_config
     assert bf16[-1]["eval_loss"] == pytest.approx(fp32[-1]["eval_loss"], rel=5e-2)
     with pytest.raises(ConfigError, match="eval_dtype"):
         tiny_config(eval_dtype="float16")
+
+
+def test_a_bf16_body_keeps_its_pooled_head_in_float32(tiny_bert):
+    """A bf16 weight drops an AdamW step of 1e-4 on a head of size ~1: the head stays
+    float32 over the bf16 body and reads the pooled features in float32."""
+    cfg = Config(model=tiny_bert, dtype="bfloat16")
+    model = load_model(cfg, 2, load_tokenizer(cfg).pad_token_id)
+    head = [p for n, p in model.named_parameters() if "classifier" in n and p.requires_grad]
+    body = [p for n, p in model.named_parameters() if "embeddings" in n]
+    assert head and {p.dtype for p in head} == {torch.float32}
+    assert {p.dtype for p in body} == {torch.bfloat16}
+    out = model(input_ids=torch.tensor([[2, 5, 6, 3]]), attention_mask=torch.ones(1, 4))
+    assert out.features.dtype == out.logits.dtype == torch.float32

@@ -116,14 +116,18 @@ class PooledClassifier(nn.Module):
         setattr(self, self.body_name, body)
         self.config = body.config
         self.pooling = pooling
-        self.classifier = nn.Linear(body.config.hidden_size, num_labels, dtype=body.dtype)
+        # The head is trained in full: in a bfloat16 body it stays float32 (as peft keeps
+        # adapters), since a bf16 weight drops steps below 2⁻⁸ of its size (AdamW at 1e-4
+        # on a class-mean head would not move it at all).
+        self.classifier = nn.Linear(body.config.hidden_size, num_labels,
+                                    dtype=torch.promote_types(body.dtype, torch.float32))
 
     def forward(self, input_ids=None, attention_mask=None, labels=None, **inputs) -> PooledOutput:
         body = getattr(self, self.body_name)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         hidden = body(input_ids=input_ids, attention_mask=attention_mask, **inputs)[0]
-        features = pool(hidden, attention_mask, self.pooling)
+        features = pool(hidden, attention_mask, self.pooling).to(self.classifier.weight.dtype)
         return PooledOutput(self.classifier(features), features)
 
 
