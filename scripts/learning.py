@@ -104,6 +104,8 @@ METHODS = {
     "spry-tiny-avgm": ("Spry, TinyLoRA, FedAvgM server (β 0.9)",
                        ("method=spry", "peft=tinylora", "client_lr=1e-2", "head_lr=1e-4",
                         "server_optimizer=fedavgm", "server_lr=1.0", "server_beta1=0.9")),
+    "spry-tiny-rerun": ("Spry, TinyLoRA (rerun)", ("method=spry", "peft=tinylora",
+                                                   "client_lr=1e-2", "head_lr=1e-4", *FEDAVG)),
     # The same in bfloat16 (dtype=bfloat16; peft keeps v and the head in float32): does it
     # learn as well, and how much faster is a client on a CPU with bf16 matmuls (AMX)?
     "spry-tiny-bf16": ("Spry, TinyLoRA, bf16 model", ("method=spry", "peft=tinylora",
@@ -165,10 +167,12 @@ KNOBS = {
 
 LONG_ROUNDS = 120
 """The long runs' budget: 120 rounds × 10 clients × 8 steps = 9,600 client steps."""
-LONG = ("fedavg", "spry", "head", "spry-tiny", "fedavg-tiny", "fedfgd-tiny")
+LONG = ("fedavg", "spry", "head", "spry-tiny", "fedavg-tiny", "fedfgd-tiny", "spry-tiny-rerun")
 """SST-2 α=1.0 at three times the grid's budget: does backprop pull away, and does Spry
 leave head-only behind, when the runs are longer (issue 16: "aim for 100+ rounds")?
-The TinyLoRA rows ask it again of the adapter on which forward gradients add to the head."""
+The TinyLoRA rows ask it again of the adapter on which forward gradients add to the head.
+`spry-tiny-rerun` is spry-tiny again on the code after 2026-12-02's head-feature change
+(fedfgd-tiny's code: the same estimator, other dropout draws), so the two compare alike."""
 
 
 def with_rounds(rounds: int) -> tuple[str, ...]:
