@@ -43,6 +43,14 @@ TARGET = 0.80
 """Held-out accuracy whose first crossing (client steps, wall seconds) the tables report;
 round 0's class-mean head counts as 0 steps."""
 FEDAVG = ("server_optimizer=fedavg", "server_lr=1.0")
+
+
+def tiny(method: str, *extra: str, server: tuple[str, ...] = FEDAVG) -> tuple[str, ...]:
+    """A TinyLoRA row's overrides: the method, lr 1e-2, the head at 1e-4, then `extra`."""
+    return (f"method={method}", "peft=tinylora", "client_lr=1e-2", "head_lr=1e-4", *extra,
+            *server)
+
+
 # name -> (label, overrides). Same server (FedAvg: the mean replaces the weights) and the
 # same head (class means, exact gradient, AdamW at head_lr 1e-4) for all main-table
 # methods. Measured first (SST-2 α=1.0, kept in benchmarks/results/learning/*-lr*,
@@ -85,32 +93,23 @@ METHODS = {
     # guesses in 16–32 dimensions, not ~10⁴. Every method on the same adapter, lr 1e-2
     # (centrally, 500 steps: backprop at 1e-2 lowers the dev loss faster than at 1e-3, and
     # the forward gradient at 1e-2 follows backprop at 1e-3).
-    "spry-tiny": ("Spry, TinyLoRA", ("method=spry", "peft=tinylora", "client_lr=1e-2",
-                                      "head_lr=1e-4", *FEDAVG)),
-    "fedfgd-tiny": ("FedFGD, TinyLoRA", ("method=fedfgd", "peft=tinylora", "client_lr=1e-2",
-                                          "head_lr=1e-4", *FEDAVG)),
-    "fedmezo-tiny": ("FedMeZO, TinyLoRA", ("method=fedmezo", "peft=tinylora",
-                                            "client_lr=1e-2", "head_lr=1e-4", *FEDAVG)),
-    "fedavg-tiny": ("FedAvg (backprop), TinyLoRA", ("method=backprop", "peft=tinylora",
-                                                     "client_lr=1e-2", "head_lr=1e-4",
-                                                     *FEDAVG)),
+    "spry-tiny": ("Spry, TinyLoRA", tiny("spry")),
+    "fedfgd-tiny": ("FedFGD, TinyLoRA", tiny("fedfgd")),
+    "fedmezo-tiny": ("FedMeZO, TinyLoRA", tiny("fedmezo")),
+    "fedavg-tiny": ("FedAvg (backprop), TinyLoRA", tiny("backprop")),
     # Spry on TinyLoRA with what a split round lacks (docs/learning.md, "Does splitting the
     # units sharpen a round's update?"): its error is the tangent noise, d/K times the data
     # noise (d = 16–32 numbers a client), so K=4 tangents a step (same client steps, ~2x
     # the seconds); and each unit's update is one client's, so FedAvgM's moving average
     # over rounds (β 0.9) averages ~10 clients' estimates of it.
-    "spry-tiny-k4": ("Spry, TinyLoRA, K=4", ("method=spry", "peft=tinylora", "client_lr=1e-2",
-                                             "head_lr=1e-4", "tangents=4", *FEDAVG)),
+    "spry-tiny-k4": ("Spry, TinyLoRA, K=4", tiny("spry", "tangents=4")),
     "spry-tiny-avgm": ("Spry, TinyLoRA, FedAvgM server (β 0.9)",
-                       ("method=spry", "peft=tinylora", "client_lr=1e-2", "head_lr=1e-4",
-                        "server_optimizer=fedavgm", "server_lr=1.0", "server_beta1=0.9")),
-    "spry-tiny-rerun": ("Spry, TinyLoRA (rerun)", ("method=spry", "peft=tinylora",
-                                                   "client_lr=1e-2", "head_lr=1e-4", *FEDAVG)),
+                       tiny("spry", server=("server_optimizer=fedavgm", "server_lr=1.0",
+                                            "server_beta1=0.9"))),
+    "spry-tiny-rerun": ("Spry, TinyLoRA (rerun)", tiny("spry")),
     # The same in bfloat16 (dtype=bfloat16; peft keeps v and the head in float32): does it
     # learn as well, and how much faster is a client on a CPU with bf16 matmuls (AMX)?
-    "spry-tiny-bf16": ("Spry, TinyLoRA, bf16 model", ("method=spry", "peft=tinylora",
-                                                      "client_lr=1e-2", "head_lr=1e-4",
-                                                      "dtype=bfloat16", *FEDAVG)),
+    "spry-tiny-bf16": ("Spry, TinyLoRA, bf16 model", tiny("spry", "dtype=bfloat16")),
     # The paper's recipe: its head (random, on the architecture's [CLS] pooler, trained by
     # the estimator), one shared tangent, AdamW 1e-4, FedYogi 1e-2.
     "spry-paper": ("Spry (recipe=paper)", ("method=spry", "recipe=paper")),
