@@ -107,6 +107,11 @@ METHODS = {
                        tiny("spry", server=("server_optimizer=fedavgm", "server_lr=1.0",
                                             "server_beta1=0.9"))),
     "spry-tiny-rerun": ("Spry, TinyLoRA (rerun)", tiny("spry")),
+    # Each unit to r of the round's 10 clients (unit_replicas): its update the mean of r
+    # clients' estimates, each client perturbing r times the units. r=1 is Spry, r=10
+    # FedFGD's coverage: does the gap of the long runs close as r grows?
+    "spry-tiny-r2": ("Spry, TinyLoRA, each unit to 2 clients", tiny("spry", "unit_replicas=2")),
+    "spry-tiny-r5": ("Spry, TinyLoRA, each unit to 5 clients", tiny("spry", "unit_replicas=5")),
     # The same in bfloat16 (dtype=bfloat16; peft keeps v and the head in float32): does it
     # learn as well, and how much faster is a client on a CPU with bf16 matmuls (AMX)?
     "spry-tiny-bf16": ("Spry, TinyLoRA, bf16 model", tiny("spry", "dtype=bfloat16")),
@@ -166,12 +171,14 @@ KNOBS = {
 
 LONG_ROUNDS = 120
 """The long runs' budget: 120 rounds × 10 clients × 8 steps = 9,600 client steps."""
-LONG = ("fedavg", "spry", "head", "spry-tiny", "fedavg-tiny", "fedfgd-tiny", "spry-tiny-rerun")
+LONG = ("fedavg", "spry", "head", "spry-tiny", "fedavg-tiny", "fedfgd-tiny", "spry-tiny-rerun",
+        "spry-tiny-r2", "spry-tiny-r5")
 """SST-2 α=1.0 at three times the grid's budget: does backprop pull away, and does Spry
 leave head-only behind, when the runs are longer (issue 16: "aim for 100+ rounds")?
 The TinyLoRA rows ask it again of the adapter on which forward gradients add to the head.
 `spry-tiny-rerun` is spry-tiny again on the code after 2026-12-02's head-feature change
-(fedfgd-tiny's code: the same estimator, other dropout draws), so the two compare alike."""
+(fedfgd-tiny's code: the same estimator, other dropout draws), so the two compare alike.
+`spry-tiny-r2`/`-r5` deal each unit to 2 / 5 clients: between Spry and FedFGD."""
 
 
 def with_rounds(rounds: int) -> tuple[str, ...]:

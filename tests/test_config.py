@@ -42,6 +42,13 @@ def test_from_flat_is_the_same_schema():
     ({"method": "backprop", "tangents": 4}, "tangents: only forward-gradient"),
     ({"method": "fedmezo", "tangent_chunk": 2}, "tangent_chunk: only forward-gradient"),
     ({"tangent_chunk": 0}, "tangent_chunk: must be > 0"),
+    ({"unit_replicas": 2, "method": "fedfgd"}, "unit_replicas: method=fedfgd"),
+    ({"unit_replicas": 11}, "unit_replicas: 11 is more than clients_per_round"),
+    ({"personalization": "local"}, "personalization: 'local' is not one of global, round"),
+    ({"personalization": "round", "personalization_epochs": 3},
+     "personalization_epochs: personalization=round scores"),
+    ({"personalization": "round", "communication": "per_iteration",
+      "server_optimizer": "fedavg"}, "personalization: per_iteration"),
 ])
 def test_bad_values_name_the_field(overrides, field):
     with pytest.raises(ConfigError, match=field):

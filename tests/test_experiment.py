@@ -65,3 +65,15 @@ def test_engine_flower_starts_through_the_runner_only(tiny_config, tmp_path):
     with pytest.raises(ConfigError, match="--resume: engine=flower"):
         run(cfg, progress=False, resume_dir=tmp_path)
     assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+def test_replicated_units_train_on_more_clients_and_average(tiny_config):
+    # Each unit to two of the round's four clients: twice the units per client, and the
+    # uplink doubles with them (the head, split here, is a unit too).
+    one = read_metrics(run(tiny_config(rounds=1, personalization_epochs=0, run_name="r1"),
+                           progress=False))[-1]
+    two = read_metrics(run(tiny_config(rounds=1, personalization_epochs=0, run_name="r2",
+                                       unit_replicas=2), progress=False))[-1]
+    assert two["units_per_client"] == 2 * one["units_per_client"]
+    assert two["bytes_up"] == 2 * one["bytes_up"]
+    assert 0.0 <= two["test_accuracy"] <= 1.0

@@ -156,3 +156,31 @@ def test_contiguous_deal_gives_each_client_neighbouring_units_and_rotates():
             assert "head" in us
             seen[c].update(us)
     assert all(s == set(units) for s in seen.values())  # the blocks rotate
+
+
+@pytest.mark.parametrize("policy", ["rotating", "static", "random", "contiguous"])
+@pytest.mark.parametrize("m, n_units, r", [(10, 12, 2), (10, 12, 10), (5, 12, 3), (8, 3, 2)])
+def test_replicated_deal_gives_each_unit_r_distinct_clients(policy, m, n_units, r):
+    units = [f"layer{i}" for i in range(n_units)] + ["head"]
+    clients = list(range(100, 100 + m))
+    single = assign_units(units, clients, 4, policy=policy, shared=["head"], seed=7)
+    deal = assign_units(units, clients, 4, policy=policy, shared=["head"], seed=7, replicas=r)
+    owners = Counter(u for us in deal.values() for u in us)
+    base = Counter(u for us in single.values() for u in us)
+    assert owners["head"] == m
+    for u in units[:-1]:
+        # r copies on top of what the single deal gives (M > L: floor(M/L) or more)
+        assert owners[u] == r * base[u] if m <= n_units else owners[u] >= r
+    assert sum(owners[u] for u in units[:-1]) == r * sum(base[u] for u in units[:-1])
+    for c, us in deal.items():
+        assert len(us) == len(set(us))  # no unit twice on one client
+        assert set(single[c]) <= set(us)  # the first copy is the single deal
+    if m == n_units - 2 and r == m:  # every client every unit: FedFGD's coverage
+        assert all(set(us) == set(units) for us in deal.values())
+
+
+def test_replicas_beyond_the_clients_or_units_are_refused():
+    with pytest.raises(ValueError, match="replicas=4"):
+        assign_units(["a", "b", "c"], [0, 1, 2, 3, 4], 0, replicas=4)
+    with pytest.raises(ValueError, match="replicas must be >= 1"):
+        assign_units(["a"], [0], 0, replicas=0)

@@ -43,30 +43,36 @@ def test_records_round_trip(tiny_config):
     cfg = small(tiny_config)
     w = {"a.lora_A.weight": torch.randn(2, 3), "head.bias": torch.randn(2)}
     train = TrainInstruction(3, 1, 2**62 + 5, ["a"], ["a.lora_A.weight"], w,
-                             {"a.lora_A.weight": torch.randn(2, 3)})
-    update = ClientUpdate(1, w, 17, 0.5, 4, 1, 0.25, [[0.1, 0.2], [0.3, 0.4]])
+                             {"a.lora_A.weight": torch.randn(2, 3)}, score_local=True)
+    update = ClientUpdate(1, w, 17, 0.5, 4, 1, 0.25, [[0.1, 0.2], [0.3, 0.4]],
+                          local_correct=3, local_eval_seconds=0.5)
     evaluation = EvalInstruction(3, 1, 7, ["a.lora_A.weight"], w, 2)
     result = ClientEval(1, 5, 9, 3.5, personalized_correct=6)
     # Execute
     back = records.read_train(records.train_content(train, cfg))
     # Assert
     assert records.read_config(records.train_content(train, cfg)) == cfg
-    assert (back.server_round, back.client_id, back.round_seed, back.units, back.unit_params) == \
-        (3, 1, 2**62 + 5, ["a"], ["a.lora_A.weight"])
+    assert (back.server_round, back.client_id, back.round_seed, back.units, back.unit_params,
+            back.score_local) == (3, 1, 2**62 + 5, ["a"], ["a.lora_A.weight"], True)
     assert all(torch.equal(back.weights[n], w[n]) for n in w)
     assert torch.equal(back.previous_update["a.lora_A.weight"],
                        train.previous_update["a.lora_A.weight"])
     up = records.read_update(records.update_content(update))
     assert all(torch.equal(up.weights[n], w[n]) for n in w)
     assert (up.client_id, up.num_examples, up.train_loss, up.steps, up.skipped_steps,
-            up.seconds, up.scalars) == (1, 17, 0.5, 4, 1, 0.25, [[0.1, 0.2], [0.3, 0.4]])
+            up.seconds, up.scalars, up.local_correct, up.local_eval_seconds) == \
+        (1, 17, 0.5, 4, 1, 0.25, [[0.1, 0.2], [0.3, 0.4]], 3, 0.5)
+    unscored = records.read_update(records.update_content(ClientUpdate(1, w, 17, 0.5, 4)))
+    assert unscored.local_correct is None
     assert records.read_eval(records.eval_content(result)) == result
     assert records.read_evaluate(records.evaluate_content(evaluation, cfg)).personalization_epochs == 2
 
 
-def test_flower_simulation_matches_local_engine(tiny_config, tmp_path):
+@pytest.mark.parametrize("personalization", ["global", "round"])
+def test_flower_simulation_matches_local_engine(tiny_config, tmp_path, personalization):
     # Prepare
-    local_cfg = small(tiny_config, output_dir=str(tmp_path), run_name="local")
+    local_cfg = small(tiny_config, output_dir=str(tmp_path), run_name="local",
+                      personalization=personalization)
     flower_cfg = local_cfg.replace(engine="flower", run_name="flower")
     # Execute
     local_out = run(local_cfg, progress=False)

@@ -43,6 +43,10 @@ class ClientUpdate:
     seconds: float = 0.0
     scalars: list[list[float]] = field(default_factory=list)
     """Per step, the K directional derivatives (forward-gradient methods)."""
+    local_correct: int | None = None
+    """personalization=round: test-split examples the client's trained model got right."""
+    local_eval_seconds: float = 0.0
+    """The time that score took (not in `seconds`, which is training's)."""
 
 
 @dataclass

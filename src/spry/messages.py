@@ -23,6 +23,9 @@ class TrainInstruction:
     previous_update: dict[str, torch.Tensor] | None = None
     """method=fwdllm only: the last round's global update Δ of the client's unit params
     (its perturbations are ranked by their cosine to it); None otherwise and in round 1."""
+    score_local: bool = False
+    """personalization=round, in a round to be evaluated: after training, the client
+    scores its test split with the model its training left (personalized accuracy)."""
 
 
 @dataclass

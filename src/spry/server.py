@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -58,12 +58,14 @@ class Server:
             return {c: list(names) for c in clients}
         shared = [HEAD_UNIT] if self.cfg.head == "shared" and HEAD_UNIT in names else []
         return assign_units(names, clients, server_round, policy=self.cfg.assignment,
-                            shared=shared, seed=derive_seed(self.cfg.seed, "assign", server_round))
+                            shared=shared, replicas=self.cfg.unit_replicas,
+                            seed=derive_seed(self.cfg.seed, "assign", server_round))
 
     def configure_train(self, server_round: int) -> list[TrainInstruction]:
         clients = sample_clients(self.cfg.num_clients, self.cfg.clients_per_round, self.cfg.seed,
                                  server_round)
         round_seed = derive_seed(self.cfg.seed, "round", server_round)
+        score_local = scores_local_models(self.cfg, server_round)
         instructions = []
         for cid, units in self.deal(server_round, clients).items():
             params = [p for u in units for p in self.unit_params[u]]
@@ -73,7 +75,7 @@ class Server:
             instructions.append(TrainInstruction(server_round, cid, round_seed, units, params,
                                                  {p: self.weights[p].clone() for p in sent},
                                                  previous_update=self._previous_update_for(
-                                                     params)))
+                                                     params), score_local=score_local))
         return instructions
 
     def aggregate_train(self, updates: list[ClientUpdate],
@@ -120,8 +122,12 @@ class Server:
 
     def configure_evaluate(self, server_round: int, train: list[TrainInstruction]
                            ) -> list[EvalInstruction]:
+        """One evaluation message per client of the round. Where the train replies carry
+        the clients' scores of their own models (personalization=round) the message asks
+        for no personalization (F=0): that work is done."""
         return [EvalInstruction(server_round, ins.client_id, ins.round_seed, ins.unit_params,
-                                self.weights, self.cfg.personalization_epochs)
+                                self.weights,
+                                0 if ins.score_local else self.cfg.personalization_epochs)
                 for ins in train]
 
     def initialize_head(self, engine, weight: str, bias: str) -> dict:
@@ -175,9 +181,16 @@ class Server:
             client_seconds=sum(u.seconds for u in updates), bytes_up=bytes_up,
             bytes_down=bytes_down, train_seconds=trained - start,
             aggregate_seconds=aggregated - trained)
+        if self.cfg.personalization == "round":
+            row["personalization_seconds"] = sum(u.local_eval_seconds for u in updates)
         if (evaluate or (lambda: scheduled_eval(self.cfg, server_round)))():
-            row.update(summarize_evals(engine.evaluate(self.configure_evaluate(server_round,
-                                                                              instructions))))
+            evals = engine.evaluate(self.configure_evaluate(server_round, instructions))
+            row.update(summarize_evals(with_local_scores(evals, updates)))
+            if self.cfg.personalization == "round" and self.cfg.personalization_epochs:
+                # A round evaluated off schedule (the last one a time cap allows) had no
+                # scores asked for: its clients personalized from the global model instead.
+                scored = any(i.score_local for i in instructions)
+                row["personalized_from"] = "round" if scored else "global"
         row["evaluate_seconds"] = time.perf_counter() - aggregated
         row["wall_seconds"] = time.perf_counter() - start
         return row
@@ -229,6 +242,22 @@ def round_row(server_round: int, server: Server, engine, *, train_loss: float,
 def scheduled_eval(cfg, server_round: int) -> bool:
     """Every eval_every rounds, and the last."""
     return server_round % cfg.eval_every == 0 or server_round == cfg.rounds
+
+
+def scores_local_models(cfg, server_round: int) -> bool:
+    """personalization=round: whether this round's clients score their own trained models
+    (the rounds scheduled for evaluation, when personalized accuracy is asked for)."""
+    return (cfg.personalization == "round" and cfg.personalization_epochs > 0
+            and scheduled_eval(cfg, server_round))
+
+
+def with_local_scores(evals: list[ClientEval], updates: list[ClientUpdate]
+                      ) -> list[ClientEval]:
+    """The evaluations, each with its client's own-model score from the train reply where
+    there is one (personalization=round); a client whose update was lost has none."""
+    local = {u.client_id: u.local_correct for u in updates if u.local_correct is not None}
+    return [replace(e, personalized_correct=local[e.client_id]) if e.client_id in local else e
+            for e in evals]
 
 
 def _sent_bytes(tensors: dict) -> int:

@@ -16,8 +16,9 @@ from spry.config.choices import (ASSIGNMENTS, CLIENT_OPTIMIZERS, COMMUNICATIONS,
                                  DTYPES, ENGINES, EVAL_DTYPES, FORWARD_GRADIENT_METHODS,
                                  HEAD_GRADIENTS, HEAD_INITS, HEAD_MODES, LORA_FACTORS, METHODS,
                                  NO_EXAMPLE_TANGENTS, ON_ALL_CLIENTS_FAILED, PEFT_ADAPTERS,
-                                 PEFT_METHODS, POOLINGS, RECIPES, SERVER_OPTIMIZERS,
-                                 TANGENT_SHARINGS, TANGENT_SPACES, TASK_HEADS, ConfigError)
+                                 PEFT_METHODS, PERSONALIZATIONS, POOLINGS, RECIPES,
+                                 SERVER_OPTIMIZERS, SPLIT_METHODS, TANGENT_SHARINGS,
+                                 TANGENT_SPACES, TASK_HEADS, ConfigError)
 from spry.config.loading import type_name, type_ok
 
 Config = Any
@@ -76,7 +77,8 @@ def _check_choices(cfg: Config) -> None:
                           ("communication", COMMUNICATIONS), ("context", CONTEXTS),
                           ("engine", ENGINES), ("dtype", DTYPES),
                           ("on_all_clients_failed", ON_ALL_CLIENTS_FAILED), ("recipe", RECIPES),
-                          ("tangent_space", TANGENT_SPACES), ("lora_factors", LORA_FACTORS)):
+                          ("tangent_space", TANGENT_SPACES), ("lora_factors", LORA_FACTORS),
+                          ("personalization", PERSONALIZATIONS)):
         one_of(cfg, name, choices)
 
 
@@ -87,7 +89,8 @@ def _check_numbers(cfg: Config) -> None:
               "tangent_chunk", "client_lr", "server_lr", "batch_size", "local_epochs",
               "max_steps", "eval_every", "eval_batch_size",
               "max_train_examples", "max_test_examples", "server_tau", "round_timeout",
-              "checkpoint_every", "max_update_norm", "client_timeout_seconds", "threads")
+              "checkpoint_every", "max_update_norm", "client_timeout_seconds", "threads",
+              "unit_replicas")
     if cfg.test_fraction is not None and not 0 < cfg.test_fraction < 1:
         raise ConfigError(f"test_fraction: must be in (0, 1), got {cfg.test_fraction}")
     if cfg.engine == "flower" and cfg.client_timeout_seconds is not None:
@@ -109,6 +112,17 @@ def _check_numbers(cfg: Config) -> None:
     if cfg.personalization_epochs < 0:
         raise ConfigError(
             f"personalization_epochs: must be >= 0, got {cfg.personalization_epochs}")
+    default_f = type(cfg).__dataclass_fields__["personalization_epochs"].default
+    if (cfg.personalization == "round"
+            and cfg.personalization_epochs not in (0, default_f, cfg.local_epochs)):
+        # Under `round` the round's own local training is the personalization, so F is
+        # local_epochs; another F would be silently ignored.
+        raise ConfigError(
+            f"personalization_epochs: personalization=round scores the model the round's "
+            f"local training left, local_epochs={cfg.local_epochs} epochs, so F is "
+            f"{cfg.local_epochs}; set personalization_epochs={cfg.local_epochs} (or 0 to skip "
+            f"personalized accuracy), or personalization=global to train F="
+            f"{cfg.personalization_epochs} epochs from the new global model")
 
 
 def _check_communication(cfg: Config) -> None:
@@ -124,6 +138,16 @@ def _check_communication(cfg: Config) -> None:
                               "server_optimizer=fedavg")
         if cfg.engine != "local":
             raise ConfigError("engine: per_iteration runs on engine=local only for now")
+        if cfg.personalization == "round":
+            raise ConfigError("personalization: per_iteration clients keep no local model of "
+                              "their own (every step is the server's); set "
+                              "personalization=global")
+    if cfg.unit_replicas > 1 and cfg.method not in SPLIT_METHODS:
+        raise ConfigError(f"unit_replicas: method={cfg.method} gives every client every unit; "
+                          "replicas apply to split methods (spry, backprop_split); remove it")
+    if cfg.unit_replicas > cfg.clients_per_round:
+        raise ConfigError(f"unit_replicas: {cfg.unit_replicas} is more than clients_per_round "
+                          f"({cfg.clients_per_round}); a unit can go to at most every client")
     if cfg.clients_per_round > cfg.num_clients:
         raise ConfigError(
             f"clients_per_round: {cfg.clients_per_round} is more than num_clients "

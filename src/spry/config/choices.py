@@ -15,6 +15,8 @@ METHODS = tuple(methods.METHODS)
 # and what guided_tangent steers.
 FORWARD_GRADIENT_METHODS = tuple(name for name, method in methods.METHODS.items()
                                  if method.estimator == "forward_gradient")
+# The methods whose server deals the units out among the round's clients.
+SPLIT_METHODS = tuple(name for name, method in methods.METHODS.items() if method.split)
 PEFT_METHODS = ("lora", "ia3", "tinylora", "bitfit", "head")
 # The PEFTs that peft builds (adapters on target_modules); BitFit and head-only freeze.
 PEFT_ADAPTERS = ("lora", "ia3", "tinylora")
@@ -29,6 +31,9 @@ COMMUNICATIONS = ("per_epoch", "per_iteration")
 CONTEXTS = ("global", "local")
 ENGINES = ("local", "flower")
 DTYPES = ("float32", "float64", "bfloat16")
+# global: F epochs from the round's new global model (the paper); round: the clients' own
+# models after the round's local training (no extra training)
+PERSONALIZATIONS = ("global", "round")
 EVAL_DTYPES = ("bfloat16",)  # autocast's lower precision; None evaluates in `dtype`
 TASK_HEADS = ("classifier", "verbalizer", "span", "generate")
 ON_ALL_CLIENTS_FAILED = ("continue", "stop")

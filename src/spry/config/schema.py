@@ -135,6 +135,10 @@ class Config:
     `random`, or `contiguous` for speed: each client a block of neighbouring units, so a
     client's tangent starts at its block (a forward-gradient step costs the layers from the
     client's lowest unit up; docs/memory.md), the blocks rotating over rounds."""
+    unit_replicas: int = 1
+    """Split methods: how many of the round's clients train each unit (1: the paper's
+    split, each unit to one client; more: each unit's update is the mean of that many
+    clients' estimates, each client perturbing that many times more units)."""
     max_replay_lag: int = 200
     """per_iteration: a client more than this many server steps behind downloads the
     weights (and optimizer state) instead of replaying the (seed, scalar) log."""
@@ -208,6 +212,14 @@ class Config:
     rounds it takes part in; False starts a fresh optimizer every round."""
     personalization_epochs: int = 5
     """F; 0 skips personalized accuracy."""
+    personalization: str = "global"
+    """Which local model personalized accuracy scores. `global` (the paper): in an
+    evaluated round each sampled client trains F epochs on its units from the round's new
+    global model, then scores its test split — a second training round's work. `round`:
+    each client scores its test split with the model its own local training of the round
+    left (local_epochs epochs from the global model it received, so F = local_epochs and
+    the global model is the previous round's), before it uploads: no extra training.
+    per_epoch communication only."""
 
     # --- zeroth-order baselines (method=fedmezo, baffle, fwdllm) -----------------------
     fd_epsilon: float = 1e-3

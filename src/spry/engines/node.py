@@ -51,9 +51,17 @@ def train_client(model: nn.Module, initial: dict[str, torch.Tensor], state: Clie
     """Apply a train message to the client's copy, load the copy, train the units."""
     state.received.update(ins.weights)
     load_trainable(model, {**initial, **state.received})
-    return local_train(model, data.train, tokenizer, ins.unit_params, cfg, ins.round_seed,
-                       ins.client_id, optimizer_state=state.optimizer,
-                       previous_update=ins.previous_update)
+    update = local_train(model, data.train, tokenizer, ins.unit_params, cfg, ins.round_seed,
+                         ins.client_id, optimizer_state=state.optimizer,
+                         previous_update=ins.previous_update)
+    if ins.score_local and len(data.test):
+        # personalization=round: the model this round's training left is the client's
+        # personalized model, so scoring it costs one pass over the test split and no
+        # second round of training.
+        start = time.perf_counter()
+        update.local_correct = evaluate(model, data.test, tokenizer, cfg)[0]
+        update.local_eval_seconds = time.perf_counter() - start
+    return update
 
 
 @torch.no_grad()
@@ -84,8 +92,9 @@ def client_class_statistics(model: nn.Module, initial: dict[str, torch.Tensor], 
 
 def evaluate_client(model: nn.Module, ins: EvalInstruction, data: ClientData, tokenizer,
                     cfg: Config) -> ClientEval:
-    """The global model on the client's test split; then, with F > 0, personalized accuracy
-    after F local epochs on its units."""
+    """The global model on the client's test split; then, with F > 0 in the message,
+    personalized accuracy after F local epochs on its units (personalization=global; under
+    `round` the message carries F=0 and the train reply carried the score)."""
     load_trainable(model, ins.weights)
     correct, total, loss = evaluate(model, data.test, tokenizer, cfg)
     result = ClientEval(ins.client_id, correct, total, loss)

@@ -16,6 +16,7 @@ def assign_units(
     policy: str = "rotating",
     shared: Sequence[str] = (),
     seed: int = 0,
+    replicas: int = 1,
 ) -> dict[int, list[str]]:
     """Map each sampled client to the units it trains this round.
 
@@ -31,7 +32,15 @@ def assign_units(
     (b + round) mod M: a client's forward-gradient step then costs only the layers from
     its block up. `shared` units (the head with `head=shared`) go to every client on top
     of its share.
+
+    `replicas` r > 1 deals every split unit to r clients: the union of r deals whose
+    offsets lie floor(min(M, L) / r) apart, so a unit's copies land on r different clients
+    (M <= L) and a client's extra units are r different ones (M > L). The server averages
+    each unit over the clients that trained it (aggregate_units), so r interpolates
+    between the paper's split (1) and every client on every unit (r = M = L).
     """
+    if replicas < 1:
+        raise ValueError(f"replicas must be >= 1, got {replicas}")
     if not clients:
         raise ValueError("assign_units needs at least one client")
     split = [u for u in units if u not in set(shared)]
@@ -46,17 +55,22 @@ def assign_units(
         raise ValueError(f"unknown assignment policy {policy!r}")
 
     m, n_units = len(clients), len(split)
+    if n_units and replicas > min(m, n_units):
+        raise ValueError(f"replicas={replicas} is more than min(clients, units) = "
+                         f"{min(m, n_units)}: some unit would go twice to one client")
     deal: dict[int, list[str]] = {c: [] for c in clients}
-    if n_units:
+    stride = min(m, n_units) // replicas if n_units else 0
+    for copy in range(replicas if n_units else 0):
+        shift = offset + copy * stride
         if m <= n_units and policy == "contiguous":
             for i, unit in enumerate(split):  # unit i lies in block floor(i·M/L)
-                deal[clients[(i * m // n_units + offset) % m]].append(unit)
+                deal[clients[(i * m // n_units + shift) % m]].append(unit)
         elif m <= n_units:
             for i, unit in enumerate(split):
-                deal[clients[(i + offset) % m]].append(unit)
+                deal[clients[(i + shift) % m]].append(unit)
         else:
             for j, client in enumerate(clients):
-                deal[client].append(split[(j + offset) % n_units])
+                deal[client].append(split[(j + shift) % n_units])
     for client in clients:
         deal[client].extend(shared)
     # Keep network order inside a client's share.

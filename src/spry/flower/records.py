@@ -5,7 +5,8 @@ A train message (server -> node) holds
                 context=global also the rest of the trainable weights (frozen on the node)
   "previous-update"  ArrayRecord, method=fwdllm only: last round's global update Δ of
                 the node's units
-  "instruction" ConfigRecord: server-round, client-id, round-seed, units, unit-params
+  "instruction" ConfigRecord: server-round, client-id, round-seed, units, unit-params,
+                score-local (personalization=round: score the trained model's test split)
   "config"      ConfigRecord: the run's resolved Config as YAML (about 1 KB), so a node
                 needs nothing but the app to build its model and data partition
 and its reply holds "weights" (the trained units) and "metrics" (MetricRecord).
@@ -53,7 +54,8 @@ def train_content(ins: TrainInstruction, cfg: Config) -> RecordDict:
         "instruction": ConfigRecord({"server-round": ins.server_round,
                                      "client-id": ins.client_id, "round-seed": ins.round_seed,
                                      "units": list(ins.units),
-                                     "unit-params": list(ins.unit_params)}),
+                                     "unit-params": list(ins.unit_params),
+                                     "score-local": ins.score_local}),
         "config": config_record(cfg),
     })
     if ins.previous_update is not None:
@@ -67,7 +69,8 @@ def read_train(content: RecordDict) -> TrainInstruction:
     return TrainInstruction(int(i["server-round"]), int(i["client-id"]), int(i["round-seed"]),
                             list(i["units"]), list(i["unit-params"]),
                             from_array_record(content.array_records["weights"]),
-                            from_array_record(previous) if previous is not None else None)
+                            from_array_record(previous) if previous is not None else None,
+                            bool(i["score-local"]))
 
 
 def evaluate_content(ins: EvalInstruction, cfg: Config) -> RecordDict:
@@ -99,7 +102,10 @@ def update_content(update: ClientUpdate) -> RecordDict:
             "skipped-steps": update.skipped_steps, "seconds": float(update.seconds),
             "tangents": len(update.scalars[0]) if update.scalars else 0,
             # the K directional derivatives of every step, flattened
-            "scalars": [float(d) for step in update.scalars for d in step]}),
+            "scalars": [float(d) for step in update.scalars for d in step],
+            # personalization=round: the client's score of its own model (-1: none asked)
+            "local-correct": -1 if update.local_correct is None else update.local_correct,
+            "local-eval-seconds": float(update.local_eval_seconds)}),
     })
 
 
@@ -112,7 +118,9 @@ def read_update(content: RecordDict) -> ClientUpdate:
         num_examples=int(m["num-examples"]), train_loss=float(m["train-loss"]),
         steps=int(m["steps"]), skipped_steps=int(m["skipped-steps"]),
         seconds=float(m["seconds"]),
-        scalars=[flat[i:i + k] for i in range(0, len(flat), k)] if k else [])
+        scalars=[flat[i:i + k] for i in range(0, len(flat), k)] if k else [],
+        local_correct=None if int(m["local-correct"]) < 0 else int(m["local-correct"]),
+        local_eval_seconds=float(m["local-eval-seconds"]))
 
 
 def eval_content(result: ClientEval) -> RecordDict:
