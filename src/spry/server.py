@@ -189,8 +189,8 @@ class Server:
             if self.cfg.personalization == "round" and self.cfg.personalization_epochs:
                 # A round evaluated off schedule (the last one a time cap allows) had no
                 # scores asked for: its clients personalized from the global model instead.
-                scored = any(i.score_local for i in instructions)
-                row["personalized_from"] = "round" if scored else "global"
+                row["personalized_from"] = ("round" if scores_local_models(self.cfg, server_round)
+                                            else "global")
         row["evaluate_seconds"] = time.perf_counter() - aggregated
         row["wall_seconds"] = time.perf_counter() - start
         return row

@@ -46,6 +46,11 @@ def one_of(cfg: Config, name: str, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{name}: {getattr(cfg, name)!r} is not one of {', '.join(choices)}")
 
 
+def _schema_default(cfg: Config, name: str):
+    """The schema's default of a setting: a value equal to it was (taken to be) not set."""
+    return next(f.default for f in dataclasses.fields(cfg) if f.name == name)
+
+
 def _positive(cfg: Config, *names: str) -> None:
     for name in names:
         value = getattr(cfg, name)
@@ -112,9 +117,8 @@ def _check_numbers(cfg: Config) -> None:
     if cfg.personalization_epochs < 0:
         raise ConfigError(
             f"personalization_epochs: must be >= 0, got {cfg.personalization_epochs}")
-    default_f = type(cfg).__dataclass_fields__["personalization_epochs"].default
-    if (cfg.personalization == "round"
-            and cfg.personalization_epochs not in (0, default_f, cfg.local_epochs)):
+    if cfg.personalization == "round" and cfg.personalization_epochs not in (
+            0, _schema_default(cfg, "personalization_epochs"), cfg.local_epochs):
         # Under `round` the round's own local training is the personalization, so F is
         # local_epochs; another F would be silently ignored.
         raise ConfigError(
@@ -217,11 +221,10 @@ def _check_head(cfg: Config) -> None:
                           "set tangent_space=parameters")
     # An adapter's settings given to another adapter would be silently unused (since
     # recipe=spry trains TinyLoRA: e.g. the paper's lora_r without peft=lora).
-    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
     for names, adapter in ((("lora_factors", "lora_r", "lora_alpha"), "lora"),
                            (("tinylora_r", "tinylora_u"), "tinylora")):
         for name in names:
-            if getattr(cfg, name) != defaults[name] and cfg.peft != adapter:
+            if getattr(cfg, name) != _schema_default(cfg, name) and cfg.peft != adapter:
                 raise ConfigError(f"{name}: only used by peft={adapter}; this run trains "
                                   f"peft={cfg.peft}; set peft={adapter} or remove {name}")
     if cfg.guided_tangent and (cfg.method not in FORWARD_GRADIENT_METHODS

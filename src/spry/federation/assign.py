@@ -59,9 +59,8 @@ def assign_units(
         raise ValueError(f"replicas={replicas} is more than min(clients, units) = "
                          f"{min(m, n_units)}: some unit would go twice to one client")
     deal: dict[int, list[str]] = {c: [] for c in clients}
-    stride = min(m, n_units) // replicas if n_units else 0
     for copy in range(replicas if n_units else 0):
-        shift = offset + copy * stride
+        shift = offset + copy * (min(m, n_units) // replicas)
         if m <= n_units and policy == "contiguous":
             for i, unit in enumerate(split):  # unit i lies in block floor(i·M/L)
                 deal[clients[(i * m // n_units + shift) % m]].append(unit)
