@@ -107,8 +107,10 @@ ABLATIONS = {
                     "BitFit": ("bitfit", ("peft=bitfit",))},
     "communication": {"per-epoch, FedYogi": ("", ()),
                       "per-epoch, FedAvg": ("fedavg", ("server_optimizer=fedavg",)),
+                      # per_iteration clients hold no model of their own to score
                       "per-iteration": ("per-iteration", ("communication=per_iteration",
-                                                          "server_optimizer=fedavg"))},
+                                                          "server_optimizer=fedavg",
+                                                          "personalization=global"))},
     "LoRA r and alpha": {"r=1, α=1": ("", ()), "r=4, α=1": ("r4", ("lora_r=4",)),
                          "r=16, α=1": ("r16", ("lora_r=16",)),
                          "r=1, α=8": ("alpha8", ("lora_alpha=8",)),

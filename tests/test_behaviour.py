@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 from pathlib import Path
 
 import peft
@@ -31,8 +32,18 @@ from spry.metrics import read_metrics
 
 REFERENCE = Path(__file__).parent / "reference" / "behaviour"
 WRITE = os.environ.get("SPRY_WRITE_REFERENCE") == "1"
+def _cpu() -> str:
+    """The CPU model: its kernels (AMX or not, say) decide float32's last bits too."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 VERSIONS = {"torch": torch.__version__, "transformers": transformers.__version__,
-            "peft": peft.__version__}
+            "peft": peft.__version__, "cpu": _cpu()}
 
 # name -> (model fixture, overrides). The base is a small generated-task run with the
 # package defaults (pooled head from class means, exact head gradient), except where a
