@@ -115,6 +115,12 @@ METHODS = {
     # The same in bfloat16 (dtype=bfloat16; peft keeps v and the head in float32): does it
     # learn as well, and how much faster is a client on a CPU with bf16 matmuls (AMX)?
     "spry-tiny-bf16": ("Spry, TinyLoRA, bf16 model", tiny("spry", "dtype=bfloat16")),
+    # Without dropout while the estimators train (train_dropout=false, recipe=spry's
+    # default for them since 2026-12-03; MeZO's client does the same): no mask noise in
+    # the directional derivative and no mask multiply on the tangents. Backprop keeps it.
+    "spry-tiny-nodrop": ("Spry, TinyLoRA, no dropout", tiny("spry", "train_dropout=false")),
+    "fedfgd-tiny-nodrop": ("FedFGD, TinyLoRA, no dropout",
+                           tiny("fedfgd", "train_dropout=false")),
     # The paper's recipe: its head (random, on the architecture's [CLS] pooler, trained by
     # the estimator), one shared tangent, AdamW 1e-4, FedYogi 1e-2.
     "spry-paper": ("Spry (recipe=paper)", ("method=spry", "recipe=paper")),
@@ -122,16 +128,17 @@ METHODS = {
 }
 MAIN = ("fedavg", "spry", "spry-guided", "head", "fedfgd", "fedmezo", "fwdllm", "spry-inputs",
         "spry-a", "fedavg-a", "spry-tiny", "fedfgd-tiny", "fedmezo-tiny", "fedavg-tiny",
-        "spry-tiny-k4", "spry-tiny-avgm", "spry-tiny-bf16")
+        "spry-tiny-k4", "spry-tiny-avgm", "spry-tiny-bf16", "spry-tiny-nodrop",
+        "fedfgd-tiny-nodrop")
 PAPER = ("spry-paper", "fedmezo-paper")
 RUN_ORDER = ("fedavg", "spry", "head", "fedmezo", "fedfgd", "spry-tiny", "fedavg-tiny",
              "fedfgd-tiny", "fedmezo-tiny", "spry-inputs", "spry-a", "fedavg-a", "spry-guided",
              "spry-paper", "fwdllm", "fedmezo-paper", "spry-tiny-k4", "spry-tiny-avgm",
-             "spry-tiny-bf16")
+             "spry-tiny-bf16", "spry-tiny-nodrop", "fedfgd-tiny-nodrop")
 
 
 LATER = ("spry-guided", "spry-paper", "fwdllm", "fedmezo-paper", "spry-tiny-k4",
-         "spry-tiny-avgm", "spry-tiny-bf16")
+         "spry-tiny-avgm", "spry-tiny-bf16", "spry-tiny-nodrop", "fedfgd-tiny-nodrop")
 """Rows that run after every data set's fast main-table rows: the paper table and FwdLLM
 (2-3x slower a step), so a session that ends early leaves the main table complete."""
 
@@ -172,13 +179,22 @@ KNOBS = {
 LONG_ROUNDS = 120
 """The long runs' budget: 120 rounds × 10 clients × 8 steps = 9,600 client steps."""
 LONG = ("fedavg", "spry", "head", "spry-tiny", "fedavg-tiny", "fedfgd-tiny", "spry-tiny-rerun",
-        "spry-tiny-r2", "spry-tiny-r5")
+        "spry-tiny-r2", "spry-tiny-r5", "spry-tiny-nodrop", "fedfgd-tiny-nodrop")
 """SST-2 α=1.0 at three times the grid's budget: does backprop pull away, and does Spry
 leave head-only behind, when the runs are longer (issue 16: "aim for 100+ rounds")?
 The TinyLoRA rows ask it again of the adapter on which forward gradients add to the head.
 `spry-tiny-rerun` is spry-tiny again on the code after 2026-12-02's head-feature change
 (fedfgd-tiny's code: the same estimator, other dropout draws), so the two compare alike.
-`spry-tiny-r2`/`-r5` deal each unit to 2 / 5 clients: between Spry and FedFGD."""
+`spry-tiny-r2`/`-r5` deal each unit to 2 / 5 clients: between Spry and FedFGD. The
+`-nodrop` pair asks whether the estimators' default without dropout changes the long run."""
+
+
+def pinned(overrides: tuple[str, ...]) -> tuple[str, ...]:
+    """The rows that name no train_dropout ran with the model's dropout on (every method,
+    before 2026-12-03's recipe=spry default): said so, so their commands still reproduce them."""
+    if any(o.startswith("train_dropout=") for o in overrides):
+        return overrides
+    return (*overrides, "train_dropout=true")
 
 
 def with_rounds(rounds: int) -> tuple[str, ...]:
@@ -194,15 +210,16 @@ def experiments() -> dict[str, list[str]]:
             if (method in LATER) == later:
                 name = f"{data}-a{alpha}-{method}"
                 out[name] = [f"dataset={data}", f"dirichlet_alpha={alpha}", *BUDGET,
-                             *METHODS[method][1], f"output_dir={RUNS}", f"run_name={name}"]
+                             *pinned(METHODS[method][1]), f"output_dir={RUNS}",
+                             f"run_name={name}"]
     for method in LONG:
         name = f"long-sst2-a1.0-{method}"
         out[name] = ["dataset=sst2", "dirichlet_alpha=1.0", *with_rounds(LONG_ROUNDS),
-                     *METHODS[method][1], f"output_dir={RUNS}", f"run_name={name}"]
+                     *pinned(METHODS[method][1]), f"output_dir={RUNS}", f"run_name={name}"]
     for knob, (_, overrides) in KNOBS.items():
         name = f"knob-sst2-a1.0-{knob}"
-        out[name] = [*KNOB_BASE, *with_rounds(KNOB_ROUNDS), *overrides, f"output_dir={RUNS}",
-                     f"run_name={name}"]
+        out[name] = [*KNOB_BASE, *with_rounds(KNOB_ROUNDS), *pinned(overrides),
+                     f"output_dir={RUNS}", f"run_name={name}"]
     return out
 
 

@@ -176,9 +176,9 @@ def local_train(model: nn.Module, data, tokenizer, unit_params: list[str], cfg: 
     head = exact_head(model, cfg, unit_params)
     optimizer = _optimizer(model, cfg, params, optimizer_state)
     losses, scalars, step, skipped = [], [], 0, 0
-    model.train()
-    # Dropout masks come from the global RNG inside transformers; seed it per client and
-    # round so a run is reproducible, and restore it afterwards.
+    model.train(cfg.train_dropout)
+    # Dropout masks (where train_dropout is on) come from the global RNG inside
+    # transformers; seed it per client and round so a run is reproducible, and restore it.
     with seeded_global_rng(derive_seed(round_seed, "dropout", client_id)):
         for batch in client_batches(data, tokenizer, cfg, round_seed, client_id,
                                     epochs if epochs is not None else cfg.local_epochs,

@@ -147,7 +147,7 @@ def _client_step(model, cfg, params: dict, inference: bool, k: int):
             with torch.no_grad():
                 loss_fn({})
         return step
-    model.train()
+    model.train(cfg.train_dropout)  # as a run's client trains
     estimator = make_estimator(cfg)
     # The client's own step (spry.client.step_estimate): the recipe's head treatment,
     # tangent sharing and zero-factor rule are measured as a run uses them.

@@ -188,6 +188,12 @@ class Config:
     skip_zero_factors: bool | None = None
     """Forward gradients: no tangent on a LoRA A factor while its B is exactly zero (its
     gradient is then exactly zero: the tangent would add variance and no signal)."""
+    train_dropout: bool | None = None
+    """Dropout while a client trains. None: the recipe's: recipe=spry turns it off for the
+    methods that estimate the gradient from the loss's values or directional derivatives
+    (forward gradients, zeroth order; MeZO's client does the same), where a random mask is
+    one more noise source in an already noisy estimate and a mask multiply on every
+    tangent, and keeps it for backprop; recipe=paper keeps it for every method."""
     head_lr: float | None = None
     """The head's client learning rate. None: 1e-4 for a class-mean classifier head trained
     by Adam(W) under recipe=spry (a faster one walks it off its start, docs/learning.md),

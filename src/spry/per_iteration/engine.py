@@ -35,7 +35,7 @@ def scalar_step(model, batch, unit_params: list[str], cfg: Config, round_seed: i
     named = dict(model.named_parameters())
     params = {n: named[n] for n in unit_params}
     seeds = [tangent_seed(round_seed, client_id, step, k) for k in range(cfg.tangents)]
-    model.train()
+    model.train(cfg.train_dropout)
     with seeded_global_rng(derive_seed(round_seed, "dropout", client_id, step)):
         est = step_estimate(model, batch, params, None, cfg, make_estimator(cfg), seeds,
                             skip_zero_factors=False)
