@@ -89,9 +89,9 @@ def _show(value) -> str:
 
 
 def _default_text(f: dataclasses.Field) -> str:
-    if f.name == "train_dropout":  # the recipe's value, except backprop's (defaults.py)
+    if f.name == "train_dropout":  # the recipe's value, except backprop's
         return (f"{_show(RECIPE_DEFAULTS['spry'][f.name])} for the estimators, "
-                f"{_show(True)} for backprop "
+                f"{_show(config.BACKPROP_TRAIN_DROPOUT)} for backprop "
                 f"({_show(RECIPE_DEFAULTS['paper'][f.name])} for all with recipe=paper)")
     if f.name in RECIPE_DEFAULTS["spry"]:
         spry, paper = (RECIPE_DEFAULTS[r][f.name] for r in ("spry", "paper"))

@@ -18,7 +18,7 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     # numbers a module, where a K=1 guess is sharp (LoRA: one tangent per example and none
     # on a factor whose gradient is exactly zero). The head is trained by every client
     # (head=shared): its exact gradient costs nothing. The estimators train without
-    # dropout (the same accuracy, a cheaper step; backprop keeps it: _recipe_default).
+    # dropout (the same accuracy, a cheaper step; backprop keeps it: BACKPROP_TRAIN_DROPOUT).
     # peft comes first: tangent_sharing follows it.
     "spry": dict(peft="tinylora", pooling="auto", head_init="class_means",
                  head_gradient="exact", tangent_sharing="example", skip_zero_factors=True,
@@ -46,6 +46,10 @@ CLIENT_LR = {"spry": {None: 1e-4, **{name: method.measured_client_lr
 TINYLORA_CLIENT_LR = 1e-2
 # The class-mean head under Adam(W): 1e-3 walked it off its start in 40 rounds, 1e-4 holds it.
 CLASS_MEAN_HEAD_LR = 1e-4
+# Backprop keeps the model's dropout under every recipe: it regularises exact-gradient
+# finetuning; only the estimators lose by its mask (noise in their estimate, a multiply on
+# every tangent).
+BACKPROP_TRAIN_DROPOUT = True
 CHOICE_DEFAULTS = ("server_lr", "client_lr", "head_lr")  # in this order: head_lr reads client_lr
 ADAMS = ("adam", "adamw")
 
@@ -67,9 +71,9 @@ def resolved_default(cfg: Config, name: str) -> tuple[Any, str]:
             return CLASS_MEAN_HEAD_LR, (f"recipe=spry, head_init=class_means, "
                                         f"client_optimizer={cfg.client_optimizer}")
         return None, "client_lr"
-    if name == "train_dropout":
-        return _recipe_default(cfg, name), f"recipe={cfg.recipe}, method={cfg.method}"
-    return _recipe_default(cfg, name), f"recipe={cfg.recipe}"
+    because = f"recipe={cfg.recipe}" + (f", method={cfg.method}" if name == "train_dropout"
+                                        else "")
+    return _recipe_default(cfg, name), because
 
 
 def _recipe_default(cfg: Config, name: str) -> Any:
@@ -84,9 +88,8 @@ def _recipe_default(cfg: Config, name: str) -> Any:
         return "batch"
     if name == "head_gradient" and cfg.communication == "per_iteration":
         return "estimator"
-    # Dropout regularises exact-gradient finetuning; only the estimators lose by it.
     if name == "train_dropout" and METHODS[cfg.method].estimator == "backprop":
-        return True
+        return BACKPROP_TRAIN_DROPOUT
     if name == "head" and cfg.task_head in ("verbalizer", "generate"):
         return "split"  # no head unit to share
     # The architecture's own head (pooling=model) is no single linear layer on a pooled
