@@ -42,6 +42,8 @@ def test_from_flat_is_the_same_schema():
     ({"method": "backprop", "tangents": 4}, "tangents: only forward-gradient"),
     ({"method": "fedmezo", "tangent_chunk": 2}, "tangent_chunk: only forward-gradient"),
     ({"tangent_chunk": 0}, "tangent_chunk: must be > 0"),
+    ({"method": "backprop", "tangent_dtype": "bfloat16"}, "tangent_dtype: only forward-gradient"),
+    ({"tangent_dtype": "half"}, "tangent_dtype: 'half' is not one of"),
     ({"unit_replicas": 2, "method": "fedfgd"}, "unit_replicas: method=fedfgd"),
     ({"unit_replicas": 11}, "unit_replicas: 11 is more than clients_per_round"),
     ({"personalization": "local"}, "personalization: 'local' is not one of global, round"),

@@ -117,7 +117,8 @@ def step_estimate(model: nn.Module, batch: dict[str, torch.Tensor], params: dict
         est = example_forward_gradient(
             classification_loss(model, batch, per_example=True, capture=capture), perturbed, seeds,
             batch_size=len(batch["labels"]), capture=capture, chunk=cfg.tangent_chunk,
-            input_span=span, token_mask=batch.get("attention_mask"))
+            input_span=span, token_mask=batch.get("attention_mask"),
+            tangent_dtype=cfg.tangent_dtype)
     elif forward and head is not None:  # the jvp's own primal pass gives the head's input
         est = estimator(classification_loss(model, batch, capture=capture), perturbed, seeds,
                         capture=capture)
@@ -129,7 +130,8 @@ def step_estimate(model: nn.Module, batch: dict[str, torch.Tensor], params: dict
                     {n: p.detach() for n, p in params.items()}))
             est = est or Estimate(loss=loss, grads={})
     if forward and cfg.guided_tangent and perturbed:
-        est = guided_estimate(head_of(cfg).loss(model, batch), perturbed, est, guide)
+        est = guided_estimate(head_of(cfg).loss(model, batch), perturbed, est, guide,
+                              cfg.tangent_dtype)
     if head is not None:
         gw, gb = head_gradient(capture["features"], capture["logits"], batch["labels"])
         est.grads.update({head[0]: gw, head[1]: gb})

@@ -19,7 +19,7 @@ Config = Any
 table (config imports methods, never the other way)."""
 
 # (estimator keyword, Config setting) pairs a method binds into its estimator.
-FORWARD_GRADIENT_SETTINGS = (("chunk", "tangent_chunk"),)
+FORWARD_GRADIENT_SETTINGS = (("chunk", "tangent_chunk"), ("tangent_dtype", "tangent_dtype"))
 FINITE_DIFFERENCE_SETTINGS = (("epsilon", "fd_epsilon"),)
 FWDLLM_SETTINGS = (*FINITE_DIFFERENCE_SETTINGS, ("candidates", "fwdllm_candidates"),
                    ("max_perturbations", "fwdllm_max_perturbations"),

@@ -75,6 +75,8 @@ def _check_choices(cfg: Config) -> None:
                           "pip install tensorboard (or set tensorboard=false)")
     if cfg.eval_dtype is not None:
         one_of(cfg, "eval_dtype", EVAL_DTYPES)
+    if cfg.tangent_dtype is not None:
+        one_of(cfg, "tangent_dtype", DTYPES)
     for name, choices in (("method", METHODS), ("peft", PEFT_METHODS),
                           ("assignment", ASSIGNMENTS), ("head", HEAD_MODES),
                           ("server_optimizer", SERVER_OPTIMIZERS),
@@ -162,6 +164,9 @@ def _check_communication(cfg: Config) -> None:
     if cfg.tangent_chunk is not None and cfg.method not in FORWARD_GRADIENT_METHODS:
         raise ConfigError(f"tangent_chunk: only forward-gradient methods share a primal pass "
                           f"among tangents; remove it with method={cfg.method}")
+    if cfg.tangent_dtype is not None and cfg.method not in FORWARD_GRADIENT_METHODS:
+        raise ConfigError(f"tangent_dtype: only forward-gradient methods run a tangent pass; "
+                          f"remove it with method={cfg.method}")
 
 
 def _check_lists(cfg: Config) -> None:

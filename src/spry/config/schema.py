@@ -172,6 +172,12 @@ class Config:
     """Forward gradients, K > 1: at most this many tangents share one primal pass. None: all
     K (MiniLM K=10: 22.6x inference, 638 MiB peak); 1: one at a time (30x, 272 MiB, the
     memory of K=1); between: ceil(K / tangent_chunk) primal passes (docs/memory.md)."""
+    tangent_dtype: str | None = None
+    """Forward gradients: the dtype of the tangent pass's matmuls (linear layers and
+    attention), the primal pass staying in `dtype`. None: the tangents' own, an exact jvp.
+    `bfloat16` makes them 3-4x cheaper where bf16 matrix units exist (CPUs with AMX or
+    avx512_bf16, GPUs; on other CPUs it is slower), each directional derivative then off by
+    ~0.4 % (docs/memory.md); learning measured in docs/learning.md."""
     tangent_sharing: str | None = None
     """Forward gradients: `example` draws an independent tangent for every example of the
     batch (per-example weight perturbation, Ren et al. 2023), averaging B estimates for the

@@ -160,7 +160,8 @@ def example_forward_gradient(loss_fn: ExampleLossFn, params: Mapping[str, torch.
                              tangent_seeds: Sequence[int], batch_size: int | None = None,
                              capture: dict | None = None, chunk: int | None = None,
                              input_span: Collection[str] = (),
-                             token_mask: torch.Tensor | None = None) -> Estimate:
+                             token_mask: torch.Tensor | None = None,
+                             tangent_dtype: str | None = None) -> Estimate:
     """Unbiased ∇L from K forward passes' worth of tangents, B per-example tangents each.
 
     No backward; memory ≈ one forward plus its tangents and B copies of `params`' shapes
@@ -175,7 +176,8 @@ def example_forward_gradient(loss_fn: ExampleLossFn, params: Mapping[str, torch.
     `input_span` (tangent_space=inputs): the tensors whose tangents are drawn in the span
     of their layer's inputs (`input_span_tangent`, over `token_mask`'s real tokens), which
     makes the estimate biased (a preconditioned gradient); they need the K passes one by
-    one, since their tangents exist only once the layer's input does.
+    one, since their tangents exist only once the layer's input does. `tangent_dtype`:
+    the dtype of the tangent matmuls (`lean_forward_ad`); None: exact.
     """
     if len(tangent_seeds) < 1:
         raise ValueError("example_forward_gradient needs at least one tangent seed (K >= 1)")
@@ -185,19 +187,19 @@ def example_forward_gradient(loss_fn: ExampleLossFn, params: Mapping[str, torch.
             return Estimate(loss=float(loss_fn(primals).mean()), grads={})
     if input_span:
         return sequential_example_forward_gradient(loss_fn, primals, tangent_seeds,
-                                                   input_span, token_mask)
+                                                   input_span, token_mask, tangent_dtype)
     return in_chunks(lambda seeds: _example_forward_gradient(loss_fn, primals, seeds,
-                                                             batch_size, capture),
+                                                             batch_size, capture, tangent_dtype),
                      tangent_seeds, chunk)
 
 
 def _example_forward_gradient(loss_fn: ExampleLossFn, primals: Mapping[str, torch.Tensor],
                               tangent_seeds: Sequence[int], batch_size: int | None,
-                              capture: dict | None) -> Estimate:
+                              capture: dict | None, tangent_dtype: str | None) -> Estimate:
     if len(tangent_seeds) > 1 and batch_size is not None:
         try:
             return batched_example_forward_gradient(loss_fn, primals, tangent_seeds,
-                                                    batch_size, capture)
+                                                    batch_size, capture, tangent_dtype)
         except ExampleTangentError:
             raise
         except (RuntimeError, NotImplementedError) as exc:
@@ -206,12 +208,14 @@ def _example_forward_gradient(loss_fn: ExampleLossFn, primals: Mapping[str, torc
                         type(exc).__name__, str(exc).splitlines()[0][:200])
             if capture is not None:
                 capture.clear()
-    return sequential_example_forward_gradient(loss_fn, primals, tangent_seeds)
+    return sequential_example_forward_gradient(loss_fn, primals, tangent_seeds,
+                                               tangent_dtype=tangent_dtype)
 
 
 def batched_example_forward_gradient(loss_fn: ExampleLossFn, primals: Mapping[str, torch.Tensor],
                                      tangent_seeds: Sequence[int], batch_size: int,
-                                     capture: dict | None = None) -> Estimate:
+                                     capture: dict | None = None,
+                                     tangent_dtype: str | None = None) -> Estimate:
     """All K passes' per-example tangents in one vmapped jvp over zero offsets."""
     k = len(tangent_seeds)
     tangents = {n: torch.stack([example_tangent(s, n, batch_size, p.shape, p.dtype, p.device)
@@ -233,7 +237,7 @@ def batched_example_forward_gradient(loss_fn: ExampleLossFn, primals: Mapping[st
     def one(v):
         return jvp(with_offsets, (zeros,), (v,), has_aux=True)
 
-    with torch.no_grad(), lean_forward_ad():
+    with torch.no_grad(), lean_forward_ad(tangent_dtype):
         losses, d, aux = vmap(one, randomness="same")(tangents)
     _check_used(primals, used)
     if capture is not None:
@@ -248,7 +252,8 @@ def sequential_example_forward_gradient(loss_fn: ExampleLossFn,
                                         primals: Mapping[str, torch.Tensor],
                                         tangent_seeds: Sequence[int],
                                         input_span: Collection[str] = (),
-                                        token_mask: torch.Tensor | None = None) -> Estimate:
+                                        token_mask: torch.Tensor | None = None,
+                                        tangent_dtype: str | None = None) -> Estimate:
     """K forward passes with dual activations, one per seed, one alive at a time."""
     k = len(tangent_seeds)
     grads = {n: torch.zeros_like(t) for n, t in primals.items()}
@@ -256,7 +261,7 @@ def sequential_example_forward_gradient(loss_fn: ExampleLossFn,
     loss_sum = 0.0
     for seed in tangent_seeds:
         mode = _ExampleTangents(primals, seed, input_span, token_mask)
-        with torch.no_grad(), fwAD.dual_level(), lean_forward_ad(), mode:
+        with torch.no_grad(), fwAD.dual_level(), lean_forward_ad(tangent_dtype), mode:
             losses = loss_fn(primals)
             primal, d = fwAD.unpack_dual(losses)
         _check_used(primals, mode.tangents)

@@ -15,7 +15,8 @@ log = logging.getLogger(__name__)
 
 
 def forward_gradient(loss_fn: LossFn, params: Params, tangent_seeds: Sequence[int],
-                     chunk: int | None = None, capture: dict | None = None) -> Estimate:
+                     chunk: int | None = None, capture: dict | None = None,
+                     tangent_dtype: str | None = None) -> Estimate:
     """Unbiased estimate of ∇L from K = len(tangent_seeds) directional derivatives.
 
     For each k: v_k ~ N(0, I) from its seed; the jvp gives the loss and the directional
@@ -36,13 +37,15 @@ def forward_gradient(loss_fn: LossFn, params: Params, tangent_seeds: Sequence[in
     pass (the pooled features and logits of spry.tasks.classifier.classification_loss).
     `torch.func.jvp` would hide them inside its transform, so they come out through the
     jvp's aux: the exact head gradient then costs no extra forward pass.
+    `tangent_dtype`: the dtype of the tangent matmuls (`lean_forward_ad`); None: exact.
     """
     if len(tangent_seeds) < 1:
         raise ValueError("forward_gradient needs at least one tangent seed (K >= 1)")
     primals = {n: params[n].detach() for n in sorted(params)}
     if capture is None:
-        return in_chunks(lambda seeds: _forward_gradient(loss_fn, primals, seeds), tangent_seeds,
-                         chunk)
+        return in_chunks(lambda seeds: _forward_gradient(loss_fn, primals, seeds,
+                                                         tangent_dtype=tangent_dtype),
+                         tangent_seeds, chunk)
     first: dict = {}
 
     def with_aux(values):
@@ -53,7 +56,8 @@ def forward_gradient(loss_fn: LossFn, params: Params, tangent_seeds: Sequence[in
         return loss, aux
 
     def estimate(seeds):
-        est, aux = _forward_gradient(with_aux, primals, seeds, has_aux=True)
+        est, aux = _forward_gradient(with_aux, primals, seeds, has_aux=True,
+                                     tangent_dtype=tangent_dtype)
         if not first:  # the first primal pass's values, as loss_fn's own capture keeps
             first.update(aux)
         return est
@@ -64,10 +68,10 @@ def forward_gradient(loss_fn: LossFn, params: Params, tangent_seeds: Sequence[in
 
 
 def _forward_gradient(loss_fn: LossFn, primals: Params, tangent_seeds: Sequence[int],
-                      has_aux: bool = False):
+                      has_aux: bool = False, tangent_dtype: str | None = None):
     # no_grad: with trainable tensors requiring grad, autograd would also record a
     # backward graph during the jvp and the step would need more memory than backprop.
-    with torch.no_grad(), lean_forward_ad():
+    with torch.no_grad(), lean_forward_ad(tangent_dtype):
         if len(tangent_seeds) > 1:
             try:
                 return batched_forward_gradient(loss_fn, primals, tangent_seeds, has_aux)

@@ -26,7 +26,8 @@ from spry.estimators.lean_jvp import lean_forward_ad
 
 
 def guided_estimate(loss_fn: LossFn, params: Mapping[str, torch.Tensor], estimate: Estimate,
-                    direction: Mapping[str, torch.Tensor] | None) -> Estimate:
+                    direction: Mapping[str, torch.Tensor] | None,
+                    tangent_dtype: str | None = None) -> Estimate:
     """`estimate` with its component along `direction` (restricted to `params`, then
     normalised) replaced by the exact directional derivative; unchanged where the
     direction is missing or zero. The extra derivative is appended to `scalars`."""
@@ -38,7 +39,7 @@ def guided_estimate(loss_fn: LossFn, params: Mapping[str, torch.Tensor], estimat
     primals = {n: params[n].detach() for n in sorted(params)}
     u = {n: (direction[n].to(primals[n].dtype) / norm) if n in names
          else torch.zeros_like(primals[n]) for n in primals}
-    with torch.no_grad(), lean_forward_ad():
+    with torch.no_grad(), lean_forward_ad(tangent_dtype):
         _, d_u = jvp(loss_fn, (primals,), (u,))
     d_u = float(d_u)
     along = sum(float((estimate.grads[n] * u[n]).sum()) for n in names)
