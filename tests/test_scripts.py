@@ -137,9 +137,13 @@ def learning():
 
 def test_learning_grid_gives_every_method_the_same_budget_and_valid_settings(learning):
     experiments = learning.experiments()
-    grid = [n for n in experiments if not n.startswith(("long-", "knob-"))]
+    grid = [n for n in experiments if not n.startswith(("long-", "knob-", "file-"))]
     assert len(grid) == 2 * 2 * len(learning.RUN_ORDER)
-    assert len(experiments) == len(grid) + len(learning.LONG) + len(learning.KNOBS)
+    files = len(learning.FILE_TASKS) * len(learning.FILE_ALPHAS) * len(learning.FILE_METHODS)
+    assert len(experiments) == len(grid) + len(learning.LONG) + len(learning.KNOBS) + files
+    for name in experiments:
+        if name.startswith("file-"):  # a local file, named through $SPRY_DATA_DIR
+            assert any(o.startswith("dataset=$SPRY_DATA_DIR/") for o in experiments[name]), name
     for name, overrides in experiments.items():
         cfg = Config.from_yaml(None, overrides)  # every setting valid before any run
         rounds = (learning.LONG_ROUNDS if name.startswith("long-") else
