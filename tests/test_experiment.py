@@ -77,3 +77,19 @@ def test_replicated_units_train_on_more_clients_and_average(tiny_config):
     assert two["units_per_client"] == 2 * one["units_per_client"]
     assert two["bytes_up"] == 2 * one["bytes_up"]
     assert 0.0 <= two["test_accuracy"] <= 1.0
+
+
+def test_round_zero_says_how_far_it_is(tiny_config, monkeypatch, caplog):
+    """Round 0 visits every client before the first round's bar: it logs its progress."""
+    import logging
+
+    from spry.engines import local
+
+    monkeypatch.setattr(local, "PROGRESS_SECONDS", 0.0)
+    with caplog.at_level(logging.INFO, logger="spry"):
+        run(tiny_config(rounds=1, head_init="class_means", head="shared",
+                        personalization_epochs=0), progress=False)
+    text = caplog.text
+    assert "round 0: class means of the pooled features of 8 clients" in text
+    assert "round 0: 1/8 clients" in text and "round 0: 7/8 clients" in text
+    assert "round 0: 8/8 clients" not in text  # the head's own line follows instead

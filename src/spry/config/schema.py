@@ -177,7 +177,8 @@ class Config:
     attention), the primal pass staying in `dtype`. None: the tangents' own, an exact jvp.
     `bfloat16` makes them 3-4x cheaper where bf16 matrix units exist (CPUs with AMX or
     avx512_bf16, GPUs; on other CPUs it is slower), each directional derivative then off by
-    ~0.4 % (docs/memory.md); learning measured in docs/learning.md."""
+    ~0.3 % (docs/memory.md: a MiniLM step 1.7–1.8x inference instead of 2.5x, K=10 11x
+    instead of 18x); learning measured in docs/learning.md."""
     tangent_sharing: str | None = None
     """Forward gradients: `example` draws an independent tangent for every example of the
     batch (per-example weight perturbation, Ren et al. 2023), averaging B estimates for the

@@ -29,6 +29,8 @@ from spry.messages import EvalInstruction, TrainInstruction
 from spry.models import trainable_state
 
 log = logging.getLogger(__name__)
+PROGRESS_SECONDS = 10.0
+"""Round 0 (class means over every client): the least time between two progress lines."""
 
 
 class LocalEngine:
@@ -71,9 +73,20 @@ class LocalEngine:
         return updates
 
     def class_statistics(self, client_ids: list[int]) -> list:
-        """Round 0 of head_init=class_means (spry.engines.node.client_class_statistics)."""
-        return [client_class_statistics(self.model, self.initial, cid, self.data.clients[cid],
-                                        self.tokenizer, self.cfg) for cid in client_ids]
+        """Round 0 of head_init=class_means (spry.engines.node.client_class_statistics).
+        It visits every client, not one round's sample, so it can take minutes before the
+        first round's bar appears: it says how far it is every PROGRESS_SECONDS."""
+        log.info("round 0: class means of the pooled features of %d clients (a forward pass "
+                 "over at most %s of each one's examples, no backward)", len(client_ids),
+                 self.cfg.head_init_examples or "all")
+        stats, last = [], time.perf_counter()
+        for done, cid in enumerate(client_ids, 1):
+            stats.append(client_class_statistics(self.model, self.initial, cid,
+                                                 self.data.clients[cid], self.tokenizer, self.cfg))
+            if time.perf_counter() - last >= PROGRESS_SECONDS and done < len(client_ids):
+                log.info("round 0: %d/%d clients", done, len(client_ids))
+                last = time.perf_counter()
+        return stats
 
     def evaluate(self, instructions: list[EvalInstruction]) -> list[ClientEval]:
         return [evaluate_client(self.model, ins, self.data.clients[ins.client_id], self.tokenizer,

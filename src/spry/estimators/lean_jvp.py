@@ -47,7 +47,6 @@ class _Linear(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         ctx.save_for_forward(x, weight)
 
-
     @staticmethod
     def jvp(ctx, x_t, weight_t, bias_t, _dtype_t):
         x, weight = ctx.saved_tensors
@@ -169,7 +168,8 @@ class lean_forward_ad(TorchFunctionMode):
     matmuls run in, None for the tangents' own (an exact jvp). bfloat16 makes them 3-4x
     cheaper where bf16 matrix units exist (CPUs with AMX or avx512_bf16, GPUs), the
     primal pass staying in the model's dtype; each directional derivative is then off by
-    about 0.4 % (median, MiniLM; docs/memory.md), far inside the estimator's own noise."""
+    about 0.3 % (median; at most ~1 %, MiniLM and OPT-350m shapes: docs/memory.md), far
+    inside the estimator's own noise."""
 
     def __init__(self, tangent_dtype: torch.dtype | str | None = None):
         super().__init__()
