@@ -102,3 +102,17 @@ def test_cli_bench_writes_the_json_report(tiny_bert, tmp_path, capsys):
     spry_ratio = next(q for q in report["ratios"] if q["mode"] == "spry")
     assert spry_ratio["time_vs_inference"] == pytest.approx(
         by_mode["spry"]["median_step_seconds"] / by_mode["inference"]["median_step_seconds"])
+
+
+def test_a_setting_one_mode_cannot_take_is_refused_before_any_child(monkeypatch):
+    """tangent_dtype with backprop: named with its mode, and no mode has run yet."""
+    from spry.bench import parent
+    from spry.config import ConfigError
+
+    def spawn(*args, **kwargs):
+        raise AssertionError("a child started before the settings were checked")
+
+    monkeypatch.setattr(parent, "spawn", spawn)
+    with pytest.raises(ConfigError, match="bench mode 'backprop': tangent_dtype: only forward"):
+        parent.bench(["model=random:tiny-bert", "tangent_dtype=bfloat16"],
+                     modes=("inference", "spry", "backprop"))

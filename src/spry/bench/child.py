@@ -13,7 +13,7 @@ import statistics
 import time
 from dataclasses import asdict
 
-from spry.bench.modes import MODES, ModeResult, parse_mode
+from spry.bench.modes import MODES, ModeResult, mode_config, parse_mode
 
 # Randomly initialised configs of public architectures, by size (no download: the shapes
 # are copied from the hub config.json of the named model).
@@ -88,14 +88,11 @@ def run_mode(mode: str, overrides: list[str], steps: int, warmup: int,
     """Build the model and one batch, then time `warmup + steps` client steps of `mode`."""
     import torch
 
-    from spry.config import Config
-
     if threads:
         torch.set_num_threads(threads)
     name, k = parse_mode(mode)
     method, which = MODES[name]
-    cfg = Config.from_yaml(config, [*overrides, *([f"method={method}"] if method else []),
-                                  f"tangents={k}"])
+    cfg = mode_config(mode, overrides, config)
     result = ModeResult(mode=mode, method=method, tangents=k, allocator=allocator,
                         device=cfg.device, threads=torch.get_num_threads())
     torch.manual_seed(cfg.seed)  # the bench owns its process: LoRA init and dropout

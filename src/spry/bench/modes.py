@@ -31,6 +31,18 @@ MODES: dict[str, tuple[str | None, str]] = {
 DEFAULT_K_RUNS = ("spry:10",)
 
 
+def mode_config(mode: str, overrides: list[str], config: str | None = None):
+    """The Config a mode's child runs: the overrides, then the mode's method= and K. The
+    parent builds it for every mode before the first child starts, so a setting one mode
+    cannot take (say tangent_dtype with backprop) is refused before any work."""
+    from spry.config import Config
+
+    name, k = parse_mode(mode)
+    method = MODES[name][0]
+    return Config.from_yaml(config, [*overrides, *([f"method={method}"] if method else []),
+                                     f"tangents={k}"])
+
+
 @dataclass
 class ModeResult:
     mode: str

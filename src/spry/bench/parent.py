@@ -10,7 +10,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from spry.bench.modes import DEFAULT_MODES, MODES, ModeResult, mode_available, parse_mode
+from spry.bench.modes import (DEFAULT_MODES, MODES, ModeResult, mode_available, mode_config,
+                              parse_mode)
+from spry.config import ConfigError
 from spry.bench.report import ratios, table, targets
 
 
@@ -58,7 +60,10 @@ def bench(overrides: list[str], modes=DEFAULT_MODES, steps: int = 5, warmup: int
     (interleaved, so a busy spell on a shared machine hits all modes alike) and keeps, per
     mode, the repeat with the lowest median step time."""
     for mode in modes:
-        parse_mode(mode)
+        try:
+            mode_config(mode, overrides, config)  # every mode's settings, before any child
+        except ConfigError as exc:
+            raise ConfigError(f"bench mode {mode!r}: {exc}") from None
     if steps < 1 or warmup < 0 or repeat < 1:
         raise ValueError("steps and repeat must be >= 1, warmup >= 0")
     best: dict[tuple[str, str], ModeResult] = {}
