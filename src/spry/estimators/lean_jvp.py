@@ -31,6 +31,16 @@ def _product(op, a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype | None) ->
     return op(a.to(dtype), b.to(dtype)).to(a.dtype)
 
 
+def _bilinear_tangent(op, a, a_t, b, b_t, dtype: torch.dtype | None) -> torch.Tensor | None:
+    """The tangent of op(a, b) for a bilinear op, ȧ·b + a·ḃ, each term only if its tangent
+    exists (None when neither does)."""
+    out = None if a_t is None else _product(op, a_t, b, dtype)
+    if b_t is not None:
+        term = _product(op, a, b_t, dtype)
+        out = term if out is None else out + term
+    return out
+
+
 class _Linear(torch.autograd.Function):
     """y = x Wᵀ + b with ẏ = ẋ Wᵀ + x Ẇᵀ + ḃ, each term only if that tangent exists."""
 
@@ -50,12 +60,7 @@ class _Linear(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, x_t, weight_t, bias_t, _dtype_t):
         x, weight = ctx.saved_tensors
-        out = None
-        if x_t is not None:
-            out = _product(F.linear, x_t, weight, ctx.tangent_dtype)
-        if weight_t is not None:
-            term = _product(F.linear, x, weight_t, ctx.tangent_dtype)
-            out = term if out is None else out + term
+        out = _bilinear_tangent(F.linear, x, x_t, weight, weight_t, ctx.tangent_dtype)
         if bias_t is not None:
             out = bias_t.expand(*x.shape[:-1], bias_t.shape[-1]) if out is None else out + bias_t
         if out is None:  # no tangent at all: the caller still expects one
@@ -82,12 +87,7 @@ class _Matmul(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, a_t, b_t, _dtype_t):
         a, b = ctx.saved_tensors
-        out = None
-        if a_t is not None:
-            out = _product(torch.matmul, a_t, b, ctx.tangent_dtype)
-        if b_t is not None:
-            term = _product(torch.matmul, a, b_t, ctx.tangent_dtype)
-            out = term if out is None else out + term
+        out = _bilinear_tangent(torch.matmul, a, a_t, b, b_t, ctx.tangent_dtype)
         if out is None:
             out = torch.zeros(torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
                               + (a.shape[-2], b.shape[-1]), dtype=a.dtype, device=a.device)
