@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from spry.bench.child import build_model
+from spry.bench.child import build_model, random_batch
 from spry.config import Config
 from spry.estimators.example_tangents import (batched_example_forward_gradient,
                                               sequential_example_forward_gradient)
@@ -41,11 +41,7 @@ def measure(overrides: list[str], ks: list[int], repeats: int) -> dict:
                 p.normal_(std=0.01)
     params = {p: named[p].detach() for u in list_units(model) if u.name != "head"
               for p in u.params}
-    g = torch.Generator().manual_seed(cfg.seed)
-    batch = {"input_ids": torch.randint(5, model.config.vocab_size,
-                                        (cfg.batch_size, cfg.max_length), generator=g),
-             "attention_mask": torch.ones(cfg.batch_size, cfg.max_length, dtype=torch.long),
-             "labels": torch.randint(0, 2, (cfg.batch_size,), generator=g)}
+    batch = random_batch(cfg, model.config.vocab_size)
     loss_fn = classification_loss(model, batch, per_example=True)
     out = {"overrides": overrides, "batch_size": cfg.batch_size, "max_length": cfg.max_length,
            "trained_params": sum(p.numel() for p in params.values()), "ks": {}}

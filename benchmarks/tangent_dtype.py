@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from spry.bench.child import _client_step, _trained_params, build_model
+from spry.bench.child import _client_step, _trained_params, build_model, random_batch
 from spry.bench.modes import ModeResult
 from spry.config import Config
 
@@ -69,12 +69,7 @@ def derivative_error(overrides: list[str], draws: int) -> dict:
                         device=cfg.device, threads=1)
     params = {n: p for n, p in _trained_params(model, cfg, "all", result).items()
               if "classifier" not in n}
-    g = torch.Generator().manual_seed(cfg.seed)
-    batch = {"input_ids": torch.randint(5, model.config.vocab_size,
-                                        (cfg.batch_size, cfg.max_length), generator=g),
-             "attention_mask": torch.ones(cfg.batch_size, cfg.max_length, dtype=torch.long),
-             "labels": torch.randint(0, 2, (cfg.batch_size,), generator=g)}
-    loss_fn = classification_loss(model, batch)
+    loss_fn = classification_loss(model, random_batch(cfg, model.config.vocab_size))
     d = {td: torch.tensor([forward_gradient(loss_fn, params, [s], tangent_dtype=td).scalars[0]
                            for s in range(draws)]) for td in (None, "bfloat16")}
     err = (d["bfloat16"] - d[None]).abs() / d[None].abs().mean()

@@ -121,6 +121,19 @@ def _trained_params(model, cfg, which: str, result: ModeResult) -> dict:
     return params
 
 
+def random_batch(cfg, vocab_size: int) -> dict:
+    """The bench's seeded batch: batch_size rows of max_length random token ids (no
+    padding) and random binary labels, on cfg.device."""
+    import torch
+
+    g = torch.Generator().manual_seed(cfg.seed)
+    batch = {"input_ids": torch.randint(5, vocab_size, (cfg.batch_size, cfg.max_length),
+                                        generator=g),
+             "attention_mask": torch.ones(cfg.batch_size, cfg.max_length, dtype=torch.long),
+             "labels": torch.randint(0, 2, (cfg.batch_size,), generator=g)}
+    return {key: v.to(cfg.device) for key, v in batch.items()}
+
+
 def _client_step(model, cfg, params: dict, inference: bool, k: int):
     """`step(i)`: what a client does per minibatch on one seeded random batch, the estimator
     and the optimizer step; for inference one no-grad forward with the loss."""
@@ -129,12 +142,7 @@ def _client_step(model, cfg, params: dict, inference: bool, k: int):
     from spry.client import classification_loss, exact_head, make_client_optimizer, step_estimate
     from spry.methods import make_estimator
 
-    g = torch.Generator().manual_seed(cfg.seed)
-    vocab = model.config.vocab_size
-    batch = {"input_ids": torch.randint(5, vocab, (cfg.batch_size, cfg.max_length), generator=g),
-             "attention_mask": torch.ones(cfg.batch_size, cfg.max_length, dtype=torch.long),
-             "labels": torch.randint(0, 2, (cfg.batch_size,), generator=g)}
-    batch = {key: v.to(cfg.device) for key, v in batch.items()}
+    batch = random_batch(cfg, model.config.vocab_size)
     loss_fn = classification_loss(model, batch)
 
     if inference:
