@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from spry.client import exact_head, step_estimate, zero_factors
 from spry.config import Config, ConfigError
+from spry.data.batches import iterate_batches
 from spry.estimators.example_tangents import (ExampleTangentError, example_forward_gradient,
                                               sequential_example_forward_gradient)
 from spry.estimators.forward_gradient import forward_gradient
@@ -20,7 +21,8 @@ from spry.experiment import run
 from spry.metrics import read_metrics
 from spry.models import list_units, trainable_params
 from spry.tasks.classifier import classification_loss
-from spry.tasks.linear_head import ClassStatistics, class_mean_head, class_statistics, head_gradient
+from spry.tasks.linear_head import (ClassStatistics, class_mean_head, class_statistics,
+                                    head_gradient, lda_head)
 from spry.tasks.pooling import Pooling, declared_pooling, pool
 from tiny_lora import pooled_model_and_batch
 
@@ -116,13 +118,51 @@ def test_class_mean_head_equals_a_direct_computation():
     assert bias.abs().sum() == 0
 
 
+@pytest.mark.parametrize("shrinkage", [0.0, 0.3, 1.0])
+def test_lda_head_from_the_clients_statistics_equals_scikit_learn(shrinkage):
+    # Prepare: three classes with different means and a shared, correlated covariance,
+    # held by two clients (one of them without class 2)
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0] * 25 + [1] * 15 + [2] * 20)
+    mix = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    features = (torch.randn(60, 6, generator=g, dtype=torch.float64) @ mix
+                + 3.0 * torch.randn(3, 6, generator=g, dtype=torch.float64)[labels])
+    parts = [torch.arange(0, 35), torch.arange(35, 60)]
+    # Execute
+    stats = []
+    for i, part in enumerate(parts):
+        sums, counts, norms, moment = class_statistics(features[part], labels[part], 3,
+                                                       scatter=True)
+        stats.append(ClassStatistics(i, sums, counts, norms, 0.0, moment))
+    weight, bias = lda_head(stats, shrinkage)
+    # Assert: the same discriminant scikit-learn fits on the pooled examples
+    reference = LinearDiscriminantAnalysis(solver="lsqr", shrinkage=shrinkage).fit(
+        features.numpy(), labels.numpy())
+    torch.testing.assert_close(weight, torch.tensor(reference.coef_, dtype=torch.float32),
+                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(bias, torch.tensor(reference.intercept_, dtype=torch.float32),
+                               rtol=1e-4, atol=1e-4)
+    assert stats[0].bytes() == (3 * 6 + 3 + 6 * 6) * 4 + 8  # float32 sums, counts, scatter
+
+
+def test_lda_head_gives_an_absent_class_a_zero_row():
+    g = torch.Generator().manual_seed(1)
+    features, labels = torch.randn(40, 5, generator=g), torch.randint(2, (40,), generator=g)
+    sums, counts, norms, moment = class_statistics(features, labels, 3, scatter=True)
+    weight, bias = lda_head([ClassStatistics(0, sums, counts, norms, 0.0, moment)], 0.3)
+    assert weight[2].abs().sum() == 0 and bias[2] < bias[:2].min() - 30
+    assert torch.isfinite(weight).all() and torch.isfinite(bias).all()
+
+
 def test_round_zero_sets_the_head_from_the_clients_features(tiny_config, tiny_sentence_model):
     from spry.engines.node import client_class_statistics
-    from spry.experiment import build, class_means_head
+    from spry.experiment import build, round_zero_head
 
     cfg = tiny_config(model=tiny_sentence_model, head_init="class_means", head_init_examples=None)
     exp = build(cfg)
-    weight, bias = class_means_head(exp)
+    weight, bias = round_zero_head(exp)
     initial = {n: t.clone() for n, t in exp.server.weights.items()}
     row = exp.server.initialize_head(exp.engine, weight, bias)
     # Direct: every client's training features through the model as it was built.
@@ -136,6 +176,36 @@ def test_round_zero_sets_the_head_from_the_clients_features(tiny_config, tiny_se
     torch.testing.assert_close(exp.server.weights[weight],
                                F.normalize(sums, dim=-1) * cfg.head_init_scale)
     assert row["round"] == 0 and row["bytes_up"] > 0 and row["steps"] == 0
+
+
+def test_round_zero_with_lda_solves_the_discriminant_of_every_clients_features(
+        tiny_config, tiny_sentence_model):
+    # Prepare: the model as built, before round 0 changes the head
+    from spry.experiment import build, round_zero_head
+
+    cfg = tiny_config(model=tiny_sentence_model, head_init="lda", head_init_examples=None)
+    exp = build(cfg)
+    weight, bias = round_zero_head(exp)
+    exp.model.eval()
+    feats, labels = [], []
+    with torch.no_grad():
+        for client in exp.data.clients:
+            for batch in iterate_batches(client.train, exp.tokenizer, cfg.eval_batch_size):
+                labels.append(batch.pop("labels"))
+                feats.append(exp.model(**batch).features)
+    features, labels = torch.cat(feats).double(), torch.cat(labels)
+    sums, counts, norms, moment = class_statistics(features, labels, exp.data.num_labels,
+                                                   scatter=True)
+    want_w, want_b = lda_head([ClassStatistics(0, sums, counts, norms, 0.0, moment)],
+                              cfg.head_init_shrinkage)
+    want_w, want_b = want_w * cfg.head_init_lda_scale, want_b * cfg.head_init_lda_scale
+    # Execute
+    row = exp.server.initialize_head(exp.engine, weight, bias)
+    # Assert: the federated statistics give the discriminant of all the clients' features
+    torch.testing.assert_close(exp.server.weights[weight], want_w, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(exp.server.weights[bias], want_b, rtol=1e-3, atol=1e-3)
+    hidden = exp.model.config.hidden_size
+    assert row["bytes_up"] >= cfg.num_clients * hidden * hidden * 4  # the clients' scatter matrices
 
 
 # --- the exact head gradient ------------------------------------------------------------------

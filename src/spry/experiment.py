@@ -25,7 +25,7 @@ from torch import nn
 
 from spry import checkpoint
 from spry.client import held_out_metrics
-from spry.config import Config, ConfigError
+from spry.config import POOLED_HEAD_INITS, Config, ConfigError
 from spry.data import FederatedData, build_federated_data, load_task
 from spry.engines import LocalEngine
 from spry.engines.protocol import Engine
@@ -120,10 +120,12 @@ def describe_task(task) -> str:
     return "data: " + "; ".join(parts)
 
 
-def class_means_head(exp: Experiment) -> tuple[str, str] | None:
-    """(weight, bias) of the head that round 0 sets from class means, or None."""
+def round_zero_head(exp: Experiment) -> tuple[str, str] | None:
+    """(weight, bias) of the head that round 0 sets from the clients' features (head_init
+    class_means or lda), or None."""
     cfg = exp.cfg
-    if cfg.head_init != "class_means" or cfg.task_head != "classifier" or not is_pooled(exp.model):
+    if (cfg.head_init not in POOLED_HEAD_INITS or cfg.task_head != "classifier"
+            or not is_pooled(exp.model)):
         return None
     head = next((u for u in exp.server.units if u.name == HEAD_UNIT), None)
     return None if head is None else head_param_names(head.params)
@@ -220,20 +222,21 @@ def _open(cfg: Config, out: Path, engine, resuming: bool
         rewrite_metrics(out / "metrics.jsonl", state["metrics"] if state else [])
     metrics = MetricsLog(out / "metrics.jsonl")
     metrics.rows = list(state["metrics"]) if state is not None else []
-    if state is None and (head := class_means_head(exp)) is not None:
+    if state is None and (head := round_zero_head(exp)) is not None:
         _round_zero(exp, metrics, head)
     return exp, metrics, first, elapsed
 
 
 def _round_zero(exp: Experiment, metrics: MetricsLog, head: tuple[str, str]) -> None:
-    """head_init=class_means: the head from the clients' class means, a round of its own."""
+    """head_init=class_means or lda: the head from the clients' features, a round of its own."""
     row = exp.server.initialize_head(exp.engine, *head)
     if exp.driver is not exp.server:
         exp.driver.load_weights(exp.server.weights)
     row.update(global_test_metrics(exp))
     metrics.append(row)
-    log.info("round 0: the head starts from the class means of %d clients (test "
-             "accuracy %s)", len(row["clients"]), "–" if row.get("test_accuracy") is None
+    log.info("round 0: the head starts from the %s of %d clients (test accuracy %s)",
+             "class means" if exp.cfg.head_init == "class_means" else "discriminant",
+             len(row["clients"]), "–" if row.get("test_accuracy") is None
              else f"{row['test_accuracy']:.4f}")
 
 

@@ -20,7 +20,7 @@ from spry.messages import EvalInstruction, TrainInstruction, tensor_bytes
 from spry.methods import METHODS, sends_previous_update
 from spry.models import HEAD_UNIT, Unit
 from spry.seeds import derive_seed, generator
-from spry.tasks.linear_head import class_mean_head
+from spry.tasks.linear_head import class_mean_head, lda_head
 from spry.validation import Rejection, check_update, screen
 
 log = logging.getLogger(__name__)
@@ -131,12 +131,17 @@ class Server:
                 for ins in train]
 
     def initialize_head(self, engine, weight: str, bias: str) -> dict:
-        """Round 0 of head_init=class_means (FedNCM): every client sends per-class sums of
-        its pooled features, the server sets the head to the class means. Returns the
-        round's metrics row (bytes and seconds counted like any round's)."""
+        """Round 0 of head_init=class_means (FedNCM) or lda: every client sends per-class
+        sums of its pooled features (lda: and their within-class scatter), the server sets the head
+        to the class means or solves the discriminant. Returns the round's metrics row
+        (bytes and seconds counted like any round's)."""
         start = time.perf_counter()
         stats = engine.class_statistics(list(range(self.cfg.num_clients)))
-        w, b = class_mean_head(stats, self.cfg.head_init_scale)
+        if self.cfg.head_init == "lda":
+            w, b = lda_head(stats, self.cfg.head_init_shrinkage)
+            w, b = w * self.cfg.head_init_lda_scale, b * self.cfg.head_init_lda_scale
+        else:
+            w, b = class_mean_head(stats, self.cfg.head_init_scale)
         self.weights = {**self.weights, weight: w.to(self.weights[weight].dtype),
                         bias: b.to(self.weights[bias].dtype)}
         bytes_up = sum(s.bytes() for s in stats)

@@ -16,7 +16,8 @@ from spry.config.choices import (ASSIGNMENTS, CLIENT_OPTIMIZERS, COMMUNICATIONS,
                                  DTYPES, ENGINES, EVAL_DTYPES, FORWARD_GRADIENT_METHODS,
                                  HEAD_GRADIENTS, HEAD_INITS, HEAD_MODES, LORA_FACTORS, METHODS,
                                  NO_EXAMPLE_TANGENTS, ON_ALL_CLIENTS_FAILED, PEFT_ADAPTERS,
-                                 PEFT_METHODS, PERSONALIZATIONS, POOLINGS, RECIPES,
+                                 PEFT_METHODS, PERSONALIZATIONS, POOLED_HEAD_INITS, POOLINGS,
+                                 RECIPES,
                                  SERVER_OPTIMIZERS, SPLIT_METHODS, TANGENT_SHARINGS,
                                  TANGENT_SPACES, TASK_HEADS, ConfigError)
 from spry.config.loading import type_name, type_ok
@@ -208,7 +209,10 @@ def _check_head(cfg: Config) -> None:
     one_of(cfg, "head_init", HEAD_INITS)
     one_of(cfg, "head_gradient", HEAD_GRADIENTS)
     one_of(cfg, "tangent_sharing", TANGENT_SHARINGS)
-    _positive(cfg, "head_init_scale", "head_init_examples", "head_lr")
+    _positive(cfg, "head_init_scale", "head_init_lda_scale", "head_init_examples", "head_lr")
+    if not 0.0 <= cfg.head_init_shrinkage <= 1.0:
+        raise ConfigError(f"head_init_shrinkage: {cfg.head_init_shrinkage!r} is not in [0, 1] "
+                          "(0: the sample covariance, 1: a multiple of the identity); the default is 0.5")
     if cfg.tangent_sharing == "example":
         if cfg.peft in NO_EXAMPLE_TANGENTS or cfg.task_head != "classifier":
             raise ConfigError("tangent_sharing: example needs task_head=classifier and linear "
@@ -242,9 +246,9 @@ def _check_head(cfg: Config) -> None:
                           "set head_gradient=estimator")
     if cfg.task_head != "classifier":
         return  # the other heads have no pooled linear head; these settings do not apply
-    if cfg.pooling == "model" and cfg.head_init == "class_means":
-        raise ConfigError("head_init: class_means needs a pooled head (pooling=auto, cls, mean "
-                          "or max); with pooling=model set head_init=random")
+    if cfg.pooling == "model" and cfg.head_init in POOLED_HEAD_INITS:
+        raise ConfigError(f"head_init: {cfg.head_init} needs a pooled head (pooling=auto, cls, "
+                          "mean or max); with pooling=model set head_init=random")
     if cfg.pooling == "model" and cfg.head_gradient == "exact":
         raise ConfigError("head_gradient: exact needs a pooled linear head (pooling=auto, cls, "
                           "mean or max); with pooling=model set head_gradient=estimator")

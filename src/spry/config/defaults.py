@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spry.config.choices import NO_EXAMPLE_TANGENTS
+from spry.config.choices import NO_EXAMPLE_TANGENTS, POOLED_HEAD_INITS
 from spry.methods import METHODS
 
 Config = Any
@@ -66,9 +66,9 @@ def resolved_default(cfg: Config, name: str) -> tuple[Any, str]:
         lrs = CLIENT_LR[cfg.recipe]
         return lrs.get(cfg.method, lrs[None]), f"recipe={cfg.recipe}, method={cfg.method}"
     if name == "head_lr":
-        if (cfg.recipe == "spry" and cfg.head_init == "class_means"
+        if (cfg.recipe == "spry" and cfg.head_init in POOLED_HEAD_INITS
                 and cfg.task_head == "classifier" and cfg.client_optimizer in ADAMS):
-            return CLASS_MEAN_HEAD_LR, (f"recipe=spry, head_init=class_means, "
+            return CLASS_MEAN_HEAD_LR, (f"recipe=spry, head_init={cfg.head_init}, "
                                         f"client_optimizer={cfg.client_optimizer}")
         return None, "client_lr"
     because = f"recipe={cfg.recipe}" + (f", method={cfg.method}" if name == "train_dropout"

@@ -67,9 +67,10 @@ def train_client(model: nn.Module, initial: dict[str, torch.Tensor], state: Clie
 @torch.no_grad()
 def client_class_statistics(model: nn.Module, initial: dict[str, torch.Tensor], client_id: int,
                             data: ClientData, tokenizer, cfg: Config):
-    """Round 0 of head_init=class_means: the client's per-class sums of pooled features
-    over at most head_init_examples of its training examples (seeded choice), one
-    forward pass each, no backward (spry.tasks.linear_head.ClassStatistics)."""
+    """Round 0 of head_init=class_means or lda: the client's per-class sums of pooled
+    features (lda: and their within-class scatter) over at most head_init_examples of its
+    training examples (seeded choice), one forward pass each, no backward
+    (spry.tasks.linear_head.ClassStatistics)."""
     start = time.perf_counter()
     load_trainable(model, initial)
     model.eval()
@@ -81,13 +82,16 @@ def client_class_statistics(model: nn.Module, initial: dict[str, torch.Tensor], 
     for batch in iterate_batches(train.subset(keep), tokenizer, cfg.eval_batch_size):
         labels.append(batch.pop("labels"))
         features.append(model(**{k: v.to(cfg.device) for k, v in batch.items()}).features)
-    num_labels = len(data.label_counts)
+    num_labels, hidden = len(data.label_counts), model.config.hidden_size
+    lda = cfg.head_init == "lda"
     if not features:
-        return ClassStatistics(client_id, torch.zeros(num_labels, model.config.hidden_size),
-                               torch.zeros(num_labels), 0.0, time.perf_counter() - start)
-    sums, counts, norms = class_statistics(torch.cat(features).cpu(), torch.cat(labels),
-                                           num_labels)
-    return ClassStatistics(client_id, sums, counts, norms, time.perf_counter() - start)
+        return ClassStatistics(client_id, torch.zeros(num_labels, hidden), torch.zeros(num_labels),
+                               0.0, time.perf_counter() - start,
+                               torch.zeros(hidden, hidden) if lda else None)
+    sums, counts, norms, *scatter = class_statistics(torch.cat(features).cpu(), torch.cat(labels),
+                                                    num_labels, scatter=lda)
+    return ClassStatistics(client_id, sums, counts, norms, time.perf_counter() - start,
+                           *scatter)
 
 
 def evaluate_client(model: nn.Module, ins: EvalInstruction, data: ClientData, tokenizer,

@@ -138,15 +138,18 @@ def read_eval(content: RecordDict) -> ClientEval:
                       int(personal) if personal is not None else None)
 
 
-# --- round 0 of head_init=class_means ------------------------------------------------------
+# --- round 0 of head_init=class_means or lda ------------------------------------------------
 def class_statistics_content(client_id: int, cfg: Config) -> RecordDict:
     return RecordDict({"class-statistics": ConfigRecord({"client-id": client_id}),
                        "config": config_record(cfg)})
 
 
 def class_statistics_reply(stats) -> RecordDict:
+    arrays = {"sums": stats.sums, "counts": stats.counts}
+    if stats.scatter is not None:
+        arrays["scatter"] = stats.scatter
     return RecordDict({
-        "class-sums": to_array_record({"sums": stats.sums, "counts": stats.counts}),
+        "class-sums": to_array_record(arrays),
         "class-meta": ConfigRecord({"client-id": stats.client_id, "norm-sum": stats.norm_sum,
                                     "seconds": stats.seconds})})
 
@@ -155,7 +158,8 @@ def read_class_statistics(content: RecordDict):
     arrays = from_array_record(content.array_records["class-sums"])
     meta = content.config_records["class-meta"]
     return ClassStatistics(int(meta["client-id"]), arrays["sums"], arrays["counts"],
-                           float(meta["norm-sum"]), float(meta["seconds"]))
+                           float(meta["norm-sum"]), float(meta["seconds"]),
+                           arrays.get("scatter"))
 
 
 def reply(message: Message, content: RecordDict) -> Message:

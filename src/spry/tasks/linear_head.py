@@ -3,7 +3,13 @@ gradient, both from the forward pass alone.
 
 - Its federated initialisation needs only per-class sums of f (FedNCM, Legate et al.
   2023, "Guiding the last layer in federated learning with pre-trained models"): one
-  forward pass per client, no backward.
+  forward pass per client, no backward. With each client's within-class scatter of the
+  features as well, the server solves linear discriminant analysis instead (`head_init=lda`): the same
+  one forward pass, a d×d matrix more on the uplink, and a head that weighs the feature
+  directions by how well they separate the classes, not only by where the means lie
+  (closed-form heads from federated statistics: Fed3R, Fanì et al. 2024, "Accelerating
+  heterogeneous federated learning with closed-form classifiers", solves ridge regression
+  from the same statistics).
 - Its gradient is closed-form: with p = softmax(W f + b) and y the one-hot label,
   ∂L/∂W = mean_i (p_i − y_i) f_iᵀ and ∂L/∂b = mean_i (p_i − y_i).
 """
@@ -26,27 +32,39 @@ def head_param_names(unit_params) -> tuple[str, str]:
 # --- FedNCM: the head from federated class means ---------------------------------------
 @dataclass
 class ClassStatistics:
-    """What one client sends for the head's initialisation: per-class sums of its unit
-    pooled features, per-class counts, and the sum of the features' norms."""
+    """What one client sends for the head's initialisation: per-class sums of its pooled
+    features (unit-normalised for class means, as the head reads them for lda), per-class
+    counts, the sum of the features' norms, and for lda the within-class scatter
+    Σ_i (f_i − m_{y_i})(f_i − m_{y_i})ᵀ about the client's own class means m_c."""
 
     client_id: int
     sums: torch.Tensor  # (classes, hidden)
     counts: torch.Tensor  # (classes,)
     norm_sum: float
     seconds: float = 0.0
+    scatter: torch.Tensor | None = None  # (hidden, hidden), head_init=lda only
 
     def bytes(self) -> int:
+        moment = 0 if self.scatter is None else self.scatter.numel() * self.scatter.element_size()
         return (self.sums.numel() * self.sums.element_size()
-                + self.counts.numel() * self.counts.element_size() + 8)
+                + self.counts.numel() * self.counts.element_size() + 8 + moment)
 
 
-def class_statistics(features: torch.Tensor, labels: torch.Tensor, num_labels: int
-                     ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(per-class sums of the unit features, per-class counts, sum of feature norms)."""
+def class_statistics(features: torch.Tensor, labels: torch.Tensor, num_labels: int,
+                     scatter: bool = False) -> tuple:
+    """(per-class sums of the unit features, per-class counts, sum of feature norms); with
+    `scatter` (lda) the sums are of the features as the head reads them, followed by the
+    within-class scatter. It is taken about the client's own class means, not as the raw
+    moment Σ f fᵀ: pooled features share a large mean direction, and Σ f fᵀ − n μμᵀ in
+    float32 would cancel most of the digits that the covariance lives in."""
     f = features.float()
-    unit = F.normalize(f, dim=-1)
     onehot = F.one_hot(labels, num_labels).to(f.dtype)
-    return onehot.T @ unit, onehot.sum(0), float(f.norm(dim=-1).sum())
+    counts, norms = onehot.sum(0), float(f.norm(dim=-1).sum())
+    if scatter:
+        sums = onehot.T @ f
+        centred = f - (sums / counts.clamp(min=1.0)[:, None])[labels]
+        return sums, counts, norms, centred.T @ centred
+    return onehot.T @ F.normalize(f, dim=-1), counts, norms
 
 
 def class_mean_head(stats: list[ClassStatistics], scale: float
@@ -60,6 +78,38 @@ def class_mean_head(stats: list[ClassStatistics], scale: float
     mean_norm = sum(s.norm_sum for s in stats) / max(float(counts.sum()), 1.0)
     weight = F.normalize(sums, dim=-1) * (scale / max(mean_norm, 1e-12))
     return weight, torch.zeros(sums.shape[0])
+
+
+def lda_head(stats: list[ClassStatistics], shrinkage: float
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, b) of linear discriminant analysis from the clients' statistics: with class means
+    μ_c, priors π_c and the pooled within-class covariance Σ (each client's scatter about
+    its own class means m_kc, plus Σ_k,c n_kc (m_kc − μ_c)(m_kc − μ_c)ᵀ, over n)
+    shrunk toward a multiple of the identity, Σ_λ = (1 − λ) Σ + λ (tr Σ / d) I (scikit-learn's
+    LinearDiscriminantAnalysis(shrinkage=λ)), W_c = Σ_λ⁻¹ μ_c and b_c = −½ μ_cᵀ Σ_λ⁻¹ μ_c + log π_c:
+    the logits are the log posteriors of Gaussian classes sharing Σ_λ, up to a constant.
+    A class no client holds gets a zero row and a very negative bias."""
+    sums = sum(s.sums.double() for s in stats)
+    counts = sum(s.counts.double() for s in stats)
+    total = counts.sum()
+    held = counts > 0
+    means = sums / counts.clamp(min=1.0)[:, None]
+    scatter = sum(s.scatter.double() for s in stats)
+    for s in stats:  # the spread of the clients' class means about the global ones
+        gap = (s.sums.double() / s.counts.double().clamp(min=1.0)[:, None] - means)
+        gap = gap * (s.counts.double() > 0)[:, None]
+        scatter = scatter + (gap.T * s.counts.double()) @ gap
+    scatter = scatter / total
+    eye = torch.eye(len(scatter), dtype=scatter.dtype)
+    shrunk = (1.0 - shrinkage) * scatter + shrinkage * scatter.diagonal().mean() * eye
+    # At λ = 0 with fewer examples than features (or a constant feature) Σ is singular; a
+    # ridge of 1e-9 of the mean variance keeps the solve defined and changes nothing
+    # measurable elsewhere.
+    shrunk += 1e-9 * scatter.diagonal().mean() * eye
+    weight = torch.linalg.solve(shrunk, means.T).T
+    bias = -0.5 * (weight * means).sum(-1) + torch.log(counts.clamp(min=1e-30) / total)
+    weight[~held] = 0.0
+    return weight.float(), bias.float()
 
 
 # --- the exact head gradient ----------------------------------------------------------
