@@ -68,6 +68,19 @@ def test_records_round_trip(tiny_config):
     assert records.read_evaluate(records.evaluate_content(evaluation, cfg)).personalization_epochs == 2
 
 
+@pytest.mark.parametrize("scatter", [None, torch.randn(10)])
+def test_round_zero_statistics_round_trip(scatter):
+    from spry.tasks.linear_head import ClassStatistics
+
+    stats = ClassStatistics(7, torch.randn(3, 4), torch.tensor([2.0, 0.0, 5.0]), 6.5, 0.25,
+                            scatter)
+    back = records.read_class_statistics(records.class_statistics_reply(stats))
+    assert (back.client_id, back.norm_sum, back.seconds) == (7, 6.5, 0.25)
+    assert torch.equal(back.sums, stats.sums) and torch.equal(back.counts, stats.counts)
+    assert (back.scatter is None if scatter is None else torch.equal(back.scatter, scatter))
+    assert back.bytes() == stats.bytes()
+
+
 @pytest.mark.parametrize("personalization", ["global", "round"])
 def test_flower_simulation_matches_local_engine(tiny_config, tmp_path, personalization):
     # Prepare

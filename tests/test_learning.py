@@ -144,7 +144,7 @@ def test_lda_head_from_the_clients_statistics_equals_scikit_learn(shrinkage):
                                rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(bias, torch.tensor(reference.intercept_, dtype=torch.float32),
                                rtol=1e-4, atol=1e-4)
-    assert stats[0].bytes() == (3 * 6 + 3 + 6 * 6) * 4 + 8  # float32 sums, counts, scatter
+    assert stats[0].bytes() == (3 * 6 + 3 + 6 * 7 // 2) * 4 + 8  # sums, counts, packed scatter
 
 
 def test_lda_head_gives_an_absent_class_a_zero_row():
@@ -205,7 +205,9 @@ def test_round_zero_with_lda_solves_the_discriminant_of_every_clients_features(
     torch.testing.assert_close(exp.server.weights[weight], want_w, rtol=1e-3, atol=1e-3)
     torch.testing.assert_close(exp.server.weights[bias], want_b, rtol=1e-3, atol=1e-3)
     hidden = exp.model.config.hidden_size
-    assert row["bytes_up"] >= cfg.num_clients * hidden * hidden * 4  # the clients' scatter matrices
+    # the clients' scatter matrices, each its packed upper triangle
+    assert row["bytes_up"] >= cfg.num_clients * hidden * (hidden + 1) // 2 * 4
+    assert row["bytes_up"] < cfg.num_clients * hidden * hidden * 4
 
 
 # --- the exact head gradient ------------------------------------------------------------------
@@ -479,3 +481,12 @@ def test_guided_tangent_runs_with_the_last_global_update(tiny_config):
     assert guided[1]["train_loss"] != plain[1]["train_loss"]
     with pytest.raises(ConfigError, match="guided_tangent: needs a forward-gradient method"):
         Config(guided_tangent=True, method="fedmezo")
+
+
+def test_a_packed_symmetric_matrix_unpacks_to_itself():
+    from spry.tasks.linear_head import pack_symmetric, unpack_symmetric
+
+    a = torch.randn(5, 5, dtype=torch.float64)
+    sym = a + a.T
+    assert pack_symmetric(sym).shape == (15,)
+    assert torch.equal(unpack_symmetric(pack_symmetric(sym)), sym)

@@ -236,6 +236,10 @@ def _check_head(cfg: Config) -> None:
             if getattr(cfg, name) != _schema_default(cfg, name) and cfg.peft != adapter:
                 raise ConfigError(f"{name}: only used by peft={adapter}; this run trains "
                                   f"peft={cfg.peft}; set peft={adapter} or remove {name}")
+    for name in ("head_init_shrinkage", "head_init_lda_scale"):
+        if getattr(cfg, name) != _schema_default(cfg, name) and cfg.head_init != "lda":
+            raise ConfigError(f"{name}: only used by head_init=lda; this run has "
+                              f"head_init={cfg.head_init}; set head_init=lda or remove {name}")
     if cfg.guided_tangent and (cfg.method not in FORWARD_GRADIENT_METHODS
                                or cfg.communication != "per_epoch"):
         raise ConfigError(f"guided_tangent: needs a forward-gradient method "

@@ -68,8 +68,9 @@ class Config:
     """`class_means`: before round 1, clients send per-class sums and counts of their pooled
     features (one forward pass, no backward) and the server sets the head to the normalised
     class means (FedNCM, Legate et al. 2023), logged as round 0; `lda`: the same round, the
-    clients also send their features' within-class scatter (hidden² numbers each) and the
-    server solves linear discriminant analysis (spry.tasks.linear_head.lda_head);
+    clients also send their features' within-class scatter (its upper triangle, hidden²/2
+    numbers) and the server solves linear discriminant analysis
+    (spry.tasks.linear_head.lda_head);
     `random`: the architecture's random head. Both pooled inits need a pooled head
     (pooling other than `model`)."""
     head_init_scale: float = 10.0
@@ -83,7 +84,8 @@ class Config:
     head_init_lda_scale: float = 0.5
     """lda: the discriminant's logits times this (a softmax temperature). Gaussian class
     posteriors are overconfident on real features: at 1 the round-0 held-out loss is above
-    the class means' on all three measured tasks, at 0.5 below or equal (docs/learning.md)."""
+    the class means' on AG News and MNLI, at 0.5 below or level on AG News, SST-2 and MNLI
+    (docs/learning.md); accuracy does not depend on it."""
     head_init_examples: int | None = 64
     """class_means, lda: at most this many training examples per client enter round 0's
     statistics (None: all), so round 0 costs a bounded forward pass per client."""
@@ -214,9 +216,9 @@ class Config:
     one more noise source in an already noisy estimate and a mask multiply on every
     tangent, and keeps it for backprop; recipe=paper keeps it for every method."""
     head_lr: float | None = None
-    """The head's client learning rate. None: 1e-4 for a class-mean classifier head trained
-    by Adam(W) under recipe=spry (a faster one walks it off its start, docs/learning.md),
-    client_lr otherwise."""
+    """The head's client learning rate. None: 1e-4 for a classifier head set in round 0
+    (head_init class_means or lda) and trained by Adam(W) under recipe=spry (a faster one
+    walks it off its start, docs/learning.md), client_lr otherwise."""
     client_optimizer: str = "adamw"
     """The client's local optimizer: `sgd`, `adam`, `adamw`."""
     client_lr: float | None = None

@@ -87,7 +87,7 @@ def client_class_statistics(model: nn.Module, initial: dict[str, torch.Tensor], 
     if not features:
         return ClassStatistics(client_id, torch.zeros(num_labels, hidden), torch.zeros(num_labels),
                                0.0, time.perf_counter() - start,
-                               torch.zeros(hidden, hidden) if lda else None)
+                               torch.zeros(hidden * (hidden + 1) // 2) if lda else None)
     sums, counts, norms, *scatter = class_statistics(torch.cat(features).cpu(), torch.cat(labels),
                                                     num_labels, scatter=lda)
     return ClassStatistics(client_id, sums, counts, norms, time.perf_counter() - start,

@@ -42,7 +42,7 @@ class ClassStatistics:
     counts: torch.Tensor  # (classes,)
     norm_sum: float
     seconds: float = 0.0
-    scatter: torch.Tensor | None = None  # (hidden, hidden), head_init=lda only
+    scatter: torch.Tensor | None = None  # head_init=lda only: its upper triangle, packed
 
     def bytes(self) -> int:
         moment = 0 if self.scatter is None else self.scatter.numel() * self.scatter.element_size()
@@ -63,8 +63,25 @@ def class_statistics(features: torch.Tensor, labels: torch.Tensor, num_labels: i
     if scatter:
         sums = onehot.T @ f
         centred = f - (sums / counts.clamp(min=1.0)[:, None])[labels]
-        return sums, counts, norms, centred.T @ centred
+        return sums, counts, norms, pack_symmetric(centred.T @ centred)
     return onehot.T @ F.normalize(f, dim=-1), counts, norms
+
+
+def pack_symmetric(matrix: torch.Tensor) -> torch.Tensor:
+    """The upper triangle of a symmetric (d, d) matrix, d(d+1)/2 numbers: what goes on the
+    wire (half the bytes of the full matrix)."""
+    rows, cols = torch.triu_indices(len(matrix), len(matrix))
+    return matrix[rows, cols]
+
+
+def unpack_symmetric(packed: torch.Tensor) -> torch.Tensor:
+    """The symmetric matrix whose upper triangle pack_symmetric gave."""
+    d = int(round(((8 * packed.numel() + 1) ** 0.5 - 1) / 2))
+    rows, cols = torch.triu_indices(d, d)
+    matrix = packed.new_zeros(d, d)
+    matrix[rows, cols] = packed
+    matrix[cols, rows] = packed
+    return matrix
 
 
 def class_mean_head(stats: list[ClassStatistics], scale: float
@@ -94,7 +111,7 @@ def lda_head(stats: list[ClassStatistics], shrinkage: float
     total = counts.sum()
     held = counts > 0
     means = sums / counts.clamp(min=1.0)[:, None]
-    scatter = sum(s.scatter.double() for s in stats)
+    scatter = unpack_symmetric(sum(s.scatter.double() for s in stats))
     for s in stats:  # the spread of the clients' class means about the global ones
         gap = (s.sums.double() / s.counts.double().clamp(min=1.0)[:, None] - means)
         gap = gap * (s.counts.double() > 0)[:, None]
