@@ -490,3 +490,23 @@ def test_a_packed_symmetric_matrix_unpacks_to_itself():
     sym = a + a.T
     assert pack_symmetric(sym).shape == (15,)
     assert torch.equal(unpack_symmetric(pack_symmetric(sym)), sym)
+
+
+def test_head_init_benchmark_scores_every_round_zero_head(tiny_sentence_model, tmp_path,
+                                                          monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "head_init.py"
+    spec = importlib.util.spec_from_file_location("head_init_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "OUT", tmp_path)
+    assert bench.main([f"model={tiny_sentence_model}", "dataset=sentiment", "num_clients=4", "clients_per_round=2",
+                       "max_test_examples=40", "head_init_examples=8"]) == 0
+    result = json.loads((tmp_path / "sentiment.json").read_text())
+    heads = [r["head"] for r in result["rows"]]
+    assert heads[0] == "class means" and heads[-1] == "logistic probe (central)"
+    assert heads.count("lda") == len(bench.SHRINKAGES) * len(bench.SCALES)
+    assert result["round_zero_examples"] <= 4 * 8 and result["held_out"] == 40
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in result["rows"])

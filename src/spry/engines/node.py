@@ -65,14 +65,11 @@ def train_client(model: nn.Module, initial: dict[str, torch.Tensor], state: Clie
 
 
 @torch.no_grad()
-def client_class_statistics(model: nn.Module, initial: dict[str, torch.Tensor], client_id: int,
-                            data: ClientData, tokenizer, cfg: Config):
-    """Round 0 of head_init=class_means or lda: the client's per-class sums of pooled
-    features (lda: and their within-class scatter) over at most head_init_examples of its
-    training examples (seeded choice), one forward pass each, no backward
-    (spry.tasks.linear_head.ClassStatistics)."""
-    start = time.perf_counter()
-    load_trainable(model, initial)
+def round_zero_features(model: nn.Module, client_id: int, data: ClientData, tokenizer,
+                        cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pooled features, labels) of at most head_init_examples of the client's training
+    examples (a seeded choice), one forward pass each in eval mode, no backward: what
+    round 0's statistics are made of."""
     model.eval()
     train = data.train
     order = torch.randperm(len(train), generator=generator(
@@ -82,16 +79,22 @@ def client_class_statistics(model: nn.Module, initial: dict[str, torch.Tensor], 
     for batch in iterate_batches(train.subset(keep), tokenizer, cfg.eval_batch_size):
         labels.append(batch.pop("labels"))
         features.append(model(**{k: v.to(cfg.device) for k, v in batch.items()}).features)
-    num_labels, hidden = len(data.label_counts), model.config.hidden_size
-    lda = cfg.head_init == "lda"
     if not features:
-        return ClassStatistics(client_id, torch.zeros(num_labels, hidden), torch.zeros(num_labels),
-                               0.0, time.perf_counter() - start,
-                               torch.zeros(hidden * (hidden + 1) // 2) if lda else None)
-    sums, counts, norms, *scatter = class_statistics(torch.cat(features).cpu(), torch.cat(labels),
-                                                    num_labels, scatter=lda)
-    return ClassStatistics(client_id, sums, counts, norms, time.perf_counter() - start,
-                           *scatter)
+        return torch.zeros(0, model.config.hidden_size), torch.zeros(0, dtype=torch.long)
+    return torch.cat(features).float().cpu(), torch.cat(labels)
+
+
+def client_class_statistics(model: nn.Module, initial: dict[str, torch.Tensor], client_id: int,
+                            data: ClientData, tokenizer, cfg: Config):
+    """Round 0 of head_init=class_means or lda: the client's per-class sums of pooled
+    features (lda: and their within-class scatter) over round_zero_features's examples
+    (spry.tasks.linear_head.ClassStatistics)."""
+    start = time.perf_counter()
+    load_trainable(model, initial)
+    features, labels = round_zero_features(model, client_id, data, tokenizer, cfg)
+    stats = class_statistics(features, labels, len(data.label_counts),
+                             scatter=cfg.head_init == "lda")
+    return ClassStatistics(client_id, *stats[:3], time.perf_counter() - start, *stats[3:])
 
 
 def evaluate_client(model: nn.Module, ins: EvalInstruction, data: ClientData, tokenizer,

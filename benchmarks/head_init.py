@@ -1,0 +1,117 @@
+"""Round 0's head, before any training: class means (FedNCM) against linear discriminant
+analysis (head_init=lda) at several shrinkages and logit scales, with a logistic-regression
+probe on the same examples as the ceiling for a linear head on these frozen features.
+
+    SPRY_DATA_DIR=../shared/data python benchmarks/head_init.py dataset=sst2
+    SPRY_DATA_DIR=../shared/data python benchmarks/head_init.py dataset=ag_news
+    SPRY_DATA_DIR=../shared/data python benchmarks/head_init.py \
+        dataset=../shared/data/mnli/dev_matched.jsonl test_fraction=0.2
+
+The clients' features are exactly round 0's (spry.engines.node.round_zero_features: the
+packaged all-MiniLM-L6-v2, N=100 clients, Dirichlet α=1.0, at most head_init_examples=64
+examples each), and every head is built from the statistics the clients would send
+(spry.tasks.linear_head), then scored on the whole held-out split. Other key=value
+arguments go to the Config (num_clients, dirichlet_alpha, head_init_examples, model, ...).
+Writes benchmarks/results/head-init/<task>.json.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from spry.config import Config
+from spry.data.batches import iterate_batches
+from spry.engines.node import round_zero_features
+from spry.experiment import build
+from spry.tasks.linear_head import ClassStatistics, class_mean_head, class_statistics, lda_head
+
+SHRINKAGES = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
+SCALES = (1.0, 0.5, 0.25)
+OUT = Path(__file__).resolve().parent / "results" / "head-init"
+BASE = ["num_clients=100", "dirichlet_alpha=1.0", "max_length=64", "eval_batch_size=64",
+        "threads=1"]
+
+
+@torch.no_grad()
+def held_out_features(exp) -> tuple[torch.Tensor, torch.Tensor]:
+    exp.model.eval()
+    features, labels = [], []
+    for batch in iterate_batches(exp.data.test, exp.tokenizer, exp.cfg.eval_batch_size):
+        labels.append(batch.pop("labels"))
+        features.append(exp.model(**batch).features.float())
+    return torch.cat(features), torch.cat(labels)
+
+
+def score(weight, bias, features, labels) -> dict:
+    logits = features @ weight.T + bias
+    return {"accuracy": (logits.argmax(-1) == labels).float().mean().item(),
+            "loss": F.cross_entropy(logits, labels).item()}
+
+
+def logistic_probe(features, labels, num_labels: int, weight_decay: float = 1e-4):
+    """Multinomial logistic regression on the pooled round-0 examples (L-BFGS), the best a
+    linear head does on these features when it sees the clients' examples centrally."""
+    weight = torch.zeros(num_labels, features.shape[1], requires_grad=True)
+    bias = torch.zeros(num_labels, requires_grad=True)
+    opt = torch.optim.LBFGS([weight, bias], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = (F.cross_entropy(features @ weight.T + bias, labels)
+                + weight_decay * weight.pow(2).sum())
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return weight.detach(), bias.detach()
+
+
+def main(argv: list[str]) -> int:
+    cfg = Config.from_yaml(None, [*BASE, *argv])
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    exp = build(cfg)
+    num_labels = exp.data.num_labels
+    per_client = [round_zero_features(exp.model, c.client_id, c, exp.tokenizer, exp.cfg)
+                  for c in exp.data.clients]
+    test_x, test_y = held_out_features(exp)
+    print(f"{sum(len(f) for f, _ in per_client)} round-0 examples from {len(per_client)} "
+          f"clients, {len(test_y)} held out ({time.perf_counter() - start:.0f} s)", flush=True)
+    means = [ClassStatistics(i, *class_statistics(f, y, num_labels))
+             for i, (f, y) in enumerate(per_client)]
+    lda = []
+    for i, (f, y) in enumerate(per_client):
+        sums, counts, norms, scatter = class_statistics(f, y, num_labels, scatter=True)
+        lda.append(ClassStatistics(i, sums, counts, norms, 0.0, scatter))
+    rows = [{"head": "class means", "scale": exp.cfg.head_init_scale,
+             **score(*class_mean_head(means, exp.cfg.head_init_scale), test_x, test_y)}]
+    for shrinkage in SHRINKAGES:
+        weight, bias = lda_head(lda, shrinkage)
+        for scale in SCALES:
+            rows.append({"head": "lda", "shrinkage": shrinkage, "scale": scale,
+                         **score(weight * scale, bias * scale, test_x, test_y)})
+    pooled_x = torch.cat([f for f, _ in per_client])
+    pooled_y = torch.cat([y for _, y in per_client])
+    rows.append({"head": "logistic probe (central)",
+                 **score(*logistic_probe(pooled_x, pooled_y, num_labels), test_x, test_y)})
+    for row in rows:
+        knobs = ", ".join(f"{k} {row[k]}" for k in ("shrinkage", "scale") if k in row)
+        print(f"{row['head']:>26} {knobs:<26} accuracy {row['accuracy']:.3f}  "
+              f"loss {row['loss']:.3f}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    task = Path(str(cfg.dataset)).stem if "/" in str(cfg.dataset) else str(cfg.dataset)
+    (OUT / f"{task}.json").write_text(json.dumps(
+        {"command": "python benchmarks/head_init.py " + " ".join(argv),
+         "round_zero_examples": len(pooled_y), "held_out": len(test_y), "rows": rows},
+        indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
