@@ -220,10 +220,15 @@ FILE_METHODS = ("spry-tiny-nodrop", "fedavg-tiny", "head", "fedfgd-tiny-nodrop",
 
 def pinned(overrides: tuple[str, ...]) -> tuple[str, ...]:
     """The rows that name no train_dropout ran with the model's dropout on (every method,
-    before 2026-12-03's recipe=spry default): said so, so their commands still reproduce them."""
-    if any(o.startswith("train_dropout=") for o in overrides):
-        return overrides
-    return (*overrides, "train_dropout=true")
+    before 2026-12-03's recipe=spry default), and those that name no head_init (recipe=spry)
+    from class means (before 2026-12-03's head_init=lda default): said so, so their
+    commands still reproduce them."""
+    named = {o.split("=", 1)[0] for o in overrides}
+    if "train_dropout" not in named:
+        overrides = (*overrides, "train_dropout=true")
+    if "head_init" not in named and "recipe=paper" not in overrides:
+        overrides = (*overrides, "head_init=class_means")
+    return overrides
 
 
 def with_rounds(rounds: int) -> tuple[str, ...]:

@@ -64,11 +64,13 @@ CASES = {
 
 
 def _config(model: str, tmp_path: Path, name: str, **overrides) -> Config:
-    # peft=lora, train_dropout=True: the references were written while LoRA was recipe=spry's
-    # default adapter and every method trained with the model's dropout on.
+    # peft=lora, train_dropout=True, head_init=class_means: the references were written while
+    # LoRA was recipe=spry's default adapter, every method trained with the model's dropout
+    # on and round 0 set the head from class means.
     base = dict(model=model, dataset="sentiment", num_clients=6, clients_per_round=3, rounds=2,
                 max_length=16, personalization_epochs=1, max_steps=2, eval_every=1,
-                output_dir=str(tmp_path), run_name=name, peft="lora", train_dropout=True)
+                output_dir=str(tmp_path), run_name=name, peft="lora", train_dropout=True,
+                head_init="class_means")
     return Config(**{**base, **overrides})
 
 

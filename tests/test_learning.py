@@ -385,7 +385,7 @@ def test_recipe_paper_is_the_papers_setup_and_explicit_values_win():
     assert paper.peft == "lora"
     ours = Config()
     assert (ours.peft, ours.pooling, ours.head_init, ours.head_gradient, ours.tangent_sharing,
-            ours.skip_zero_factors, ours.head) == ("tinylora", "auto", "class_means", "exact",
+            ours.skip_zero_factors, ours.head) == ("tinylora", "auto", "lda", "exact",
                                                    "batch", True, "shared")
     assert Config(peft="lora").tangent_sharing == "example"  # TinyLoRA's v: one a batch
     assert Config(recipe="paper", head="shared").head == "shared"
