@@ -502,7 +502,8 @@ def test_head_init_benchmark_scores_every_round_zero_head(tiny_sentence_model, t
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     monkeypatch.setattr(bench, "OUT", tmp_path)
-    assert bench.main([f"model={tiny_sentence_model}", "dataset=sentiment", "num_clients=4", "clients_per_round=2",
+    assert bench.main([f"model={tiny_sentence_model}", "dataset=sentiment", "num_clients=4",
+                       "clients_per_round=2",
                        "max_test_examples=40", "head_init_examples=8"]) == 0
     result = json.loads((tmp_path / "sentiment.json").read_text())
     heads = [r["head"] for r in result["rows"]]

@@ -132,9 +132,9 @@ class Server:
 
     def initialize_head(self, engine, weight: str, bias: str) -> dict:
         """Round 0 of head_init=class_means (FedNCM) or lda: every client sends per-class
-        sums of its pooled features (lda: and their within-class scatter), the server sets the head
-        to the class means or solves the discriminant. Returns the round's metrics row
-        (bytes and seconds counted like any round's)."""
+        sums of its pooled features (lda: and their within-class scatter), the server sets
+        the head to the class means or solves the discriminant. Returns the round's metrics
+        row (bytes and seconds counted like any round's)."""
         start = time.perf_counter()
         stats = engine.class_statistics(list(range(self.cfg.num_clients)))
         if self.cfg.head_init == "lda":

@@ -17,8 +17,7 @@ from spry.config.choices import (ASSIGNMENTS, CLIENT_OPTIMIZERS, COMMUNICATIONS,
                                  HEAD_GRADIENTS, HEAD_INITS, HEAD_MODES, LORA_FACTORS, METHODS,
                                  NO_EXAMPLE_TANGENTS, ON_ALL_CLIENTS_FAILED, PEFT_ADAPTERS,
                                  PEFT_METHODS, PERSONALIZATIONS, POOLED_HEAD_INITS, POOLINGS,
-                                 RECIPES,
-                                 SERVER_OPTIMIZERS, SPLIT_METHODS, TANGENT_SHARINGS,
+                                 RECIPES, SERVER_OPTIMIZERS, SPLIT_METHODS, TANGENT_SHARINGS,
                                  TANGENT_SPACES, TASK_HEADS, ConfigError)
 from spry.config.loading import type_name, type_ok
 
@@ -212,7 +211,8 @@ def _check_head(cfg: Config) -> None:
     _positive(cfg, "head_init_scale", "head_init_lda_scale", "head_init_examples", "head_lr")
     if not 0.0 <= cfg.head_init_shrinkage <= 1.0:
         raise ConfigError(f"head_init_shrinkage: {cfg.head_init_shrinkage!r} is not in [0, 1] "
-                          "(0: the sample covariance, 1: a multiple of the identity); the default is 0.5")
+                          "(0: the sample covariance, 1: a multiple of the identity); the "
+                          "default is 0.5")
     if cfg.tangent_sharing == "example":
         if cfg.peft in NO_EXAMPLE_TANGENTS or cfg.task_head != "classifier":
             raise ConfigError("tangent_sharing: example needs task_head=classifier and linear "

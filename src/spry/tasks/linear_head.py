@@ -4,8 +4,9 @@ gradient, both from the forward pass alone.
 - Its federated initialisation needs only per-class sums of f (FedNCM, Legate et al.
   2023, "Guiding the last layer in federated learning with pre-trained models"): one
   forward pass per client, no backward. With each client's within-class scatter of the
-  features as well, the server solves linear discriminant analysis instead (`head_init=lda`): the same
-  one forward pass, a d×d matrix more on the uplink, and a head that weighs the feature
+  features as well, the server solves linear discriminant analysis instead
+  (`head_init=lda`): the same one forward pass, d(d+1)/2 numbers more on the uplink
+  (the scatter's upper triangle), and a head that weighs the feature
   directions by how well they separate the classes, not only by where the means lie
   (closed-form heads from federated statistics: Fed3R, Fanì et al. 2024, "Accelerating
   heterogeneous federated learning with closed-form classifiers", solves ridge regression
@@ -102,9 +103,10 @@ def lda_head(stats: list[ClassStatistics], shrinkage: float
     """(W, b) of linear discriminant analysis from the clients' statistics: with class means
     μ_c, priors π_c and the pooled within-class covariance Σ (each client's scatter about
     its own class means m_kc, plus Σ_k,c n_kc (m_kc − μ_c)(m_kc − μ_c)ᵀ, over n)
-    shrunk toward a multiple of the identity, Σ_λ = (1 − λ) Σ + λ (tr Σ / d) I (scikit-learn's
-    LinearDiscriminantAnalysis(shrinkage=λ)), W_c = Σ_λ⁻¹ μ_c and b_c = −½ μ_cᵀ Σ_λ⁻¹ μ_c + log π_c:
-    the logits are the log posteriors of Gaussian classes sharing Σ_λ, up to a constant.
+    shrunk toward a multiple of the identity, Σ_λ = (1 − λ) Σ + λ (tr Σ / d) I
+    (scikit-learn's LinearDiscriminantAnalysis(shrinkage=λ)), W_c = Σ_λ⁻¹ μ_c and
+    b_c = −½ μ_cᵀ Σ_λ⁻¹ μ_c + log π_c: the logits are the log posteriors of Gaussian
+    classes sharing Σ_λ, up to a constant.
     A class no client holds gets a zero row and a very negative bias."""
     sums = sum(s.sums.double() for s in stats)
     counts = sum(s.counts.double() for s in stats)
