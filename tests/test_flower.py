@@ -107,6 +107,25 @@ def test_flower_simulation_matches_local_engine(tiny_config, tmp_path, personali
         assert fr["failed_clients"] == []
 
 
+def test_round_zero_lda_over_flower_matches_the_local_engine(tiny_config, tmp_path):
+    # Prepare: one round after round 0's discriminant head, the head shared by all
+    local_cfg = small(tiny_config, output_dir=str(tmp_path), run_name="local", rounds=1,
+                      head_init="lda", head="shared", personalization_epochs=0)
+    flower_cfg = local_cfg.replace(engine="flower", run_name="flower")
+    # Execute
+    local_out = run(local_cfg, progress=False)
+    flower_out = run(flower_cfg, progress=False)
+    # Assert: the scatter crossed the wire, and the same head and weights came out
+    local_rows, flower_rows = read_metrics(local_out), read_metrics(flower_out)
+    assert local_rows[0]["round"] == flower_rows[0]["round"] == 0
+    assert flower_rows[0]["bytes_up"] == local_rows[0]["bytes_up"]
+    assert flower_rows[0]["test_accuracy"] == local_rows[0]["test_accuracy"]
+    a = load_file(str(local_out / "trainable.safetensors"))
+    b = load_file(str(flower_out / "trainable.safetensors"))
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=0)
+
+
 def test_a_failing_node_does_not_stop_the_run(tiny_config, tmp_path):
     # Prepare: the node of client `victim` dies in round 2 (its ClientApp raises)
     cfg = small(tiny_config, engine="flower", output_dir=str(tmp_path), run_name="fail",
