@@ -92,10 +92,9 @@ def main(argv: list[str]) -> int:
     rows = [{"head": "class means", "scale": exp.cfg.head_init_scale,
              **score(*class_mean_head(means, exp.cfg.head_init_scale), test_x, test_y)}]
     for shrinkage in SHRINKAGES:
-        weight, bias = lda_head(lda, shrinkage)
         for scale in SCALES:
             rows.append({"head": "lda", "shrinkage": shrinkage, "scale": scale,
-                         **score(weight * scale, bias * scale, test_x, test_y)})
+                         **score(*lda_head(lda, shrinkage, scale), test_x, test_y)})
     pooled_x = torch.cat([f for f, _ in per_client])
     pooled_y = torch.cat([y for _, y in per_client])
     rows.append({"head": "logistic probe (central)",

@@ -128,8 +128,8 @@ METHODS = {
                           tiny("spry", "train_dropout=false", "tangent_dtype=bfloat16")),
     # Round 0 by linear discriminant analysis instead of class means (head_init=lda: the
     # clients' within-class scatter beside their class sums, one forward pass as before;
-    # centrally +0.8 SST-2, +2.9 AG News, −0.2 MNLI at round 0). Does the lead survive
-    # 3,200 client steps, and do the adapters still add to it?
+    # at round 0 +1.1 SST-2, +2.5 AG News, +0.4 MNLI: benchmarks/head_init.py). Does the
+    # lead survive 3,200 client steps, and do the adapters still add to it?
     "head-lda": ("head only, LDA head", ("method=spry", "peft=head", "head_lr=1e-4",
                                          "head_init=lda", *FEDAVG)),
     "spry-tiny-lda": ("Spry, TinyLoRA, no dropout, LDA head",
@@ -144,7 +144,8 @@ METHODS = {
 MAIN = ("fedavg", "spry", "spry-guided", "head", "fedfgd", "fedmezo", "fwdllm", "spry-inputs",
         "spry-a", "fedavg-a", "spry-tiny", "fedfgd-tiny", "fedmezo-tiny", "fedavg-tiny",
         "spry-tiny-k4", "spry-tiny-avgm", "spry-tiny-bf16", "spry-tiny-nodrop",
-        "fedfgd-tiny-nodrop", "spry-tiny-bf16tan", "head-lda", "spry-tiny-lda", "fedavg-tiny-lda")
+        "fedfgd-tiny-nodrop", "spry-tiny-bf16tan", "head-lda", "spry-tiny-lda",
+        "fedavg-tiny-lda")
 PAPER = ("spry-paper", "fedmezo-paper")
 RUN_ORDER = ("fedavg", "spry", "head", "fedmezo", "fedfgd", "spry-tiny", "fedavg-tiny",
              "fedfgd-tiny", "fedmezo-tiny", "spry-inputs", "spry-a", "fedavg-a", "spry-guided",

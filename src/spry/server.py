@@ -137,11 +137,9 @@ class Server:
         row (bytes and seconds counted like any round's)."""
         start = time.perf_counter()
         stats = engine.class_statistics(list(range(self.cfg.num_clients)))
-        if self.cfg.head_init == "lda":
-            w, b = lda_head(stats, self.cfg.head_init_shrinkage)
-            w, b = w * self.cfg.head_init_lda_scale, b * self.cfg.head_init_lda_scale
-        else:
-            w, b = class_mean_head(stats, self.cfg.head_init_scale)
+        w, b = (lda_head(stats, self.cfg.head_init_shrinkage, self.cfg.head_init_lda_scale)
+                if self.cfg.head_init == "lda"
+                else class_mean_head(stats, self.cfg.head_init_scale))
         self.weights = {**self.weights, weight: w.to(self.weights[weight].dtype),
                         bias: b.to(self.weights[bias].dtype)}
         bytes_up = sum(s.bytes() for s in stats)

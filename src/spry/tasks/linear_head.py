@@ -46,9 +46,9 @@ class ClassStatistics:
     scatter: torch.Tensor | None = None  # head_init=lda only: its upper triangle, packed
 
     def bytes(self) -> int:
-        moment = 0 if self.scatter is None else self.scatter.numel() * self.scatter.element_size()
+        scatter = 0 if self.scatter is None else self.scatter.numel() * self.scatter.element_size()
         return (self.sums.numel() * self.sums.element_size()
-                + self.counts.numel() * self.counts.element_size() + 8 + moment)
+                + self.counts.numel() * self.counts.element_size() + 8 + scatter)
 
 
 def class_statistics(features: torch.Tensor, labels: torch.Tensor, num_labels: int,
@@ -98,7 +98,7 @@ def class_mean_head(stats: list[ClassStatistics], scale: float
     return weight, torch.zeros(sums.shape[0])
 
 
-def lda_head(stats: list[ClassStatistics], shrinkage: float
+def lda_head(stats: list[ClassStatistics], shrinkage: float, scale: float = 1.0
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """(W, b) of linear discriminant analysis from the clients' statistics: with class means
     μ_c, priors π_c and the pooled within-class covariance Σ (each client's scatter about
@@ -106,8 +106,9 @@ def lda_head(stats: list[ClassStatistics], shrinkage: float
     shrunk toward a multiple of the identity, Σ_λ = (1 − λ) Σ + λ (tr Σ / d) I
     (scikit-learn's LinearDiscriminantAnalysis(shrinkage=λ)), W_c = Σ_λ⁻¹ μ_c and
     b_c = −½ μ_cᵀ Σ_λ⁻¹ μ_c + log π_c: the logits are the log posteriors of Gaussian
-    classes sharing Σ_λ, up to a constant.
-    A class no client holds gets a zero row and a very negative bias."""
+    classes sharing Σ_λ, up to a constant; both are then multiplied by `scale` (a softmax
+    temperature, head_init_lda_scale). A class no client holds gets a zero row and a very
+    negative bias."""
     sums = sum(s.sums.double() for s in stats)
     counts = sum(s.counts.double() for s in stats)
     total = counts.sum()
@@ -115,9 +116,9 @@ def lda_head(stats: list[ClassStatistics], shrinkage: float
     means = sums / counts.clamp(min=1.0)[:, None]
     scatter = unpack_symmetric(sum(s.scatter.double() for s in stats))
     for s in stats:  # the spread of the clients' class means about the global ones
-        gap = (s.sums.double() / s.counts.double().clamp(min=1.0)[:, None] - means)
-        gap = gap * (s.counts.double() > 0)[:, None]
-        scatter = scatter + (gap.T * s.counts.double()) @ gap
+        n = s.counts.double()  # a class the client lacks weighs 0 here
+        gap = s.sums.double() / n.clamp(min=1.0)[:, None] - means
+        scatter = scatter + (gap.T * n) @ gap
     scatter = scatter / total
     eye = torch.eye(len(scatter), dtype=scatter.dtype)
     shrunk = (1.0 - shrinkage) * scatter + shrinkage * scatter.diagonal().mean() * eye
@@ -128,7 +129,7 @@ def lda_head(stats: list[ClassStatistics], shrinkage: float
     weight = torch.linalg.solve(shrunk, means.T).T
     bias = -0.5 * (weight * means).sum(-1) + torch.log(counts.clamp(min=1e-30) / total)
     weight[~held] = 0.0
-    return weight.float(), bias.float()
+    return (weight * scale).float(), (bias * scale).float()
 
 
 # --- the exact head gradient ----------------------------------------------------------
