@@ -136,6 +136,8 @@ METHODS = {
                       tiny("spry", "train_dropout=false", "head_init=lda")),
     "fedavg-tiny-lda": ("FedAvg (backprop), TinyLoRA, LDA head",
                         tiny("backprop", "head_init=lda")),
+    "fedfgd-tiny-lda": ("FedFGD, TinyLoRA, no dropout, LDA head",
+                        tiny("fedfgd", "train_dropout=false", "head_init=lda")),
     # The paper's recipe: its head (random, on the architecture's [CLS] pooler, trained by
     # the estimator), one shared tangent, AdamW 1e-4, FedYogi 1e-2.
     "spry-paper": ("Spry (recipe=paper)", ("method=spry", "recipe=paper")),
@@ -145,18 +147,19 @@ MAIN = ("fedavg", "spry", "spry-guided", "head", "fedfgd", "fedmezo", "fwdllm", 
         "spry-a", "fedavg-a", "spry-tiny", "fedfgd-tiny", "fedmezo-tiny", "fedavg-tiny",
         "spry-tiny-k4", "spry-tiny-avgm", "spry-tiny-bf16", "spry-tiny-nodrop",
         "fedfgd-tiny-nodrop", "spry-tiny-bf16tan", "head-lda", "spry-tiny-lda",
-        "fedavg-tiny-lda")
+        "fedavg-tiny-lda", "fedfgd-tiny-lda")
 PAPER = ("spry-paper", "fedmezo-paper")
 RUN_ORDER = ("fedavg", "spry", "head", "fedmezo", "fedfgd", "spry-tiny", "fedavg-tiny",
              "fedfgd-tiny", "fedmezo-tiny", "spry-inputs", "spry-a", "fedavg-a", "spry-guided",
              "spry-paper", "fwdllm", "fedmezo-paper", "spry-tiny-k4", "spry-tiny-avgm",
              "spry-tiny-bf16", "spry-tiny-nodrop", "fedfgd-tiny-nodrop", "spry-tiny-bf16tan",
-             "head-lda", "spry-tiny-lda", "fedavg-tiny-lda")
+             "head-lda", "spry-tiny-lda", "fedavg-tiny-lda", "fedfgd-tiny-lda")
 
 
 LATER = ("spry-guided", "spry-paper", "fwdllm", "fedmezo-paper", "spry-tiny-k4",
          "spry-tiny-avgm", "spry-tiny-bf16", "spry-tiny-nodrop", "fedfgd-tiny-nodrop",
-         "spry-tiny-bf16tan", "head-lda", "spry-tiny-lda", "fedavg-tiny-lda")
+         "spry-tiny-bf16tan", "head-lda", "spry-tiny-lda", "fedavg-tiny-lda",
+         "fedfgd-tiny-lda")
 """Rows that run after every data set's fast main-table rows: the paper table and FwdLLM
 (2-3x slower a step), so a session that ends early leaves the main table complete."""
 
@@ -207,6 +210,15 @@ The TinyLoRA rows ask it again of the adapter on which forward gradients add to 
 `-nodrop` pair asks whether the estimators' default without dropout changes the long run."""
 
 
+SEEDS = (1, 2)
+SEEDED = ("head-lda", "spry-tiny-lda", "fedavg-tiny-lda", "fedfgd-tiny-lda")
+"""SST-2 α=1.0 from the LDA head again under other run seeds (seed 0 is the grid's run):
+the seed draws the Dirichlet split, the sampled clients, the head's round-0 examples, the
+tangents and the dropout masks; the dev set stays the same. The differences the targets
+ask about (±1–2 points) are of the size of one run's spread, so they are read as means
+over the seeds, each run beside them."""
+
+
 FILE_TASKS = {
     "mnli": ("MNLI matched, a local jsonl file (20 % held out)",
              ("dataset=$SPRY_DATA_DIR/mnli/dev_matched.jsonl", "test_fraction=0.2")),
@@ -251,6 +263,11 @@ def experiments() -> dict[str, list[str]]:
         name = f"long-sst2-a1.0-{method}"
         out[name] = ["dataset=sst2", "dirichlet_alpha=1.0", *with_rounds(LONG_ROUNDS),
                      *pinned(METHODS[method][1]), f"output_dir={RUNS}", f"run_name={name}"]
+    for seed, method in itertools.product(SEEDS, SEEDED):
+        name = f"seed{seed}-sst2-a1.0-{method}"
+        out[name] = ["dataset=sst2", "dirichlet_alpha=1.0", *BUDGET,
+                     *pinned(METHODS[method][1]), f"seed={seed}", f"output_dir={RUNS}",
+                     f"run_name={name}"]
     for task, alpha, method in itertools.product(FILE_TASKS, FILE_ALPHAS, FILE_METHODS):
         name = f"file-{task}-a{alpha}-{method}"
         out[name] = [*FILE_TASKS[task][1], f"dirichlet_alpha={alpha}", *BUDGET,

@@ -137,10 +137,19 @@ def learning():
 
 def test_learning_grid_gives_every_method_the_same_budget_and_valid_settings(learning):
     experiments = learning.experiments()
-    grid = [n for n in experiments if not n.startswith(("long-", "knob-", "file-"))]
+    grid = [n for n in experiments if not n.startswith(("long-", "knob-", "file-", "seed"))]
     assert len(grid) == 2 * 2 * len(learning.RUN_ORDER)
     files = len(learning.FILE_TASKS) * len(learning.FILE_ALPHAS) * len(learning.FILE_METHODS)
-    assert len(experiments) == len(grid) + len(learning.LONG) + len(learning.KNOBS) + files
+    seeded = len(learning.SEEDS) * len(learning.SEEDED)
+    assert len(experiments) == (len(grid) + len(learning.LONG) + len(learning.KNOBS) + files
+                                + seeded)
+    for name in experiments:
+        if name.startswith("seed"):  # the grid's row again under another run seed
+            seed = int(name[4:].split("-")[0])
+            assert Config.from_yaml(None, experiments[name]).seed == seed != 0, name
+            grid_row = experiments[name.split("-", 1)[1]]
+            assert [o for o in experiments[name] if not o.startswith(("seed=", "run_name="))] \
+                == [o for o in grid_row if not o.startswith("run_name=")], name
     for name in experiments:
         if name.startswith("file-"):  # a local file, named through $SPRY_DATA_DIR
             assert any(o.startswith("dataset=$SPRY_DATA_DIR/") for o in experiments[name]), name
