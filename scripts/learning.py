@@ -3,6 +3,7 @@
     python scripts/learning.py --dry-run            # print every command, run nothing
     python scripts/learning.py --jobs 2             # run what has not finished, 2 at a time
     python scripts/learning.py --only sst2-a1.0     # only runs whose name contains this
+    python scripts/learning.py --only sst2-a1.0-spry  # a run's exact name: that run alone
     python scripts/learning.py --doc-only           # rewrite the tables in docs/learning.md
 
 SST-2 and AG News from $SPRY_DATA_DIR with the packaged all-MiniLM-L6-v2: N=100 clients,
@@ -431,15 +432,19 @@ def write_doc() -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--only", default=None, help="run only experiments whose name contains this")
+    p.add_argument("--only", default=None,
+                   help="run only this experiment, or those whose name contains this")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--doc-only", action="store_true")
     a = p.parse_args(argv)
     if a.doc_only:
         write_doc()
         return 0
-    todo = {n: o for n, o in experiments().items()
-            if not done(n) and (a.only is None or a.only in n)}
+    every = experiments()
+    # --only: a run's exact name, else every run whose name contains it
+    wanted = ((lambda n: True) if a.only is None else (lambda n: n == a.only)
+              if a.only in every else (lambda n: a.only in n))
+    todo = {n: o for n, o in every.items() if not done(n) and wanted(n)}
     if a.dry_run:
         for name, overrides in todo.items():
             print(f"{name}: {command(overrides)}")
