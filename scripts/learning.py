@@ -400,6 +400,64 @@ def knob_table() -> list[str]:
     return lines
 
 
+def seed_runs(method: str) -> list[str]:
+    """The names of a SEEDED method's runs, seed 0 (the grid's own row) first."""
+    return [f"sst2-a1.0-{method}"] + [f"seed{seed}-sst2-a1.0-{method}" for seed in SEEDS]
+
+
+def _mean_sd(values: list[float], signed: bool = False) -> str:
+    """'mean ± sd' (the sample standard deviation over the seeds), a lone value as is."""
+    form = "+.3f" if signed else ".3f"
+    if len(values) < 2:
+        return format(values[0], form) if values else "—"
+    mean = sum(values) / len(values)
+    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{format(mean, form)} ± {sd:.3f}"
+
+
+def seed_table() -> list[str]:
+    """Each SEEDED method under every seed: final test accuracy, the mean of its rounds
+    10–40 evaluations and the held-out loss at the end (recorded since 2026-12-04, so
+    seed 0's runs lack it); then Spry's differences paired by seed (a seed fixes the
+    split and the sampled clients for every method)."""
+    seeds = (0, *SEEDS)
+    lines = ["| method | " + " | ".join(f"seed {s}: final (mean 10–40)" for s in seeds)
+             + " | final, mean ± sd | mean 10–40, mean ± sd | held-out loss at 40 |",
+             "|---" * (len(seeds) + 4) + "|"]
+    finals: dict[str, dict[int, float]] = {}
+    for method in SEEDED:
+        cells, final, later, losses = [], [], [], []
+        for seed, name in zip(seeds, seed_runs(method)):
+            s = summary(name)
+            if s is None:
+                cells.append("not run")
+                continue
+            mean = [a for r, a in s["curve"] if r >= 10]
+            mean = sum(mean) / len(mean)
+            cells.append(f"{s['final']:.3f} ({mean:.3f})")
+            final.append(s["final"])
+            later.append(mean)
+            finals.setdefault(method, {})[seed] = (s["final"], mean)
+            loss = rows(name)[-1].get("test_loss")
+            losses.append("—" if loss is None else f"{loss:.4f}")
+        lines.append(f"| {METHODS[method][0]} | " + " | ".join(cells)
+                     + f" | {_mean_sd(final)} | {_mean_sd(later)} | {', '.join(losses)} |")
+    spry = finals.get("spry-tiny-lda", {})
+    for other in SEEDED:
+        if other == "spry-tiny-lda" or other not in finals:
+            continue
+        paired = [s for s in seeds if s in spry and s in finals[other]]
+        if not paired:
+            continue
+        diff = [spry[s][0] - finals[other][s][0] for s in paired]
+        diff_mean = [spry[s][1] - finals[other][s][1] for s in paired]
+        lines.append(f"| Spry − {METHODS[other][0]} (seeds {', '.join(map(str, paired))}) | "
+                     + " | ".join(f"{spry[s][0] - finals[other][s][0]:+.3f}" if s in paired
+                                  else "" for s in seeds)
+                     + f" | {_mean_sd(diff, True)} | {_mean_sd(diff_mean, True)} | |")
+    return lines
+
+
 def write_doc() -> None:
     marker = "<!-- tables below are written by scripts/learning.py --doc-only -->"
     head = DOC.read_text().split(marker)[0] if DOC.exists() else "# Learning\n\n"
@@ -424,6 +482,10 @@ def write_doc() -> None:
             f"{KNOB_ROUNDS * int(_budget('clients_per_round')) * int(_budget('max_steps')):,} "
             "client steps", ""]
     out += knob_table() + [""]
+    out += ["### SST-2, α=1.0, LDA head, three run seeds: 40 × "
+            f"{_budget('clients_per_round')} × {_budget('max_steps')} = 3,200 client steps each",
+            ""]
+    out += seed_table() + [""]
     out += ["Commands (each with `output_dir`/`run_name` of its own):", "", "```"]
     out += [command(o) for o in experiments().values()] + ["```", ""]
     DOC.write_text("\n".join(out))

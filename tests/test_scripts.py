@@ -181,3 +181,24 @@ def test_learning_doc_is_written_from_the_kept_metrics(learning, tmp_path, monke
     assert "| FedAvg (backprop) | not run |" in text
     learning.main(["--doc-only"])
     assert (tmp_path / "learning.md").read_text() == text  # rewriting is idempotent
+
+
+def test_learning_seed_table_pairs_spry_with_each_method_by_seed(learning, tmp_path, monkeypatch):
+    monkeypatch.setattr(learning, "RESULTS", tmp_path / "results")
+    finals = {"spry-tiny-lda": (0.80, 0.82, 0.84), "head-lda": (0.79, 0.80, 0.81)}
+    for method, accuracies in finals.items():
+        for name, acc in zip(learning.seed_runs(method), accuracies):
+            run = tmp_path / "results" / name
+            run.mkdir(parents=True)
+            rows = [{"round": 0, "test_accuracy": 0.7},
+                    {"round": 10, "steps": 800, "test_accuracy": acc - 0.01},
+                    {"round": 40, "steps": 2400, "test_accuracy": acc, "test_loss": 0.5}]
+            (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lines = "\n".join(learning.seed_table())
+    # final 0.80, 0.82, 0.84: mean 0.82, sample sd 0.02; rounds 10-40 averaged per run
+    assert "| 0.800 (0.795) | 0.820 (0.815) | 0.840 (0.835) | 0.820 ± 0.020 | 0.815 ± 0.020 |" \
+        in lines
+    # paired by seed: +0.01, +0.02, +0.03
+    assert "| Spry − head only, LDA head (seeds 0, 1, 2) | +0.010 | +0.020 | +0.030 | " \
+        "+0.020 ± 0.010 |" in lines
+    assert "FedFGD, TinyLoRA, no dropout, LDA head | not run | not run | not run |" in lines

@@ -144,7 +144,8 @@ def _summary(out) -> None:
         e = evaluated[-1]
         parts = []
         if e.get("test_accuracy") is not None:
-            parts.append(f"test accuracy {e['test_accuracy']:.4f} (held-out split)")
+            loss = "" if e.get("test_loss") is None else f", loss {e['test_loss']:.4f}"
+            parts.append(f"test accuracy {e['test_accuracy']:.4f}{loss} (held-out split)")
         parts.append(f"generalized accuracy {e['generalized_accuracy']:.4f} (clients' test "
                      "splits)")
         if e.get("personalized_accuracy") is not None:
