@@ -361,3 +361,19 @@ def test_one_tiny_experiment_runs_resumes_and_writes_the_doc(make_results, tiny_
     (run_dir / "trainable.safetensors").unlink()
     assert make_results.main(["--dry-run", "--results", str(tmp_path / "res")]) == 0
     assert "run_name=tiny-spry" in capsys.readouterr().out
+
+
+def test_curves_draw_the_held_out_loss_beneath_where_a_run_recorded_it(tmp_path):
+    from spry.plots import curves_figure
+
+    rows = _rows([0.5, 0.7])
+    plain = _run_dir(tmp_path / "a", "plain", rows)
+    assert len(curves_figure([load_run(plain)]).axes) == 3  # no loss recorded: no loss row
+    lossy = _run_dir(tmp_path / "b", "lossy", [{**r, "test_loss": 0.7 - 0.1 * i}
+                                               for i, r in enumerate(rows)])
+    axes = curves_figure([load_run(plain), load_run(lossy)]).axes
+    assert len(axes) == 6 and axes[3].get_ylabel() == "held-out test loss"
+    drawn = axes[3].get_lines()
+    assert len(drawn) == 1  # the run without a loss draws no line there
+    assert list(drawn[0].get_ydata()) == [r["test_loss"] for r in load_run(lossy).evaluated(
+        "test_loss")]

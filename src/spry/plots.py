@@ -45,10 +45,19 @@ def _labels(runs: list[Run]) -> list[str]:
 
 
 def curves_figure(runs: list[Run]):
-    fig = _figure(4.2 * len(X_AXES), 3.4)
-    axes = fig.subplots(1, len(X_AXES), sharey=True)
+    """Accuracy against round, wall time and bytes; beneath it the held-out loss, where a
+    run recorded it (it moves before accuracy does)."""
+    losses = any(run.evaluated("test_loss") for run in runs)
+    fig = _figure(4.2 * len(X_AXES), 6.4 if losses else 3.4)
+    grid = fig.subplots(2 if losses else 1, len(X_AXES), sharey="row", squeeze=False)
+    axes = grid[0]
     styles = {}
     for run, label, color in zip(runs, _labels(runs), _colors(len(runs))):
+        if losses and run.evaluated("test_loss"):
+            for ax, (key, _, scale) in zip(grid[1], X_AXES):
+                rows = [r for r in run.evaluated("test_loss") if r.get(key) is not None]
+                ax.plot([r[key] * scale for r in rows], [r["test_loss"] for r in rows], "-",
+                        color=color, marker="o", markersize=2.5, linewidth=1.4)
         for ax, (key, _, scale) in zip(axes, X_AXES):
             labelled = False
             for metric, style, name in METRICS:
@@ -59,10 +68,13 @@ def curves_figure(runs: list[Run]):
                             color=color, marker="o", markersize=2.5, linewidth=1.4,
                             label=None if labelled else label)
                     labelled = True
-    for ax, (_, xlabel, _) in zip(axes, X_AXES):
+    for ax, (_, xlabel, _) in zip(grid[-1], X_AXES):
         ax.set_xlabel(xlabel)
+    for ax in grid.flat:
         ax.grid(alpha=0.3)
-    axes[0].xaxis.get_major_locator().set_params(integer=True)
+    grid[-1][0].xaxis.get_major_locator().set_params(integer=True)
+    if losses:
+        grid[1][0].set_ylabel("held-out test loss")
     axes[0].set_ylabel(f"{next(iter(styles))} accuracy" if len(styles) == 1 else "accuracy")
     handles, labels = axes[0].get_legend_handles_labels()
     if len(styles) > 1:  # say which line style is which accuracy
