@@ -213,6 +213,7 @@ The TinyLoRA rows ask it again of the adapter on which forward gradients add to 
 
 SEEDS = (1, 2)
 SEEDED = ("head-lda", "spry-tiny-lda", "fedavg-tiny-lda", "fedfgd-tiny-lda")
+SEED_CELLS = {("sst2", 1.0): SEEDED, ("sst2", 0.1): ("head-lda", "spry-tiny-lda")}
 """SST-2 α=1.0 from the LDA head again under other run seeds (seed 0 is the grid's run):
 the seed draws the Dirichlet split, the sampled clients, the head's round-0 examples, the
 tangents and the dropout masks; the dev set stays the same. The differences the targets
@@ -264,11 +265,12 @@ def experiments() -> dict[str, list[str]]:
         name = f"long-sst2-a1.0-{method}"
         out[name] = ["dataset=sst2", "dirichlet_alpha=1.0", *with_rounds(LONG_ROUNDS),
                      *pinned(METHODS[method][1]), f"output_dir={RUNS}", f"run_name={name}"]
-    for seed, method in itertools.product(SEEDS, SEEDED):
-        name = f"seed{seed}-sst2-a1.0-{method}"
-        out[name] = ["dataset=sst2", "dirichlet_alpha=1.0", *BUDGET,
-                     *pinned(METHODS[method][1]), f"seed={seed}", f"output_dir={RUNS}",
-                     f"run_name={name}"]
+    for (data, alpha), methods in SEED_CELLS.items():
+        for seed, method in itertools.product(SEEDS, methods):
+            name = f"seed{seed}-{data}-a{alpha}-{method}"
+            out[name] = [f"dataset={data}", f"dirichlet_alpha={alpha}", *BUDGET,
+                         *pinned(METHODS[method][1]), f"seed={seed}",
+                         f"output_dir={RUNS}", f"run_name={name}"]
     for task, alpha, method in itertools.product(FILE_TASKS, FILE_ALPHAS, FILE_METHODS):
         name = f"file-{task}-a{alpha}-{method}"
         out[name] = [*FILE_TASKS[task][1], f"dirichlet_alpha={alpha}", *BUDGET,
@@ -400,9 +402,9 @@ def knob_table() -> list[str]:
     return lines
 
 
-def seed_runs(method: str) -> list[str]:
-    """The names of a SEEDED method's runs, seed 0 (the grid's own row) first."""
-    return [f"sst2-a1.0-{method}"] + [f"seed{seed}-sst2-a1.0-{method}" for seed in SEEDS]
+def seed_runs(method: str, cell: str = "sst2-a1.0") -> list[str]:
+    """The names of a seeded method's runs in a cell, seed 0 (the grid's own row) first."""
+    return [f"{cell}-{method}"] + [f"seed{seed}-{cell}-{method}" for seed in SEEDS]
 
 
 def _mean_sd(values: list[float], signed: bool = False) -> str:
@@ -415,7 +417,7 @@ def _mean_sd(values: list[float], signed: bool = False) -> str:
     return f"{format(mean, form)} ± {sd:.3f}"
 
 
-def seed_table() -> list[str]:
+def seed_table(cell: str = "sst2-a1.0", methods: tuple[str, ...] = SEEDED) -> list[str]:
     """Each SEEDED method under every seed: final test accuracy, the mean of its rounds
     10–40 evaluations and the held-out loss at the end (recorded since 2026-12-04, so
     seed 0's runs lack it); then Spry's differences paired by seed (a seed fixes the
@@ -425,9 +427,9 @@ def seed_table() -> list[str]:
              + " | final, mean ± sd | mean 10–40, mean ± sd | held-out loss at 40 |",
              "|---" * (len(seeds) + 4) + "|"]
     finals: dict[str, dict[int, float]] = {}
-    for method in SEEDED:
+    for method in methods:
         cells, final, later, losses = [], [], [], []
-        for seed, name in zip(seeds, seed_runs(method)):
+        for seed, name in zip(seeds, seed_runs(method, cell)):
             s = summary(name)
             if s is None:
                 cells.append("not run")
@@ -437,13 +439,13 @@ def seed_table() -> list[str]:
             cells.append(f"{s['final']:.3f} ({mean:.3f})")
             final.append(s["final"])
             later.append(mean)
-            finals.setdefault(method, {})[seed] = (s["final"], mean)
             loss = rows(name)[-1].get("test_loss")
+            finals.setdefault(method, {})[seed] = (s["final"], mean, loss)
             losses.append("—" if loss is None else f"{loss:.4f}")
         lines.append(f"| {METHODS[method][0]} | " + " | ".join(cells)
                      + f" | {_mean_sd(final)} | {_mean_sd(later)} | {', '.join(losses)} |")
     spry = finals.get("spry-tiny-lda", {})
-    for other in SEEDED:
+    for other in methods:
         if other == "spry-tiny-lda" or other not in finals:
             continue
         paired = [s for s in seeds if s in spry and s in finals[other]]
@@ -451,10 +453,13 @@ def seed_table() -> list[str]:
             continue
         diff = [spry[s][0] - finals[other][s][0] for s in paired]
         diff_mean = [spry[s][1] - finals[other][s][1] for s in paired]
+        diff_loss = [f"{spry[s][2] - finals[other][s][2]:+.4f}" for s in paired
+                     if spry[s][2] is not None and finals[other][s][2] is not None]
         lines.append(f"| Spry − {METHODS[other][0]} (seeds {', '.join(map(str, paired))}) | "
                      + " | ".join(f"{spry[s][0] - finals[other][s][0]:+.3f}" if s in paired
                                   else "" for s in seeds)
-                     + f" | {_mean_sd(diff, True)} | {_mean_sd(diff_mean, True)} | |")
+                     + f" | {_mean_sd(diff, True)} | {_mean_sd(diff_mean, True)} | "
+                     f"{', '.join(diff_loss) or '—'} |")
     return lines
 
 
@@ -482,10 +487,11 @@ def write_doc() -> None:
             f"{KNOB_ROUNDS * int(_budget('clients_per_round')) * int(_budget('max_steps')):,} "
             "client steps", ""]
     out += knob_table() + [""]
-    out += ["### SST-2, α=1.0, LDA head, three run seeds: 40 × "
-            f"{_budget('clients_per_round')} × {_budget('max_steps')} = 3,200 client steps each",
-            ""]
-    out += seed_table() + [""]
+    for (data, alpha), methods in SEED_CELLS.items():
+        out += [f"### {DATASETS[data]}, α={alpha}, LDA head, three run seeds: 40 × "
+                f"{_budget('clients_per_round')} × {_budget('max_steps')} = 3,200 client "
+                "steps each", ""]
+        out += seed_table(f"{data}-a{alpha}", methods) + [""]
     out += ["Commands (each with `output_dir`/`run_name` of its own):", "", "```"]
     out += [command(o) for o in experiments().values()] + ["```", ""]
     DOC.write_text("\n".join(out))

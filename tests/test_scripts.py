@@ -140,7 +140,7 @@ def test_learning_grid_gives_every_method_the_same_budget_and_valid_settings(lea
     grid = [n for n in experiments if not n.startswith(("long-", "knob-", "file-", "seed"))]
     assert len(grid) == 2 * 2 * len(learning.RUN_ORDER)
     files = len(learning.FILE_TASKS) * len(learning.FILE_ALPHAS) * len(learning.FILE_METHODS)
-    seeded = len(learning.SEEDS) * len(learning.SEEDED)
+    seeded = len(learning.SEEDS) * sum(map(len, learning.SEED_CELLS.values()))
     assert len(experiments) == (len(grid) + len(learning.LONG) + len(learning.KNOBS) + files
                                 + seeded)
     for name in experiments:
@@ -192,7 +192,8 @@ def test_learning_seed_table_pairs_spry_with_each_method_by_seed(learning, tmp_p
             run.mkdir(parents=True)
             rows = [{"round": 0, "test_accuracy": 0.7},
                     {"round": 10, "steps": 800, "test_accuracy": acc - 0.01},
-                    {"round": 40, "steps": 2400, "test_accuracy": acc, "test_loss": 0.5}]
+                    {"round": 40, "steps": 2400, "test_accuracy": acc,
+                     "test_loss": 0.4 if method == "spry-tiny-lda" else 0.5}]
             (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     lines = "\n".join(learning.seed_table())
     # final 0.80, 0.82, 0.84: mean 0.82, sample sd 0.02; rounds 10-40 averaged per run
@@ -200,5 +201,5 @@ def test_learning_seed_table_pairs_spry_with_each_method_by_seed(learning, tmp_p
         in lines
     # paired by seed: +0.01, +0.02, +0.03
     assert "| Spry − head only, LDA head (seeds 0, 1, 2) | +0.010 | +0.020 | +0.030 | " \
-        "+0.020 ± 0.010 |" in lines
+        "+0.020 ± 0.010 | +0.020 ± 0.010 | -0.1000, -0.1000, -0.1000 |" in lines
     assert "FedFGD, TinyLoRA, no dropout, LDA head | not run | not run | not run |" in lines
