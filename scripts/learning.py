@@ -418,49 +418,47 @@ def _mean_sd(values: list[float], signed: bool = False) -> str:
     return f"{format(mean, form)} ± {sd:.3f}"
 
 
+def _seed_stats(name: str) -> tuple[float, float, float | None] | None:
+    """(final test accuracy, mean of the rounds 10–40 evaluations, held-out loss at the
+    end: recorded since 2026-12-04, so older runs have None) of a kept run, or None."""
+    s = summary(name)
+    if s is None:
+        return None
+    later = [a for r, a in s["curve"] if r >= 10]
+    return s["final"], sum(later) / len(later), rows(name)[-1].get("test_loss")
+
+
 def seed_table(cell: str = "sst2-a1.0", methods: tuple[str, ...] = SEEDED) -> list[str]:
-    """Each SEEDED method under every seed: final test accuracy, the mean of its rounds
-    10–40 evaluations and the held-out loss at the end (recorded since 2026-12-04, so
-    seed 0's runs lack it); then Spry's differences paired by seed (a seed fixes the
-    split and the sampled clients for every method)."""
+    """Each seeded method under every seed: final test accuracy (mean of rounds 10–40)
+    and the held-out loss at the end; then Spry's differences paired by seed (a seed
+    fixes the split and the sampled clients for every method)."""
     seeds = (0, *SEEDS)
     lines = ["| method | " + " | ".join(f"seed {s}: final (mean 10–40)" for s in seeds)
              + " | final, mean ± sd | mean 10–40, mean ± sd | held-out loss at 40 |",
              "|---" * (len(seeds) + 4) + "|"]
-    finals: dict[str, dict[int, float]] = {}
+    stats: dict[str, dict[int, tuple]] = {}
     for method in methods:
-        cells, final, later, losses = [], [], [], []
-        for seed, name in zip(seeds, seed_runs(method, cell)):
-            s = summary(name)
-            if s is None:
-                cells.append("not run")
-                continue
-            mean = [a for r, a in s["curve"] if r >= 10]
-            mean = sum(mean) / len(mean)
-            cells.append(f"{s['final']:.3f} ({mean:.3f})")
-            final.append(s["final"])
-            later.append(mean)
-            loss = rows(name)[-1].get("test_loss")
-            finals.setdefault(method, {})[seed] = (s["final"], mean, loss)
-            losses.append("—" if loss is None else f"{loss:.4f}")
+        runs = dict(zip(seeds, map(_seed_stats, seed_runs(method, cell))))
+        stats[method] = {seed: st for seed, st in runs.items() if st is not None}
+        kept = list(stats[method].values())
+        cells = ["not run" if st is None else f"{st[0]:.3f} ({st[1]:.3f})"
+                 for st in runs.values()]
+        losses = ", ".join("—" if st[2] is None else f"{st[2]:.4f}" for st in kept)
         lines.append(f"| {METHODS[method][0]} | " + " | ".join(cells)
-                     + f" | {_mean_sd(final)} | {_mean_sd(later)} | {', '.join(losses)} |")
-    spry = finals.get("spry-tiny-lda", {})
+                     + f" | {_mean_sd([st[0] for st in kept])} | "
+                     f"{_mean_sd([st[1] for st in kept])} | {losses} |")
+    spry = stats.get("spry-tiny-lda", {})
     for other in methods:
-        if other == "spry-tiny-lda" or other not in finals:
+        paired = [s for s in seeds if s in spry and s in stats[other]]
+        if other == "spry-tiny-lda" or not paired:
             continue
-        paired = [s for s in seeds if s in spry and s in finals[other]]
-        if not paired:
-            continue
-        diff = [spry[s][0] - finals[other][s][0] for s in paired]
-        diff_mean = [spry[s][1] - finals[other][s][1] for s in paired]
-        diff_loss = [f"{spry[s][2] - finals[other][s][2]:+.4f}" for s in paired
-                     if spry[s][2] is not None and finals[other][s][2] is not None]
+        diff = {s: [a - b if None not in (a, b) else None
+                    for a, b in zip(spry[s], stats[other][s])] for s in paired}
+        losses = ", ".join(f"{d[2]:+.4f}" for d in diff.values() if d[2] is not None)
         lines.append(f"| Spry − {METHODS[other][0]} (seeds {', '.join(map(str, paired))}) | "
-                     + " | ".join(f"{spry[s][0] - finals[other][s][0]:+.3f}" if s in paired
-                                  else "" for s in seeds)
-                     + f" | {_mean_sd(diff, True)} | {_mean_sd(diff_mean, True)} | "
-                     f"{', '.join(diff_loss) or '—'} |")
+                     + " | ".join(f"{diff[s][0]:+.3f}" if s in diff else "" for s in seeds)
+                     + f" | {_mean_sd([d[0] for d in diff.values()], True)} | "
+                     f"{_mean_sd([d[1] for d in diff.values()], True)} | {losses or '—'} |")
     return lines
 
 
@@ -488,10 +486,11 @@ def write_doc() -> None:
             f"{KNOB_ROUNDS * int(_budget('clients_per_round')) * int(_budget('max_steps')):,} "
             "client steps", ""]
     out += knob_table() + [""]
+    steps = int(_budget("rounds")) * int(_budget("clients_per_round")) * int(_budget("max_steps"))
     for (data, alpha), methods in SEED_CELLS.items():
-        out += [f"### {DATASETS[data]}, α={alpha}, LDA head, three run seeds: 40 × "
-                f"{_budget('clients_per_round')} × {_budget('max_steps')} = 3,200 client "
-                "steps each", ""]
+        out += [f"### {DATASETS[data]}, α={alpha}, LDA head, three run seeds: "
+                f"{_budget('rounds')} × {_budget('clients_per_round')} × "
+                f"{_budget('max_steps')} = {steps:,} client steps each", ""]
         out += seed_table(f"{data}-a{alpha}", methods) + [""]
     out += ["Commands (each with `output_dir`/`run_name` of its own):", "", "```"]
     out += [command(o) for o in experiments().values()] + ["```", ""]
@@ -510,10 +509,11 @@ def main(argv: list[str] | None = None) -> int:
         write_doc()
         return 0
     every = experiments()
-    # --only: a run's exact name, else every run whose name contains it
-    wanted = ((lambda n: True) if a.only is None else (lambda n: n == a.only)
-              if a.only in every else (lambda n: a.only in n))
-    todo = {n: o for n, o in every.items() if not done(n) and wanted(n)}
+    if a.only in every:  # a run's exact name: that run alone
+        every = {a.only: every[a.only]}
+    elif a.only is not None:  # else every run whose name contains it
+        every = {n: o for n, o in every.items() if a.only in n}
+    todo = {n: o for n, o in every.items() if not done(n)}
     if a.dry_run:
         for name, overrides in todo.items():
             print(f"{name}: {command(overrides)}")

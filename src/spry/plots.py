@@ -53,9 +53,10 @@ def curves_figure(runs: list[Run]):
     axes = grid[0]
     styles = {}
     for run, label, color in zip(runs, _labels(runs), _colors(len(runs))):
-        if losses and run.evaluated("test_loss"):
+        tested = run.evaluated("test_loss")
+        if tested:  # a run without the loss draws no line in the loss row
             for ax, (key, _, scale) in zip(grid[1], X_AXES):
-                rows = [r for r in run.evaluated("test_loss") if r.get(key) is not None]
+                rows = [r for r in tested if r.get(key) is not None]
                 ax.plot([r[key] * scale for r in rows], [r["test_loss"] for r in rows], "-",
                         color=color, marker="o", markersize=2.5, linewidth=1.4)
         for ax, (key, _, scale) in zip(axes, X_AXES):
