@@ -201,14 +201,18 @@ KNOBS = {
 LONG_ROUNDS = 120
 """The long runs' budget: 120 rounds × 10 clients × 8 steps = 9,600 client steps."""
 LONG = ("fedavg", "spry", "head", "spry-tiny", "fedavg-tiny", "fedfgd-tiny", "spry-tiny-rerun",
-        "spry-tiny-r2", "spry-tiny-r5", "spry-tiny-nodrop", "fedfgd-tiny-nodrop")
+        "spry-tiny-r2", "spry-tiny-r5", "spry-tiny-nodrop", "fedfgd-tiny-nodrop",
+        "spry-tiny-lda", "fedavg-tiny-lda", "head-lda", "fedfgd-tiny-lda")
 """SST-2 α=1.0 at three times the grid's budget: does backprop pull away, and does Spry
 leave head-only behind, when the runs are longer (issue 16: "aim for 100+ rounds")?
 The TinyLoRA rows ask it again of the adapter on which forward gradients add to the head.
 `spry-tiny-rerun` is spry-tiny again on the code after 2026-12-02's head-feature change
 (fedfgd-tiny's code: the same estimator, other dropout draws), so the two compare alike.
 `spry-tiny-r2`/`-r5` deal each unit to 2 / 5 clients: between Spry and FedFGD. The
-`-nodrop` pair asks whether the estimators' default without dropout changes the long run."""
+`-nodrop` pair asks whether the estimators' default without dropout changes the long run;
+the `-lda` rows ask the issue's question of the main table's methods as they now stand
+(LDA head, no dropout for the estimators): does the adapters' gain over head only grow with
+three times the client steps, and does Spry keep up with backprop?"""
 
 
 SEEDS = (1, 2)
