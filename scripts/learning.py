@@ -46,9 +46,10 @@ round 0's class-mean head counts as 0 steps."""
 FEDAVG = ("server_optimizer=fedavg", "server_lr=1.0")
 
 
-def tiny(method: str, *extra: str, server: tuple[str, ...] = FEDAVG) -> tuple[str, ...]:
-    """A TinyLoRA row's overrides: the method, lr 1e-2, the head at 1e-4, then `extra`."""
-    return (f"method={method}", "peft=tinylora", "client_lr=1e-2", "head_lr=1e-4", *extra,
+def tiny(method: str, *extra: str, server: tuple[str, ...] = FEDAVG, lr: str = "1e-2"
+         ) -> tuple[str, ...]:
+    """A TinyLoRA row's overrides: the method, lr (1e-2), the head at 1e-4, then `extra`."""
+    return (f"method={method}", "peft=tinylora", f"client_lr={lr}", "head_lr=1e-4", *extra,
             *server)
 
 
@@ -139,6 +140,14 @@ METHODS = {
                         tiny("backprop", "head_init=lda")),
     "fedfgd-tiny-lda": ("FedFGD, TinyLoRA, no dropout, LDA head",
                         tiny("fedfgd", "train_dropout=false", "head_init=lda")),
+    # Spry's adapter lr from the LDA head. A K=1 estimate over a client's d = 16-32 numbers
+    # has a per-coordinate signal-to-noise of ~1/sqrt(d), and AdamW normalises every step to
+    # ~lr whatever its signal: so at backprop's lr Spry travels ~sqrt(d) times less far
+    # along the gradient in the same steps. Do larger steps buy that distance back?
+    "spry-tiny-lda-lr3e-2": ("Spry, TinyLoRA, no dropout, LDA head, lr 3e-2",
+                             tiny("spry", "train_dropout=false", "head_init=lda", lr="3e-2")),
+    "spry-tiny-lda-lr1e-1": ("Spry, TinyLoRA, no dropout, LDA head, lr 1e-1",
+                             tiny("spry", "train_dropout=false", "head_init=lda", lr="1e-1")),
     # The paper's recipe: its head (random, on the architecture's [CLS] pooler, trained by
     # the estimator), one shared tangent, AdamW 1e-4, FedYogi 1e-2.
     "spry-paper": ("Spry (recipe=paper)", ("method=spry", "recipe=paper")),
@@ -148,19 +157,20 @@ MAIN = ("fedavg", "spry", "spry-guided", "head", "fedfgd", "fedmezo", "fwdllm", 
         "spry-a", "fedavg-a", "spry-tiny", "fedfgd-tiny", "fedmezo-tiny", "fedavg-tiny",
         "spry-tiny-k4", "spry-tiny-avgm", "spry-tiny-bf16", "spry-tiny-nodrop",
         "fedfgd-tiny-nodrop", "spry-tiny-bf16tan", "head-lda", "spry-tiny-lda",
-        "fedavg-tiny-lda", "fedfgd-tiny-lda")
+        "fedavg-tiny-lda", "fedfgd-tiny-lda", "spry-tiny-lda-lr3e-2", "spry-tiny-lda-lr1e-1")
 PAPER = ("spry-paper", "fedmezo-paper")
 RUN_ORDER = ("fedavg", "spry", "head", "fedmezo", "fedfgd", "spry-tiny", "fedavg-tiny",
              "fedfgd-tiny", "fedmezo-tiny", "spry-inputs", "spry-a", "fedavg-a", "spry-guided",
              "spry-paper", "fwdllm", "fedmezo-paper", "spry-tiny-k4", "spry-tiny-avgm",
              "spry-tiny-bf16", "spry-tiny-nodrop", "fedfgd-tiny-nodrop", "spry-tiny-bf16tan",
-             "head-lda", "spry-tiny-lda", "fedavg-tiny-lda", "fedfgd-tiny-lda")
+             "head-lda", "spry-tiny-lda", "fedavg-tiny-lda", "fedfgd-tiny-lda",
+             "spry-tiny-lda-lr3e-2", "spry-tiny-lda-lr1e-1")
 
 
 LATER = ("spry-guided", "spry-paper", "fwdllm", "fedmezo-paper", "spry-tiny-k4",
          "spry-tiny-avgm", "spry-tiny-bf16", "spry-tiny-nodrop", "fedfgd-tiny-nodrop",
          "spry-tiny-bf16tan", "head-lda", "spry-tiny-lda", "fedavg-tiny-lda",
-         "fedfgd-tiny-lda")
+         "fedfgd-tiny-lda", "spry-tiny-lda-lr3e-2", "spry-tiny-lda-lr1e-1")
 """Rows that run after every data set's fast main-table rows: the paper table and FwdLLM
 (2-3x slower a step), so a session that ends early leaves the main table complete."""
 
