@@ -229,9 +229,11 @@ three times the client steps, and does Spry keep up with backprop?"""
 
 SEEDS = (1, 2)
 SEEDED = ("head-lda", "spry-tiny-lda", "fedavg-tiny-lda", "fedfgd-tiny-lda")
-SEED_CELLS = {("sst2", 1.0): SEEDED, ("sst2", 0.1): ("head-lda", "spry-tiny-lda")}
+SEED_CELLS = {("sst2", 1.0): (*SEEDED, "spry-tiny-lda-k4"),
+              ("sst2", 0.1): ("head-lda", "spry-tiny-lda")}
 """Cells run again from the LDA head under other run seeds (seed 0 is the grid's run;
-SEED_CELLS: every main method on SST-2 α=1.0, head only and Spry on SST-2 α=0.1):
+SEED_CELLS: every main method and Spry at K=4 on SST-2 α=1.0, head only and Spry on SST-2
+α=0.1):
 the seed draws the Dirichlet split, the sampled clients, the head's round-0 examples, the
 tangents and the dropout masks; the dev set stays the same. The differences the targets
 ask about (±1–2 points) are of the size of one run's spread, so they are read as means
