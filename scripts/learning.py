@@ -150,6 +150,14 @@ METHODS = {
     # seconds (same client steps). The held-out loss shows what accuracy's spread hides.
     "spry-tiny-lda-k4": ("Spry, TinyLoRA, no dropout, LDA head, K=4",
                          tiny("spry", "train_dropout=false", "head_init=lda", "tangents=4")),
+    # One tangent per example on TinyLoRA's v (tangent_sharing=example: R = Σ v_j P_j is
+    # built by an einsum, so each example's R_i gets its own tangent): B estimates for one
+    # jvp, as LoRA has had. Per-example gradients of one unit's v on SST-2 agree by
+    # B|mean g|²/mean|g_i|² = 1.3-1.9 (1 = orthogonal, B = equal), so ~1.5x less tangent
+    # noise at no cost. Does it show, and should it be recipe=spry's default?
+    "spry-tiny-lda-example": ("Spry, TinyLoRA, no dropout, LDA head, per-example tangents",
+                              tiny("spry", "train_dropout=false", "head_init=lda",
+                                   "tangent_sharing=example")),
     # The paper's recipe: its head (random, on the architecture's [CLS] pooler, trained by
     # the estimator), one shared tangent, AdamW 1e-4, FedYogi 1e-2.
     "spry-paper": ("Spry (recipe=paper)", ("method=spry", "recipe=paper")),
@@ -159,20 +167,22 @@ MAIN = ("fedavg", "spry", "spry-guided", "head", "fedfgd", "fedmezo", "fwdllm", 
         "spry-a", "fedavg-a", "spry-tiny", "fedfgd-tiny", "fedmezo-tiny", "fedavg-tiny",
         "spry-tiny-k4", "spry-tiny-avgm", "spry-tiny-bf16", "spry-tiny-nodrop",
         "fedfgd-tiny-nodrop", "spry-tiny-bf16tan", "head-lda", "spry-tiny-lda",
-        "fedavg-tiny-lda", "fedfgd-tiny-lda", "spry-tiny-lda-lr3e-2", "spry-tiny-lda-k4")
+        "fedavg-tiny-lda", "fedfgd-tiny-lda", "spry-tiny-lda-lr3e-2", "spry-tiny-lda-k4",
+        "spry-tiny-lda-example")
 PAPER = ("spry-paper", "fedmezo-paper")
 RUN_ORDER = ("fedavg", "spry", "head", "fedmezo", "fedfgd", "spry-tiny", "fedavg-tiny",
              "fedfgd-tiny", "fedmezo-tiny", "spry-inputs", "spry-a", "fedavg-a", "spry-guided",
              "spry-paper", "fwdllm", "fedmezo-paper", "spry-tiny-k4", "spry-tiny-avgm",
              "spry-tiny-bf16", "spry-tiny-nodrop", "fedfgd-tiny-nodrop", "spry-tiny-bf16tan",
              "head-lda", "spry-tiny-lda", "fedavg-tiny-lda", "fedfgd-tiny-lda",
-             "spry-tiny-lda-lr3e-2", "spry-tiny-lda-k4")
+             "spry-tiny-lda-lr3e-2", "spry-tiny-lda-k4", "spry-tiny-lda-example")
 
 
 LATER = ("spry-guided", "spry-paper", "fwdllm", "fedmezo-paper", "spry-tiny-k4",
          "spry-tiny-avgm", "spry-tiny-bf16", "spry-tiny-nodrop", "fedfgd-tiny-nodrop",
          "spry-tiny-bf16tan", "head-lda", "spry-tiny-lda", "fedavg-tiny-lda",
-         "fedfgd-tiny-lda", "spry-tiny-lda-lr3e-2", "spry-tiny-lda-k4")
+         "fedfgd-tiny-lda", "spry-tiny-lda-lr3e-2", "spry-tiny-lda-k4",
+         "spry-tiny-lda-example")
 """Rows that run after every data set's fast main-table rows: the paper table and FwdLLM
 (2-3x slower a step), so a session that ends early leaves the main table complete."""
 
@@ -229,11 +239,11 @@ three times the client steps, and does Spry keep up with backprop?"""
 
 SEEDS = (1, 2)
 SEEDED = ("head-lda", "spry-tiny-lda", "fedavg-tiny-lda", "fedfgd-tiny-lda")
-SEED_CELLS = {("sst2", 1.0): (*SEEDED, "spry-tiny-lda-k4"),
+SEED_CELLS = {("sst2", 1.0): (*SEEDED, "spry-tiny-lda-k4", "spry-tiny-lda-example"),
               ("sst2", 0.1): ("head-lda", "spry-tiny-lda")}
 """Cells run again from the LDA head under other run seeds (seed 0 is the grid's run;
-SEED_CELLS: every main method and Spry at K=4 on SST-2 α=1.0, head only and Spry on SST-2
-α=0.1):
+SEED_CELLS: every main method, Spry at K=4 and with per-example tangents on SST-2 α=1.0,
+head only and Spry on SST-2 α=0.1):
 the seed draws the Dirichlet split, the sampled clients, the head's round-0 examples, the
 tangents and the dropout masks; the dev set stays the same. The differences the targets
 ask about (±1–2 points) are of the size of one run's spread, so they are read as means

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from spry.config import Config, ConfigError
+from spry.estimators.example_tangents import (example_forward_gradient, example_tangent,
+                                              sequential_example_forward_gradient)
 from spry.estimators.forward_gradient import forward_gradient
 from spry.models import HEAD_UNIT, list_units, load_tokenizer, trainable_params
 from spry.seeds import seeded_global_rng
@@ -89,7 +91,51 @@ def test_forward_gradient_is_exact_and_leaves_the_model_its_parameters(tiny_bert
 def test_tinylora_shares_one_tangent_a_batch_and_checks_its_numbers():
     assert Config(peft="tinylora").tangent_sharing == "batch"
     assert Config(peft="lora").tangent_sharing == "example"
+    assert Config(peft="tinylora", tangent_sharing="example").tangent_sharing == "example"
     with pytest.raises(ConfigError, match="tangent_sharing: example needs"):
-        Config(peft="tinylora", tangent_sharing="example")
+        Config(peft="ia3", tangent_sharing="example")
     with pytest.raises(ConfigError, match="tinylora_u"):
         Config(peft="tinylora", tinylora_u=0)
+
+
+def _v_away_from_zero(model):
+    with torch.no_grad():  # every factor of R then has a gradient
+        for name, p in trainable_params(model).items():
+            if ".tinylora_v." in name:
+                p.normal_(std=0.5, generator=torch.Generator().manual_seed(1))
+
+
+def _batch(path):
+    tok = load_tokenizer(Config(model=path))
+    batch = dict(tok(["a fine film", "dull and far too long", "not bad"], padding=True,
+                     return_tensors="pt"))
+    batch["labels"] = torch.tensor([1, 0, 1])
+    return batch
+
+
+def test_per_example_tangents_reach_v_through_the_einsum_that_builds_r(tiny_bert):
+    """peft's TinyLoRA builds R = einsum(v, P) and applies x Rᵀ: example i's directional
+    derivative must be autograd's ∇L_i · v_i for its own tangent v_i, every v reached."""
+    _, model = _tinylora(tiny_bert)
+    _v_away_from_zero(model)
+    batch = _batch(tiny_bert)
+    b = len(batch["labels"])
+    losses = classification_loss(model, batch, per_example=True)
+    params = {n: p.detach() for n, p in trainable_params(model).items()
+              if ".tinylora_v." in n}
+    est = example_forward_gradient(losses, params, [11])
+    leaves = {n: p.clone().requires_grad_(True) for n, p in params.items()}
+    per_loss = losses(leaves)
+    for i in range(b):
+        grads = torch.autograd.grad(per_loss[i], list(leaves.values()), retain_graph=True)
+        expected = sum((g * example_tangent(11, n, b, p.shape, p.dtype, p.device)[i]).sum()
+                       for (n, p), g in zip(params.items(), grads))
+        assert est.scalars[i] == pytest.approx(float(expected), rel=1e-8, abs=1e-12)
+    # K tangents sharing one primal pass (zero offsets on v, fanned out by the same einsum)
+    # give the K separate passes' estimate.
+    seeds = [3, 4]
+    seq = sequential_example_forward_gradient(losses, params, seeds)
+    bat = example_forward_gradient(losses, params, seeds, batch_size=b)
+    assert bat.scalars == pytest.approx(seq.scalars, rel=1e-8, abs=1e-12)
+    for n in params:
+        torch.testing.assert_close(bat.grads[n], seq.grads[n])

@@ -216,7 +216,8 @@ def _check_head(cfg: Config) -> None:
     if cfg.tangent_sharing == "example":
         if cfg.peft in NO_EXAMPLE_TANGENTS or cfg.task_head != "classifier":
             raise ConfigError("tangent_sharing: example needs task_head=classifier and linear "
-                              f"trainable tensors (peft=lora or head), not peft={cfg.peft!r}, "
+                              "trainable tensors (peft=lora, tinylora or head), not "
+                              f"peft={cfg.peft!r}, "
                               f"task_head={cfg.task_head!r}; set tangent_sharing=batch")
         if cfg.communication == "per_iteration":
             raise ConfigError("tangent_sharing: per_iteration uploads K scalars a step; set "

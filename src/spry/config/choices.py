@@ -20,9 +20,13 @@ SPLIT_METHODS = tuple(name for name, method in methods.METHODS.items() if method
 PEFT_METHODS = ("lora", "ia3", "tinylora", "bitfit", "head")
 # The PEFTs that peft builds (adapters on target_modules); BitFit and head-only freeze.
 PEFT_ADAPTERS = ("lora", "ia3", "tinylora")
-# Per-example tangents perturb linear-layer weights per example; these PEFTs train other
-# tensors (IA3's scales, TinyLoRA's v, BitFit's biases), so they share one tangent a batch.
-NO_EXAMPLE_TANGENTS = ("ia3", "tinylora", "bitfit")
+# Per-example tangents perturb linear-layer weights per example (or a tensor einsum turns
+# into one: TinyLoRA's v builds R); these PEFTs train other tensors (IA3's scales, BitFit's
+# biases), so they share one tangent a batch.
+NO_EXAMPLE_TANGENTS = ("ia3", "bitfit")
+# Where per-example tangents work but the recipe keeps one tangent a batch: TinyLoRA, until
+# the grid shows they help there (docs/learning.md, "Per-example tangents on TinyLoRA").
+SHARED_TANGENT_DEFAULT = ("tinylora",)
 ASSIGNMENTS = ("rotating", "static", "random", "contiguous")
 HEAD_MODES = ("split", "shared")
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedyogi")

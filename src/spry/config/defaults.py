@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from spry.config.choices import NO_EXAMPLE_TANGENTS, POOLED_HEAD_INITS
+from spry.config.choices import (NO_EXAMPLE_TANGENTS, POOLED_HEAD_INITS,
+                                 SHARED_TANGENT_DEFAULT)
 from spry.methods import METHODS
 
 Config = Any
@@ -83,9 +84,9 @@ def _recipe_default(cfg: Config, name: str) -> Any:
     """The recipe's value for `name`, where this run can use it."""
     value = RECIPE_DEFAULTS[cfg.recipe][name]
     # Per-example tangents need per-example losses (the classifier head) and linear-layer
-    # tensors (not IA3's scales, TinyLoRA's v or BitFit's LayerNorm biases); per-iteration
-    # uploads K scalars a step, so it keeps one tangent per batch and the head on the estimator.
-    if name == "tangent_sharing" and (cfg.peft in NO_EXAMPLE_TANGENTS
+    # tensors (not IA3's scales or BitFit's LayerNorm biases); per-iteration uploads K
+    # scalars a step, so it keeps one tangent per batch and the head on the estimator.
+    if name == "tangent_sharing" and (cfg.peft in (*NO_EXAMPLE_TANGENTS, *SHARED_TANGENT_DEFAULT)
                                       or cfg.task_head != "classifier"
                                       or cfg.communication == "per_iteration"):
         return "batch"

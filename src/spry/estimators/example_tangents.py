@@ -16,8 +16,10 @@ tangents. Each perturbed linear layer adds x_i E_iᵀ (+ e_i) for a per-example 
 whose value is zero, so the output is unchanged and the offset's tangent V_i is example i's
 weight tangent; `torch.func.jvp` over the offsets, `vmap`ped over the K tangents, computes
 the primal once and the K tangent streams batched. Either way every tensor in `params`
-must be the weight or bias of a linear layer (LoRA A/B, a linear head);
-`ExampleTangentError` says which one is not.
+must be the weight or bias of a linear layer (LoRA A/B, a linear head), or enter one
+through `torch.einsum` as an operand (TinyLoRA: R = Σ_j v_j P_j, then x Rᵀ): einsum is
+linear in each operand, so example i's tangent of R is the same einsum of its v_i, and
+the layer adds x_i Ṙ_iᵀ. `ExampleTangentError` says which tensor is neither.
 """
 
 from __future__ import annotations
@@ -70,13 +72,90 @@ def input_span_tangent(seed: int, name: str, x: torch.Tensor, rows: int,
     return torch.einsum("brt,bti->bri", xi, tokens) * scale[:, None, None]
 
 
-class _ExampleTangents(TorchFunctionMode):
+def _batched_equation(equation: str, position: int) -> str | None:
+    """einsum's equation with an example index leading operand `position` and the output
+    ("i,ijk->jk", 0 -> "Zi,ijk->Zjk"); None for an implicit output (not handled)."""
+    equation = equation.replace(" ", "")
+    if "->" not in equation:
+        return None
+    inputs, output = equation.split("->")
+    letter = next(c for c in "ZYXWVUTSRQPONMLKJIHGFEDCBA" if c not in equation)
+    operands = inputs.split(",")
+    operands[position] = letter + operands[position]
+    return ",".join(operands) + "->" + letter + output
+
+
+class _PerturbedLinears(TorchFunctionMode):
+    """Finds the linear layers whose weight or bias is a perturbed tensor, or was made from
+    one by `torch.einsum` (a derived weight), and adds x_i W_iᵀ (+ b_i) to their outputs;
+    subclasses say what the per-example values W_i are (`per_example`: tangents or zero
+    offsets) and how the term joins the output (`add`)."""
+
+    def __init__(self, params: Mapping[str, torch.Tensor]):
+        super().__init__()
+        self.names = {id(t): n for n, t in params.items()}
+        # id(derived tensor) -> (the tensor, kept so its id is not reused; the perturbed
+        # tensor's name; the einsum that maps its per-example values to the derived ones').
+        self.derived: dict[int, tuple[torch.Tensor, str, Callable]] = {}
+
+    def per_example(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """(B, *shape) per-example values of the perturbed tensor `name` (x: the layer input)."""
+        raise NotImplementedError
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func is torch.einsum:
+            self._note_einsum(args, out)
+            return out
+        if func is not F.linear:
+            return out
+        x, weight, *rest = args
+        bias = rest[0] if rest else kwargs.get("bias")
+        x = self.layer_input(x)
+        terms = [self._per_example_value(t, x) for t in (weight, bias)]
+        if terms == [None, None]:
+            return out
+        return self.add(out, _per_example_term(x, *terms))
+
+    def layer_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The x of x_i W_iᵀ."""
+        return x
+
+    def add(self, out: torch.Tensor, term: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _per_example_value(self, tensor, x):
+        if tensor is None:
+            return None
+        if id(tensor) in self.names:
+            return self.per_example(self.names[id(tensor)], x)
+        if id(tensor) in self.derived:
+            _, name, fan_out = self.derived[id(tensor)]
+            return fan_out(self.per_example(name, x))
+        return None
+
+    def _note_einsum(self, args, out):
+        equation, *operands = args
+        if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+            operands = list(operands[0])
+        hits = [i for i, t in enumerate(operands) if id(t) in self.names]
+        batched = _batched_equation(equation, hits[0]) if len(hits) == 1 else None
+        if batched is None:
+            return  # the tensor is then never met as a weight: _check_used names it
+
+        def fan_out(values, i=hits[0], rest=tuple(operands)):
+            return torch.einsum(batched, *rest[:i], values, *rest[i + 1:])
+
+        self.derived[id(out)] = (out, self.names[id(operands[hits[0]])], fan_out)
+
+
+class _ExampleTangents(_PerturbedLinears):
     """Adds each example's weight tangent to the tangent of the linear layers' outputs."""
 
     def __init__(self, params: Mapping[str, torch.Tensor], seed: int,
                  input_span: Collection[str] = (), token_mask: torch.Tensor | None = None):
-        super().__init__()
-        self.names = {id(t): n for n, t in params.items()}
+        super().__init__(params)
         self.params, self.seed = params, seed
         self.input_span, self.token_mask = set(input_span), token_mask
         self.tangents: dict[str, torch.Tensor] = {}
@@ -92,26 +171,15 @@ class _ExampleTangents(TorchFunctionMode):
                                                       p.dtype, p.device)
         return self.tangents[name]
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        if func is not F.linear:
-            return out
-        x, w_name, b_name = _perturbed_linear(self.names, args, kwargs)
-        if w_name is None and b_name is None:
-            return out
-        x = fwAD.unpack_dual(x).primal
-        extra = _per_example_term(x, self.tangent(w_name, x) if w_name else None,
-                                  self.tangent(b_name, x) if b_name else None)
+    def layer_input(self, x):
+        return fwAD.unpack_dual(x).primal  # the term is a tangent: x's own tangent is apart
+
+    def per_example(self, name, x):
+        return self.tangent(name, x)
+
+    def add(self, out, term):
         primal, tangent = fwAD.unpack_dual(out)
-        return fwAD.make_dual(primal, extra if tangent is None else tangent + extra)
-
-
-def _perturbed_linear(names: Mapping[int, str], args, kwargs):
-    """An `F.linear` call's input and the names (or None) of its weight and bias in `names`."""
-    x, weight, *rest = args
-    bias = rest[0] if rest else kwargs.get("bias")
-    return x, names.get(id(weight)), names.get(id(bias))
+        return fwAD.make_dual(primal, term if tangent is None else tangent + term)
 
 
 def _per_example_term(x: torch.Tensor, weight: torch.Tensor | None,
@@ -126,26 +194,20 @@ def _per_example_term(x: torch.Tensor, weight: torch.Tensor | None,
     return term
 
 
-class _ExampleOffsets(TorchFunctionMode):
+class _ExampleOffsets(_PerturbedLinears):
     """Adds x_i E_iᵀ (+ e_i) to each perturbed linear layer's output, E the (zero) offsets."""
 
     def __init__(self, params: Mapping[str, torch.Tensor], offsets: Mapping[str, torch.Tensor]):
-        super().__init__()
-        self.names = {id(t): n for n, t in params.items()}
+        super().__init__(params)
         self.offsets = offsets
         self.used: set[str] = set()
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        if func is not F.linear:
-            return out
-        x, w_name, b_name = _perturbed_linear(self.names, args, kwargs)
-        if w_name is None and b_name is None:
-            return out
-        self.used.update(n for n in (w_name, b_name) if n is not None)
-        return out + _per_example_term(x, self.offsets[w_name] if w_name else None,
-                                       self.offsets[b_name] if b_name else None)
+    def per_example(self, name, x):
+        self.used.add(name)
+        return self.offsets[name]
+
+    def add(self, out, term):
+        return out + term
 
 
 def _check_used(primals: Mapping[str, torch.Tensor], used) -> None:
