@@ -93,6 +93,11 @@ def _default_text(f: dataclasses.Field) -> str:
         return (f"{_show(RECIPE_DEFAULTS['spry'][f.name])} for the estimators, "
                 f"{_show(config.BACKPROP_TRAIN_DROPOUT)} for backprop "
                 f"({_show(RECIPE_DEFAULTS['paper'][f.name])} for all with recipe=paper)")
+    if f.name == "tangent_sharing":  # the recipe's, where per-example tangents apply
+        shared = ", ".join((*config.NO_EXAMPLE_TANGENTS, *config.SHARED_TANGENT_DEFAULT))
+        return (f"{_show(RECIPE_DEFAULTS['spry'][f.name])}; batch for peft={shared}, "
+                "task heads other than classifier and per_iteration "
+                f"({_show(RECIPE_DEFAULTS['paper'][f.name])} for all with recipe=paper)")
     if f.name in RECIPE_DEFAULTS["spry"]:
         spry, paper = (RECIPE_DEFAULTS[r][f.name] for r in ("spry", "paper"))
         return f"{_show(spry)} ({_show(paper)} with recipe=paper)"

@@ -13,9 +13,10 @@ loading (YAML and `key=value` coercion). Import from here: `from spry.config imp
 
 from spry.config.choices import (ASSIGNMENTS, CLIENT_OPTIMIZERS, COMMUNICATIONS, CONTEXTS,
                                  DTYPES, ENGINES, HEAD_GRADIENTS, HEAD_INITS, HEAD_MODES,
-                                 METHODS, ON_ALL_CLIENTS_FAILED, PEFT_METHODS,
-                                 POOLED_HEAD_INITS, POOLINGS, RECIPES, SERVER_OPTIMIZERS,
-                                 TANGENT_SHARINGS, TASK_HEADS, ConfigError)
+                                 METHODS, NO_EXAMPLE_TANGENTS, ON_ALL_CLIENTS_FAILED,
+                                 PEFT_METHODS, POOLED_HEAD_INITS, POOLINGS, RECIPES,
+                                 SERVER_OPTIMIZERS, SHARED_TANGENT_DEFAULT, TANGENT_SHARINGS,
+                                 TASK_HEADS, ConfigError)
 from spry.config.defaults import (BACKPROP_TRAIN_DROPOUT, CHOICE_DEFAULTS, CLASS_MEAN_HEAD_LR,
                                   CLIENT_LR, RECIPE_DEFAULTS, SERVER_LR, TINYLORA_CLIENT_LR)
 from spry.config.schema import Config
@@ -23,6 +24,7 @@ from spry.config.schema import Config
 __all__ = ["ASSIGNMENTS", "BACKPROP_TRAIN_DROPOUT", "CHOICE_DEFAULTS", "CLASS_MEAN_HEAD_LR",
            "CLIENT_LR", "CLIENT_OPTIMIZERS", "COMMUNICATIONS", "CONTEXTS", "Config",
            "ConfigError", "DTYPES", "ENGINES", "HEAD_GRADIENTS", "HEAD_INITS", "HEAD_MODES",
-           "METHODS", "ON_ALL_CLIENTS_FAILED", "PEFT_METHODS", "POOLED_HEAD_INITS", "POOLINGS",
-           "RECIPES", "RECIPE_DEFAULTS", "SERVER_LR", "SERVER_OPTIMIZERS", "TANGENT_SHARINGS",
-           "TASK_HEADS", "TINYLORA_CLIENT_LR"]
+           "METHODS", "NO_EXAMPLE_TANGENTS", "ON_ALL_CLIENTS_FAILED", "PEFT_METHODS",
+           "POOLED_HEAD_INITS", "POOLINGS", "RECIPES", "RECIPE_DEFAULTS", "SERVER_LR",
+           "SERVER_OPTIMIZERS", "SHARED_TANGENT_DEFAULT", "TANGENT_SHARINGS", "TASK_HEADS",
+           "TINYLORA_CLIENT_LR"]
