@@ -163,31 +163,28 @@ METHODS = {
     "spry-paper": ("Spry (recipe=paper)", ("method=spry", "recipe=paper")),
     "fedmezo-paper": ("FedMeZO (recipe=paper)", ("method=fedmezo", "recipe=paper")),
 }
+SST2_ONLY = ("spry-tiny-lda-lr3e-2", "spry-tiny-lda-k4", "spry-tiny-lda-example")
+"""Variants of Spry's default asked of SST-2 at α=1.0 alone (the cell with three seeds of
+every method beside them); the other cells neither run nor list them."""
 MAIN = ("fedavg", "spry", "spry-guided", "head", "fedfgd", "fedmezo", "fwdllm", "spry-inputs",
         "spry-a", "fedavg-a", "spry-tiny", "fedfgd-tiny", "fedmezo-tiny", "fedavg-tiny",
         "spry-tiny-k4", "spry-tiny-avgm", "spry-tiny-bf16", "spry-tiny-nodrop",
         "fedfgd-tiny-nodrop", "spry-tiny-bf16tan", "head-lda", "spry-tiny-lda",
-        "fedavg-tiny-lda", "fedfgd-tiny-lda", "spry-tiny-lda-lr3e-2", "spry-tiny-lda-k4",
-        "spry-tiny-lda-example")
+        "fedavg-tiny-lda", "fedfgd-tiny-lda", *SST2_ONLY)
 PAPER = ("spry-paper", "fedmezo-paper")
 RUN_ORDER = ("fedavg", "spry", "head", "fedmezo", "fedfgd", "spry-tiny", "fedavg-tiny",
              "fedfgd-tiny", "fedmezo-tiny", "spry-inputs", "spry-a", "fedavg-a", "spry-guided",
              "spry-paper", "fwdllm", "fedmezo-paper", "spry-tiny-k4", "spry-tiny-avgm",
              "spry-tiny-bf16", "spry-tiny-nodrop", "fedfgd-tiny-nodrop", "spry-tiny-bf16tan",
-             "head-lda", "spry-tiny-lda", "fedavg-tiny-lda", "fedfgd-tiny-lda",
-             "spry-tiny-lda-lr3e-2", "spry-tiny-lda-k4", "spry-tiny-lda-example")
+             "head-lda", "spry-tiny-lda", "fedavg-tiny-lda", "fedfgd-tiny-lda", *SST2_ONLY)
 
 
 LATER = ("spry-guided", "spry-paper", "fwdllm", "fedmezo-paper", "spry-tiny-k4",
          "spry-tiny-avgm", "spry-tiny-bf16", "spry-tiny-nodrop", "fedfgd-tiny-nodrop",
          "spry-tiny-bf16tan", "head-lda", "spry-tiny-lda", "fedavg-tiny-lda",
-         "fedfgd-tiny-lda", "spry-tiny-lda-lr3e-2", "spry-tiny-lda-k4",
-         "spry-tiny-lda-example")
+         "fedfgd-tiny-lda", *SST2_ONLY)
 """Rows that run after every data set's fast main-table rows: the paper table and FwdLLM
 (2-3x slower a step), so a session that ends early leaves the main table complete."""
-SST2_ONLY = ("spry-tiny-lda-lr3e-2", "spry-tiny-lda-k4", "spry-tiny-lda-example")
-"""Variants of Spry's default asked of SST-2 at α=1.0 alone (the cell with three seeds of
-every method beside them); the other cells neither run nor list them."""
 
 
 def in_cell(method: str, data: str, alpha: float) -> bool:

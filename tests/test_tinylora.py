@@ -65,10 +65,7 @@ def test_forward_gradient_is_exact_and_leaves_the_model_its_parameters(tiny_bert
     its directional derivative must be autograd's ∇L·v, and afterwards the model must still
     hold its v Parameters (with ties honoured, torch.func wrote plain tensors back)."""
     _, model = _tinylora(tiny_bert)
-    with torch.no_grad():  # away from v = 0, so every factor of R has a gradient
-        for name, p in trainable_params(model).items():
-            if ".tinylora_v." in name:
-                p.normal_(std=0.5, generator=torch.Generator().manual_seed(1))
+    _v_away_from_zero(model)
     tok = load_tokenizer(Config(model=tiny_bert))
     batch = dict(tok(["a fine film", "dull and far too long"], padding=True,
                      return_tensors="pt"))
