@@ -23,6 +23,11 @@ def test_overrides_are_parsed_as_yaml_scalars(tmp_path):
                                 "max_steps=null", "dirichlet_alpha=1"])
     assert c.rounds == 3 and c.client_lr == 1e-3 and c.target_modules == ["query", "key"]
     assert c.run_name == "no" and c.max_steps is None and c.dirichlet_alpha == 1.0
+    # A list setting also takes the comma-separated form a shell user types.
+    listed = Config.from_yaml(None, ["label_names=neg, pos", "target_modules=query,value",
+                                     "run_name=a,b"])
+    assert listed.label_names == ["neg", "pos"] and listed.target_modules == ["query", "value"]
+    assert listed.run_name == "a,b"  # a string setting keeps its commas
 
 
 def test_from_flat_is_the_same_schema():

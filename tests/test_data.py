@@ -94,6 +94,59 @@ def test_missing_column_and_unknown_label_are_named(tmp_path):
         load_task(Config(dataset=str(path), label_names=["neg", "pos"]))
 
 
+def test_a_headerless_csv_is_named_with_a_fix_and_read_with_column_names(tmp_path):
+    # The first line is data (a label that recurs below): listing it as the columns would
+    # not tell the user what is wrong; the error names the layout to copy.
+    path = tmp_path / "topics.csv"
+    path.write_text('"why is the sky blue",science\n"who won the match",sports\n'
+                    '"what is a quark",science\n')
+    with pytest.raises(ConfigError, match=r"first line of .*topics.csv looks like data, not a "
+                                          r"header .*column_names=text,label"):
+        load_task(Config(dataset=str(path)))
+    test = tmp_path / "topics-test.csv"
+    test.write_text('"how do tides work",science\n')
+    task = load_task(Config(dataset=str(path), column_names=["text", "label"],
+                            test_file=str(test)))
+    assert task.train.texts[0] == "why is the sky blue"  # the first line is an example
+    assert task.label_names == ("science", "sports") and task.train.labels == [0, 1, 0]
+    assert task.test.texts == ["how do tides work"] and task.test.labels == [0]
+    # A class id column in front (AG News' layout): the guess puts `label` there.
+    ids = tmp_path / "ids.csv"
+    ids.write_text('"3","Title one","A longer description of the first story"\n'
+                   '"1","Title two","A longer description of the second story"\n'
+                   '"3","Title three","A longer description of the third story"\n')
+    with pytest.raises(ConfigError, match="column_names=label,column2,text"):
+        load_task(Config(dataset=str(ids)))
+    # A file with a real header whose text column has another name keeps the old error.
+    headed = tmp_path / "headed.csv"
+    headed.write_text("body,label\nhello,0\nbye,1\n")
+    with pytest.raises(ConfigError, match=r"text_column: .* has columns \['body', 'label'\]"):
+        load_task(Config(dataset=str(headed)))
+
+
+def test_integer_labels_from_one_are_not_given_an_empty_class_zero(tmp_path):
+    stars = tmp_path / "stars.tsv"
+    stars.write_text("text\tlabel\nbad\t1\nok\t3\ngreat\t5\n")
+    test = tmp_path / "stars-test.tsv"
+    test.write_text("text\tlabel\nfine\t5\n")
+    task = load_task(Config(dataset=str(stars), test_file=str(test)))
+    assert task.label_names == ("1", "3", "5")
+    assert task.train.labels == [0, 1, 2] and task.test.labels == [2]
+    test.write_text("text\tlabel\nfine\t4\n")  # a class the training file lacks
+    with pytest.raises(ConfigError, match="line 2 has label 4, outside .* set label_names"):
+        load_task(Config(dataset=str(stars), test_file=str(test)))
+    zero_based = tmp_path / "z.tsv"
+    zero_based.write_text("text\tlabel\na\t0\nb\t2\n")
+    assert load_task(Config(dataset=str(zero_based))).label_names == ("0", "1", "2")
+
+
+def test_column_names_is_refused_where_it_cannot_apply(tmp_path):
+    with pytest.raises(ConfigError, match="column_names: names the columns of a csv/tsv"):
+        Config(dataset="sst2", column_names=["text", "label"])
+    with pytest.raises(ConfigError, match="column_names: has duplicates"):
+        Config(dataset=str(tmp_path / "a.csv"), column_names=["text", "text"])
+
+
 def test_missing_file_is_named():
     with pytest.raises(ConfigError, match="dataset: file .* does not exist"):
         load_task(Config(dataset="/nonexistent/data.csv"))

@@ -10,6 +10,7 @@ import dataclasses
 import importlib.util
 import math
 import typing
+from pathlib import Path
 from typing import Any
 
 from spry.config.choices import (ASSIGNMENTS, CLIENT_OPTIMIZERS, COMMUNICATIONS, CONTEXTS,
@@ -175,6 +176,12 @@ def _check_lists(cfg: Config) -> None:
                           f"{cfg.peft!r}; remove it")
     if cfg.label_names is not None and len(set(cfg.label_names)) != len(cfg.label_names):
         raise ConfigError(f"label_names: has duplicates: {cfg.label_names}")
+    if cfg.column_names is not None:
+        if len(set(cfg.column_names)) != len(cfg.column_names):
+            raise ConfigError(f"column_names: has duplicates: {cfg.column_names}")
+        if Path(cfg.dataset).suffix.lower() not in (".csv", ".tsv"):
+            raise ConfigError(f"column_names: names the columns of a csv/tsv file without a "
+                              f"header row, not dataset={cfg.dataset!r}; remove it")
 
 
 def _check_task_head(cfg: Config) -> None:

@@ -57,6 +57,8 @@ def _coerce(value: Any, annotation: Any) -> Any:
     unless the field takes a string and the YAML reading would not fit (`run_name=no`)."""
     if not isinstance(value, str) or not value.strip():
         return value
+    if _takes_list(annotation) and "," in value and not value.lstrip().startswith("["):
+        return [item.strip() for item in value.split(",")]  # `label_names=neg,pos`
     try:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError:
@@ -70,6 +72,12 @@ def _coerce(value: Any, annotation: Any) -> Any:
     except ValueError:
         return parsed
     return number if type_ok(number, annotation) else parsed
+
+
+def _takes_list(annotation: Any) -> bool:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_takes_list(a) for a in typing.get_args(annotation))
+    return typing.get_origin(annotation) is list
 
 
 def type_ok(value: Any, annotation: Any) -> bool:

@@ -116,9 +116,14 @@ class Config:
     layouts (premise/hypothesis, sentence1/sentence2, question/passage, …), else none."""
     label_column: str | None = None
     """The column holding the label. None: `label`."""
+    column_names: list[str] | None = None
+    """dataset=<a csv/tsv file> without a header row: its columns' names, in order (e.g.
+    `column_names=text,label`); the first line is then read as data, and test_file the same
+    way. None: the first line is the header."""
     label_names: list[str] | None = None
     """The label set in class order. None: a recipe's names, a hub dataset's ClassLabel
-    names, the integers 0..max, or the sorted distinct string labels."""
+    names; for a file: the integers 0..max where its integer labels start at 0, else its
+    distinct labels sorted (1-5 stars: five classes)."""
     max_length: int = 64
     """Tokens per example (longer texts are truncated)."""
     max_train_examples: int | None = None

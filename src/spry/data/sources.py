@@ -156,10 +156,20 @@ def resolve_columns(columns: list[str], cfg: Config, where: str) -> tuple[str, s
 
 
 def _load_files(cfg: Config) -> Task:
-    train_rows = read_rows(Path(cfg.dataset))
-    test_rows = read_rows(Path(cfg.test_file)) if cfg.test_file else None
+    given = tuple(cfg.column_names) if cfg.column_names else None
+    train_rows = read_rows(Path(cfg.dataset), columns=given)
+    test_rows = read_rows(Path(cfg.test_file), columns=given) if cfg.test_file else None
     columns = list(train_rows.rows[0].keys()) if train_rows.rows else []
-    text, pair, label = resolve_columns(columns, cfg, cfg.dataset)
+    try:
+        text, pair, label = resolve_columns(columns, cfg, cfg.dataset)
+        if train_rows.rows and label not in train_rows.rows[0]:
+            raise ConfigError(f"label_column: {cfg.dataset} has no column {label!r}; its "
+                              f"columns are {sorted(columns)}; set label_column=<the label "
+                              "column>")
+    except ConfigError as exc:
+        if given is None:
+            _raise_if_headerless(train_rows, exc)
+        raise
     names = tuple(cfg.label_names) if cfg.label_names else _infer_label_names(
         train_rows, label, cfg.dataset)
     train = _to_examples(train_rows, text, pair, label, names, where=cfg.dataset)
@@ -198,6 +208,9 @@ def _hub_label_names(split, label: str) -> tuple[str, ...]:
 
 
 def _infer_label_names(rows: Rows, label: str, where: str) -> tuple[str, ...]:
+    """The label set of `rows`: 0..max for integer labels that start at 0 (a class absent
+    from the file keeps its index), else the distinct labels sorted, as numbers where they
+    are integers (1-5 stars: five classes, not six with an empty class 0)."""
     if not rows.rows:
         raise ConfigError(f"dataset: {where} has no rows")
     if label not in rows.rows[0]:
@@ -208,8 +221,42 @@ def _infer_label_names(rows: Rows, label: str, where: str) -> tuple[str, ...]:
     values = {row[label] for row in rows.rows}
     as_ints = [_as_int(v) for v in values]
     if all(v is not None for v in as_ints):
-        return tuple(str(i) for i in range(max(as_ints) + 1))
+        if min(as_ints) == 0:
+            return tuple(str(i) for i in range(max(as_ints) + 1))
+        return tuple(str(i) for i in sorted(set(as_ints)))
     return tuple(sorted(str(v) for v in values))
+
+
+def _raise_if_headerless(rows: Rows, cause: ConfigError) -> None:
+    """A csv/tsv whose first line is data, not a header, gets its columns named by that
+    line: say so, with a `column_names` to copy, instead of listing the data as columns.
+    The sign: a column's "name" recurs as a value of that column (a label such as
+    `sports`, a class id such as `3`), or is longer than a name would be."""
+    if rows.path.suffix.lower() not in (".csv", ".tsv") or not rows.rows:
+        return
+    names = list(rows.rows[0])
+    recurs = any(any(str(row.get(n)) == n for row in rows.rows[:1000]) for n in names)
+    if not recurs and max(len(n) for n in names) <= 40:
+        return
+    guess = _guess_column_names(rows, names)
+    shown = ", ".join(repr(n if len(n) <= 40 else n[:37] + "...") for n in names)
+    raise ConfigError(
+        f"dataset: the first line of {rows.path} looks like data, not a header ({shown}); "
+        f"if the file has no header row, name its {len(names)} columns, e.g. "
+        f"column_names={','.join(guess)} (or add a header line)") from cause
+
+
+def _guess_column_names(rows: Rows, names: list[str]) -> list[str]:
+    """`label` for the column with the fewest distinct values (then the shortest), `text`
+    for the one with the longest values, `column<i>` for the rest: a suggestion the user checks."""
+    sample = rows.rows[:1000]
+    distinct = [len({str(r.get(n)) for r in sample}) for n in names]
+    length = [sum(len(str(r.get(n))) for r in sample) for n in names]
+    label = min(range(len(names)), key=lambda i: (distinct[i], length[i]))
+    text = max((i for i in range(len(names)) if i != label), key=lambda i: length[i],
+               default=None)
+    return ["label" if i == label else "text" if i == text else f"column{i + 1}"
+            for i in range(len(names))]
 
 
 def _check_label(value, label: str, where: str, row: str) -> None:
