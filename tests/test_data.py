@@ -119,8 +119,8 @@ def test_a_headerless_csv_is_named_with_a_fix_and_read_with_column_names(tmp_pat
         load_task(Config(dataset=str(ids)))
     # A file with a real header whose text column has another name keeps the old error.
     headed = tmp_path / "headed.csv"
-    headed.write_text("body,label\nhello,0\nbye,1\n")
-    with pytest.raises(ConfigError, match=r"text_column: .* has columns \['body', 'label'\]"):
+    headed.write_text("words,label\nhello,0\nbye,1\n")
+    with pytest.raises(ConfigError, match=r"text_column: .* has columns \['words', 'label'\]"):
         load_task(Config(dataset=str(headed)))
 
 
@@ -138,6 +138,23 @@ def test_integer_labels_from_one_are_not_given_an_empty_class_zero(tmp_path):
     zero_based = tmp_path / "z.tsv"
     zero_based.write_text("text\tlabel\na\t0\nb\t2\n")
     assert load_task(Config(dataset=str(zero_based))).label_names == ("0", "1", "2")
+
+
+def test_the_usual_label_and_text_column_names_are_found(tmp_path):
+    path = tmp_path / "reviews.csv"
+    path.write_text("id,body,stars\n1,awful,1\n2,great,5\n3,fine,4\n")
+    task = load_task(Config(dataset=str(path)))
+    assert task.columns == {"text_column": "body", "pair_column": None, "label_column": "stars"}
+    assert task.label_names == ("1", "4", "5") and task.train.labels == [0, 2, 1]
+    both = tmp_path / "both.csv"  # `label` wins over a later name
+    both.write_text("text,sentiment,label\nok,pos,0\nbad,neg,1\n")
+    assert load_task(Config(dataset=str(both))).columns["label_column"] == "label"
+    assert load_task(Config(dataset=str(both), label_column="sentiment")).label_names == (
+        "neg", "pos")
+    none = tmp_path / "none.csv"
+    none.write_text("text,verdict\nok,pos\n")
+    with pytest.raises(ConfigError, match="label_column: .* no column 'label'.*verdict"):
+        load_task(Config(dataset=str(none)))
 
 
 def test_column_names_is_refused_where_it_cannot_apply(tmp_path):

@@ -115,7 +115,8 @@ class Config:
     """The column holding the second text of a sentence pair. None: detected from the usual
     layouts (premise/hypothesis, sentence1/sentence2, question/passage, …), else none."""
     label_column: str | None = None
-    """The column holding the label. None: `label`."""
+    """The column holding the label. None: the first of `label`, `labels`, `class`,
+    `category`, `target`, `sentiment`, `stars`, `rating`, `y` that the data has."""
     column_names: list[str] | None = None
     """dataset=<a csv/tsv file> without a header row: its columns' names, in order (e.g.
     `column_names=text,label`); the first line is then read as data, and test_file the same

@@ -17,8 +17,12 @@ from spry.data.recipes import LABEL_OFFSETS, RECIPES, FileSpec
 from spry.seeds import derive_seed, generator
 
 DATA_DIR_ENV = "SPRY_DATA_DIR"
-TEXT_COLUMNS = ("text", "sentence", "content", "review", "document", "question", "query")
+TEXT_COLUMNS = ("text", "sentence", "content", "review", "document", "question", "query",
+                "body", "comment", "tweet", "utterance", "description", "abstract", "title")
 """Where a file's text is looked for when text_column is unset, in this order."""
+LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "sentiment", "stars",
+                 "rating", "y")
+"""Where a file's label is looked for when label_column is unset, in this order."""
 PAIR_LAYOUTS = (("premise", "hypothesis"), ("sentence1", "sentence2"),
                 ("sentence_a", "sentence_b"), ("text_a", "text_b"), ("text1", "text2"),
                 ("question1", "question2"), ("question", "passage"), ("question", "context"),
@@ -138,7 +142,7 @@ def _columns(text: str, pair: str | None, label: str) -> dict[str, str | None]:
 
 def resolve_columns(columns: list[str], cfg: Config, where: str) -> tuple[str, str | None, str]:
     """(text, pair, label) columns: the settings where given, else the usual names."""
-    label = cfg.label_column or "label"
+    label = cfg.label_column or next((c for c in LABEL_COLUMNS if c in columns), "label")
     text, pair = cfg.text_column, cfg.pair_column
     if text is None and pair is None:
         layout = next((lay for lay in PAIR_LAYOUTS if set(lay) <= set(columns)), None)
