@@ -67,11 +67,13 @@ def tiny_config(tiny_bert, tmp_path):
     def make(**overrides) -> Config:
         # head_init=random, head=split: one metrics row per round and the head dealt as one
         # unit, as these engine and reliability tests expect; the class-mean round 0 and the
-        # shared head are tested in test_learning.py.
+        # shared head are tested in test_learning.py. personalization=global: the paper's
+        # extra F epochs, which these tests exercise (recipe=spry's `round` reuses the
+        # round's training: test_personalization.py).
         base = dict(model=tiny_bert, dataset="sentiment", num_clients=8, clients_per_round=4,
                     rounds=2, max_length=16, personalization_epochs=1, max_steps=2,
                     output_dir=str(tmp_path / "runs"), run_name="test", head_init="random",
-                    head="split")
+                    head="split", personalization="global")
         base.update(overrides)
         return Config(**base)
 

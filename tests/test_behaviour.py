@@ -66,11 +66,12 @@ CASES = {
 def _config(model: str, tmp_path: Path, name: str, **overrides) -> Config:
     # peft=lora, train_dropout=True, head_init=class_means: the references were written while
     # LoRA was recipe=spry's default adapter, every method trained with the model's dropout
-    # on and round 0 set the head from class means.
+    # on, round 0 set the head from class means and personalization retrained from the
+    # global model (personalization=global; recipe=spry's default since 2026-12-07: round).
     base = dict(model=model, dataset="sentiment", num_clients=6, clients_per_round=3, rounds=2,
                 max_length=16, personalization_epochs=1, max_steps=2, eval_every=1,
                 output_dir=str(tmp_path), run_name=name, peft="lora", train_dropout=True,
-                head_init="class_means")
+                head_init="class_means", personalization="global")
     return Config(**{**base, **overrides})
 
 

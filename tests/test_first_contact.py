@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from spry import settings
-from spry.cli import _summary, main
+from spry.cli import _parse, _summary, main
 from spry.config import Config, ConfigError
 from spry.data import load_task
 from spry.data.sources import stratified_split, Examples
@@ -103,6 +103,16 @@ def test_config_yaml_says_which_defaults_followed_a_choice_and_reads_back():
     assert "peft: tinylora  # default for recipe=spry\n" in text
     assert "server_optimizer: fedavg\n" in text
     assert Config.from_flat(yaml.safe_load(text)) == cfg
+
+
+def test_overrides_are_taken_on_either_side_of_an_option(capsys):
+    assert _parse(["run", "rounds=2", "--quiet", "seed=3"]).overrides == ["rounds=2", "seed=3"]
+    with pytest.raises(SystemExit):
+        _parse(["run", "rounds=2", "--quiet", "--nope"])
+    assert "unrecognized arguments: --nope" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _parse(["run", "seed=1", "--quiet", "rounds"])  # not key=value
+    assert "unrecognized arguments: rounds" in capsys.readouterr().err
 
 
 def test_threads_sets_torch_threads_for_the_run(tiny_config):

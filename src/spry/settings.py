@@ -98,6 +98,8 @@ def _default_text(f: dataclasses.Field) -> str:
         return (f"{_show(RECIPE_DEFAULTS['spry'][f.name])}; batch for peft={shared}, "
                 "task heads other than classifier and per_iteration "
                 f"({_show(RECIPE_DEFAULTS['paper'][f.name])} for all with recipe=paper)")
+    if f.name == "personalization":
+        return "round; global with per_iteration (global with recipe=paper)"
     if f.name in RECIPE_DEFAULTS["spry"]:
         spry, paper = (RECIPE_DEFAULTS[r][f.name] for r in ("spry", "paper"))
         return f"{_show(spry)} ({_show(paper)} with recipe=paper)"

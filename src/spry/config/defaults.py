@@ -24,14 +24,17 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     # analysis from the clients' statistics (since 2026-12-03; before, class means): at
     # round 0 +1.1 SST-2, +2.5 AG News, +0.4 MNLI over class means, level with a central
     # logistic probe (benchmarks/head_init.py, docs/learning.md).
+    # Personalized accuracy scores the model each client's own training of the round left
+    # (no second training pass: a user's first run on a 4,000-row file spent 86 % of its
+    # time on the paper's F=5 personalization epochs, docs/learning.md).
     "spry": dict(peft="tinylora", pooling="auto", head_init="lda",
                  head_gradient="exact", tangent_sharing="example", skip_zero_factors=True,
-                 head="shared", train_dropout=False),
+                 head="shared", train_dropout=False, personalization="round"),
     # The paper's recipe (Panchal et al. 2024): the architecture's own head, randomly
     # initialised, one shared tangent over every trainable tensor of the client.
     "paper": dict(peft="lora", pooling="model", head_init="random", head_gradient="estimator",
                   tangent_sharing="batch", skip_zero_factors=False, head="split",
-                  train_dropout=True),
+                  train_dropout=True, personalization="global"),
 }
 
 # Defaults that follow another choice (None in the schema): the server's step size follows
@@ -90,8 +93,8 @@ def _recipe_default(cfg: Config, name: str) -> Any:
                                       or cfg.task_head != "classifier"
                                       or cfg.communication == "per_iteration"):
         return "batch"
-    if name == "head_gradient" and cfg.communication == "per_iteration":
-        return "estimator"
+    if name in ("head_gradient", "personalization") and cfg.communication == "per_iteration":
+        return {"head_gradient": "estimator", "personalization": "global"}[name]
     if name == "train_dropout" and METHODS[cfg.method].estimator == "backprop":
         return BACKPROP_TRAIN_DROPOUT
     if name == "head" and cfg.task_head in ("verbalizer", "generate"):

@@ -247,14 +247,15 @@ class Config:
     rounds it takes part in; False starts a fresh optimizer every round."""
     personalization_epochs: int = 5
     """F; 0 skips personalized accuracy."""
-    personalization: str = "global"
+    personalization: str | None = None
     """Which local model personalized accuracy scores. `global` (the paper): in an
     evaluated round each sampled client trains F epochs on its units from the round's new
-    global model, then scores its test split — a second training round's work. `round`:
-    each client scores its test split with the model its own local training of the round
-    left (local_epochs epochs from the global model it received, so F = local_epochs and
-    the global model is the previous round's), before it uploads: no extra training.
-    per_epoch communication only."""
+    global model, then scores its test split — a second training round's work (at F=5, 5/6
+    of a round's time). `round`: each client scores its test split with the model its own
+    local training of the round left (local_epochs epochs from the global model it received,
+    so F = local_epochs and the global model is the previous round's), before it uploads:
+    no extra training. per_epoch communication only. None: `round` under recipe=spry
+    (`global` with per_iteration), `global` under recipe=paper."""
 
     # --- zeroth-order baselines (method=fedmezo, baffle, fwdllm) -----------------------
     fd_epsilon: float = 1e-3
