@@ -167,9 +167,7 @@ def _load_files(cfg: Config) -> Task:
     try:
         text, pair, label = resolve_columns(columns, cfg, cfg.dataset)
         if train_rows.rows and label not in train_rows.rows[0]:
-            raise ConfigError(f"label_column: {cfg.dataset} has no column {label!r}; its "
-                              f"columns are {sorted(columns)}; set label_column=<the label "
-                              "column>")
+            raise _no_label_column(cfg.dataset, label, columns)
     except ConfigError as exc:
         if given is None:
             _raise_if_headerless(train_rows, exc)
@@ -218,8 +216,7 @@ def _infer_label_names(rows: Rows, label: str, where: str) -> tuple[str, ...]:
     if not rows.rows:
         raise ConfigError(f"dataset: {where} has no rows")
     if label not in rows.rows[0]:
-        raise ConfigError(f"label_column: {where} has no column {label!r}; its columns are "
-                          f"{sorted(rows.rows[0])}; set label_column=<the label column>")
+        raise _no_label_column(where, label, list(rows.rows[0]))
     for i, row in enumerate(rows.rows):
         _check_label(row.get(label), label, where, rows.name(i))
     values = {row[label] for row in rows.rows}
@@ -229,6 +226,11 @@ def _infer_label_names(rows: Rows, label: str, where: str) -> tuple[str, ...]:
             return tuple(str(i) for i in range(max(as_ints) + 1))
         return tuple(str(i) for i in sorted(set(as_ints)))
     return tuple(sorted(str(v) for v in values))
+
+
+def _no_label_column(where: str, label: str, columns: list[str]) -> ConfigError:
+    return ConfigError(f"label_column: {where} has no column {label!r}; its columns are "
+                       f"{sorted(columns)}; set label_column=<the label column>")
 
 
 def _raise_if_headerless(rows: Rows, cause: ConfigError) -> None:
@@ -252,7 +254,7 @@ def _raise_if_headerless(rows: Rows, cause: ConfigError) -> None:
 
 def _guess_column_names(rows: Rows, names: list[str]) -> list[str]:
     """`label` for the column with the fewest distinct values (then the shortest), `text`
-    for the one with the longest values, `column<i>` for the rest: a suggestion the user checks."""
+    for the one with the longest values, `column<i>` for the rest: a guess the user checks."""
     sample = rows.rows[:1000]
     distinct = [len({str(r.get(n)) for r in sample}) for n in names]
     length = [sum(len(str(r.get(n))) for r in sample) for n in names]
