@@ -157,6 +157,24 @@ def test_the_usual_label_and_text_column_names_are_found(tmp_path):
         load_task(Config(dataset=str(none)))
 
 
+def test_a_label_column_of_scores_or_ids_is_refused_before_any_work(tmp_path):
+    scores = tmp_path / "scores.csv"
+    scores.write_text("text,score\n" + "".join(f"t{i},{1 + i / 7:.2f}\n" for i in range(30)))
+    with pytest.raises(ConfigError, match="column 'score' holds fractional numbers .*bin"):
+        load_task(Config(dataset=str(scores), label_column="score"))
+    ids = tmp_path / "ids.csv"
+    ids.write_text("text,label\n" + "".join(f"t{i},user-{i}\n" for i in range(300)))
+    with pytest.raises(ConfigError, match="300 distinct values in 300 rows"):
+        load_task(Config(dataset=str(ids)))
+    # Whole numbers written as floats, and many classes with several rows each, are classes.
+    floats = tmp_path / "floats.csv"
+    floats.write_text("text,label\na,0.0\nb,1.0\nc,nan\n")
+    assert load_task(Config(dataset=str(floats))).label_names == ("0.0", "1.0", "nan")
+    many = tmp_path / "many.csv"
+    many.write_text("text,label\n" + "".join(f"t{i},intent{i % 150}\n" for i in range(600)))
+    assert len(load_task(Config(dataset=str(many))).label_names) == 150
+
+
 def test_column_names_is_refused_where_it_cannot_apply(tmp_path):
     with pytest.raises(ConfigError, match="column_names: names the columns of a csv/tsv"):
         Config(dataset="sst2", column_names=["text", "label"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,12 +221,40 @@ def _infer_label_names(rows: Rows, label: str, where: str) -> tuple[str, ...]:
     for i, row in enumerate(rows.rows):
         _check_label(row.get(label), label, where, rows.name(i))
     values = {row[label] for row in rows.rows}
+    _refuse_non_classes(values, len(rows), label, where)
     as_ints = [_as_int(v) for v in values]
     if all(v is not None for v in as_ints):
         if min(as_ints) == 0:
             return tuple(str(i) for i in range(max(as_ints) + 1))
         return tuple(str(i) for i in sorted(set(as_ints)))
     return tuple(sorted(str(v) for v in values))
+
+
+def _refuse_non_classes(values: set, rows: int, label: str, where: str) -> None:
+    """A label column of fractional numbers (a score to regress) or with a distinct value
+    for most rows (an id, a free text) is no class label: a classifier over it would
+    learn nothing and report accuracy 0, so say so before any work."""
+    shown = ", ".join(repr(str(v)) for v in sorted(values, key=str)[:4])
+    if any(_as_number(v) is not None and _as_int(v) is None and _as_number(v) % 1
+           for v in values):
+        raise ConfigError(f"label_column: {where} column {label!r} holds fractional numbers "
+                          f"({shown}, …): a score to regress, not classes; Spry trains "
+                          "classifiers: bin the scores into classes, or set label_column to "
+                          "the class column")
+    if len(values) > 100 and len(values) > rows / 2:
+        raise ConfigError(f"label_column: {where} column {label!r} has {len(values)} distinct "
+                          f"values in {rows} rows ({shown}, …): ids or free text, not "
+                          "classes; set label_column to the class column")
+
+
+def _as_number(value) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _no_label_column(where: str, label: str, columns: list[str]) -> ConfigError:
