@@ -177,8 +177,8 @@ METHODS = {
 SST2_ONLY = ("spry-tiny-lda-lr3e-2", "spry-tiny-lda-k4", "spry-tiny-lda-example",
              "split-tiny-lda", "spry-tiny-lda-yogi")
 """Variants of Spry's default asked of SST-2 alone (at α=1.0, the cell with three seeds of
-every method beside them; the split's ceiling at α=0.1 too: ONLY_IN); the other cells
-neither run nor list them."""
+every method beside them; the split's ceiling and the default FedYogi server at α=0.1
+too: ONLY_IN); the other cells neither run nor list them."""
 ONLY_IN = {"split-tiny-lda": (("sst2", 1.0), ("sst2", 0.1)),
            "spry-tiny-lda-yogi": (("sst2", 1.0), ("sst2", 0.1))}
 MAIN = ("fedavg", "spry", "spry-guided", "head", "fedfgd", "fedmezo", "fwdllm", "spry-inputs",

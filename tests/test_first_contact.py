@@ -85,6 +85,12 @@ def test_defaults_follow_the_choices_they_depend_on():
     assert Config(client_optimizer="sgd").client_lr == 1e-4
     assert Config(recipe="paper").peft == "lora" and Config(recipe="paper").head_lr is None
     assert Config(head_init="random").head_lr is None  # None: the head takes client_lr
+    # personalized accuracy reuses the round's training under recipe=spry, except where
+    # clients keep no model of their own (per_iteration); the paper retrains F epochs
+    assert Config().personalization == "round" and Config(recipe="paper").personalization == \
+        "global"
+    assert Config(communication="per_iteration",
+                  server_optimizer="fedavg").personalization == "global"
     cfg = Config(peft="lora")
     moved = cfg.replace(server_optimizer="fedavg", method="backprop")
     assert (moved.server_lr, moved.client_lr) == (1.0, 1e-3)  # defaulted: follows the choice
