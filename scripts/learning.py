@@ -159,9 +159,9 @@ METHODS = {
                               tiny("spry", "train_dropout=false", "head_init=lda",
                                    "tangent_sharing=example")),
     # Spry's split with exact gradients (method=backprop_split: each client backpropagates
-    # through its dealt units only, dropout on as for every backprop row): the ceiling of
-    # any Spry estimator, which at best recovers its units' exact gradient. Does the split
-    # itself, one client's batches a unit, hold the adapters below FedAvg?
+    # through its dealt units only, dropout on as for every backprop row): what Spry's
+    # client computes with an exact estimate, which a better tangent at most recovers. Does
+    # the split itself, one client's batches a unit, hold the adapters below FedAvg?
     "split-tiny-lda": ("Spry's split, backprop (backprop_split), TinyLoRA, LDA head",
                        tiny("backprop_split", "head_init=lda")),
     # Spry exactly as `spry run` defaults it: the paper's FedYogi server (η 1e-2, on the
@@ -177,7 +177,7 @@ METHODS = {
 SST2_ONLY = ("spry-tiny-lda-lr3e-2", "spry-tiny-lda-k4", "spry-tiny-lda-example",
              "split-tiny-lda", "spry-tiny-lda-yogi")
 """Variants of Spry's default asked of SST-2 alone (at α=1.0, the cell with three seeds of
-every method beside them; the split's ceiling and the default FedYogi server at α=0.1
+every method beside them; the exact split and the default FedYogi server at α=0.1
 too: ONLY_IN); the other cells neither run nor list them."""
 ONLY_IN = {"split-tiny-lda": (("sst2", 1.0), ("sst2", 0.1)),
            "spry-tiny-lda-yogi": (("sst2", 1.0), ("sst2", 0.1))}
