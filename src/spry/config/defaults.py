@@ -93,8 +93,10 @@ def _recipe_default(cfg: Config, name: str) -> Any:
                                       or cfg.task_head != "classifier"
                                       or cfg.communication == "per_iteration"):
         return "batch"
-    if name in ("head_gradient", "personalization") and cfg.communication == "per_iteration":
-        return {"head_gradient": "estimator", "personalization": "global"}[name]
+    if name == "head_gradient" and cfg.communication == "per_iteration":
+        return "estimator"
+    if name == "personalization" and cfg.communication == "per_iteration":
+        return "global"  # per_iteration clients keep no model of their own
     if name == "train_dropout" and METHODS[cfg.method].estimator == "backprop":
         return BACKPROP_TRAIN_DROPOUT
     if name == "head" and cfg.task_head in ("verbalizer", "generate"):

@@ -142,7 +142,8 @@ def _columns(text: str, pair: str | None, label: str) -> dict[str, str | None]:
 
 
 def resolve_columns(columns: list[str], cfg: Config, where: str) -> tuple[str, str | None, str]:
-    """(text, pair, label) columns: the settings where given, else the usual names."""
+    """(text, pair, label) columns: the settings where given, else the usual names; a
+    label column the data lacks is refused here."""
     label = cfg.label_column or next((c for c in LABEL_COLUMNS if c in columns), "label")
     text, pair = cfg.text_column, cfg.pair_column
     if text is None and pair is None:
@@ -154,6 +155,8 @@ def resolve_columns(columns: list[str], cfg: Config, where: str) -> tuple[str, s
     if text is None:
         raise ConfigError(f"text_column: {where} has columns {columns}; set "
                           "text_column=<the column holding the text>")
+    if label not in columns:
+        raise _no_label_column(where, label, columns)
     if pair is None and cfg.pair_column is None:
         pair = next((second for first, second in PAIR_LAYOUTS
                      if first == text and second in columns), None)
@@ -167,8 +170,6 @@ def _load_files(cfg: Config) -> Task:
     columns = list(train_rows.rows[0].keys()) if train_rows.rows else []
     try:
         text, pair, label = resolve_columns(columns, cfg, cfg.dataset)
-        if train_rows.rows and label not in train_rows.rows[0]:
-            raise _no_label_column(cfg.dataset, label, columns)
     except ConfigError as exc:
         if given is None:
             _raise_if_headerless(train_rows, exc)
@@ -216,8 +217,6 @@ def _infer_label_names(rows: Rows, label: str, where: str) -> tuple[str, ...]:
     are integers (1-5 stars: five classes, not six with an empty class 0)."""
     if not rows.rows:
         raise ConfigError(f"dataset: {where} has no rows")
-    if label not in rows.rows[0]:
-        raise _no_label_column(where, label, list(rows.rows[0]))
     for i, row in enumerate(rows.rows):
         _check_label(row.get(label), label, where, rows.name(i))
     values = {row[label] for row in rows.rows}
@@ -235,8 +234,7 @@ def _refuse_non_classes(values: set, rows: int, label: str, where: str) -> None:
     for most rows (an id, a free text) is no class label: a classifier over it would
     learn nothing and report accuracy 0, so say so before any work."""
     shown = ", ".join(repr(str(v)) for v in sorted(values, key=str)[:4])
-    if any(_as_number(v) is not None and _as_int(v) is None and _as_number(v) % 1
-           for v in values):
+    if any((number := _as_number(v)) is not None and number % 1 for v in values):
         raise ConfigError(f"label_column: {where} column {label!r} holds fractional numbers "
                           f"({shown}, …): a score to regress, not classes; Spry trains "
                           "classifiers: bin the scores into classes, or set label_column to "
