@@ -37,6 +37,7 @@ def test_from_flat_is_the_same_schema():
 
 @pytest.mark.parametrize("overrides, field", [
     ({"nope": 1}, "unknown config key"),
+    ({"out_dir": "x"}, "'out_dir': did you mean 'output_dir'"),
     ({"rounds": "many"}, "rounds: expected int"),
     ({"tangents": 0}, "tangents: must be > 0"),
     ({"dirichlet_alpha": 0}, "dirichlet_alpha: must be > 0"),

@@ -151,10 +151,34 @@ def test_the_usual_label_and_text_column_names_are_found(tmp_path):
     assert load_task(Config(dataset=str(both))).columns["label_column"] == "label"
     assert load_task(Config(dataset=str(both), label_column="sentiment")).label_names == (
         "neg", "pos")
+    # No usual name: the one column beside the text is the label; with two, say which
+    one = tmp_path / "one.jsonl"
+    one.write_text('{"text": "ok", "is_positive": true}\n{"text": "bad", "is_positive": false}\n')
+    task = load_task(Config(dataset=str(one)))
+    assert task.columns["label_column"] == "is_positive"
+    assert task.label_names == ("False", "True") and task.train.labels == [1, 0]
     none = tmp_path / "none.csv"
-    none.write_text("text,verdict\nok,pos\n")
+    none.write_text("text,verdict,notes\nok,pos,x\n")
     with pytest.raises(ConfigError, match="label_column: .* no column 'label'.*verdict"):
         load_task(Config(dataset=str(none)))
+
+
+def test_labels_are_read_without_stray_spaces_and_case_twins_are_refused(tmp_path):
+    spaced = tmp_path / "spaced.csv"
+    spaced.write_text('text,label\na,"pos "\nb,neg\nc,pos\n')
+    test = tmp_path / "test.csv"
+    test.write_text('text,label\nd," neg"\n')
+    task = load_task(Config(dataset=str(spaced), test_file=str(test)))
+    assert task.label_names == ("neg", "pos") and task.train.labels == [1, 0, 1]
+    assert task.test.labels == [0]
+    twins = tmp_path / "twins.csv"
+    twins.write_text("text,label\na,Positive\nb,positive\nc,negative\n")
+    with pytest.raises(ConfigError, match="differ only in case \\('Positive' / 'positive'\\)"
+                       ".*label_names=Positive,negative,positive"):
+        load_task(Config(dataset=str(twins)))
+    # named distinct by the user, they are three classes
+    kept = load_task(Config(dataset=str(twins), label_names=["Positive", "negative", "positive"]))
+    assert kept.train.labels == [0, 2, 1]
 
 
 def test_a_label_column_of_scores_or_ids_is_refused_before_any_work(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from pathlib import Path
@@ -45,8 +46,12 @@ def coerced_values(schema: type, values: Mapping[str, Any]) -> dict[str, Any]:
     known = {f.name for f in dataclasses.fields(schema)}
     unknown = sorted(set(values) - known)
     if unknown:
+        # a misspelt key is the usual cause: name the nearest valid key first
+        near = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
+        hint = "; ".join(f"{k!r}: did you mean {m[0]!r}?" for k, m in near.items() if m)
         raise ConfigError(
-            f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(known))}"
+            f"unknown config key(s) {unknown}{'; ' + hint if hint else ''}; "
+            f"valid keys: {', '.join(sorted(known))}"
         )
     hints = typing.get_type_hints(schema)
     return {k: _coerce(v, hints[k]) for k, v in values.items()}

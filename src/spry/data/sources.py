@@ -142,9 +142,9 @@ def _columns(text: str, pair: str | None, label: str) -> dict[str, str | None]:
 
 
 def resolve_columns(columns: list[str], cfg: Config, where: str) -> tuple[str, str | None, str]:
-    """(text, pair, label) columns: the settings where given, else the usual names; a
-    label column the data lacks is refused here."""
-    label = cfg.label_column or next((c for c in LABEL_COLUMNS if c in columns), "label")
+    """(text, pair, label) columns: the settings where given, else the usual names, else
+    (for the label) the one column left beside the text; a label column the data lacks is
+    refused here."""
     text, pair = cfg.text_column, cfg.pair_column
     if text is None and pair is None:
         layout = next((lay for lay in PAIR_LAYOUTS if set(lay) <= set(columns)), None)
@@ -155,11 +155,16 @@ def resolve_columns(columns: list[str], cfg: Config, where: str) -> tuple[str, s
     if text is None:
         raise ConfigError(f"text_column: {where} has columns {columns}; set "
                           "text_column=<the column holding the text>")
-    if label not in columns:
-        raise _no_label_column(where, label, columns)
     if pair is None and cfg.pair_column is None:
         pair = next((second for first, second in PAIR_LAYOUTS
                      if first == text and second in columns), None)
+    label = cfg.label_column or next((c for c in LABEL_COLUMNS if c in columns), None)
+    if label is None:
+        # a file of a text and one more column (`is_positive`, `topic`): that one is the label
+        rest = [c for c in columns if c not in (text, pair)]
+        label = rest[0] if len(rest) == 1 else "label"
+    if label not in columns:
+        raise _no_label_column(where, label, columns)
     return text, pair, label
 
 
@@ -219,8 +224,9 @@ def _infer_label_names(rows: Rows, label: str, where: str) -> tuple[str, ...]:
         raise ConfigError(f"dataset: {where} has no rows")
     for i, row in enumerate(rows.rows):
         _check_label(row.get(label), label, where, rows.name(i))
-    values = {row[label] for row in rows.rows}
+    values = {_label_key(row[label]) for row in rows.rows}
     _refuse_non_classes(values, len(rows), label, where)
+    _refuse_case_twins(values, label, where)
     as_ints = [_as_int(v) for v in values]
     if all(v is not None for v in as_ints):
         if min(as_ints) == 0:
@@ -243,6 +249,28 @@ def _refuse_non_classes(values: set, rows: int, label: str, where: str) -> None:
         raise ConfigError(f"label_column: {where} column {label!r} has {len(values)} distinct "
                           f"values in {rows} rows ({shown}, …): ids or free text, not "
                           "classes; set label_column to the class column")
+
+
+def _label_key(value):
+    """A label as the label set knows it: a string without its surrounding whitespace
+    (`positive ` from a hand-edited csv is `positive`), anything else as it is."""
+    return value.strip() if isinstance(value, str) else value
+
+
+def _refuse_case_twins(values: set, label: str, where: str) -> None:
+    """Labels that differ only in case (`Positive`, `positive`) are most often one class
+    written two ways; training them as two would split it. Which it is, only the user
+    knows: say so, with both ways out."""
+    by_folded: dict[str, list[str]] = {}
+    for v in values:
+        by_folded.setdefault(str(v).casefold(), []).append(str(v))
+    twins = [sorted(group) for group in by_folded.values() if len(group) > 1]
+    if twins:
+        shown = "; ".join(" / ".join(repr(v) for v in group) for group in sorted(twins))
+        every = ",".join(sorted(str(v) for v in values))
+        raise ConfigError(f"label_column: {where} column {label!r} has labels that differ "
+                          f"only in case ({shown}): if they are one class, write them alike "
+                          f"in the file; if they are distinct classes, set label_names={every}")
 
 
 def _as_number(value) -> float | None:
@@ -335,7 +363,7 @@ def _to_examples(rows: Rows, text: str, pair: str | None, label: str,
     for i, row in enumerate(rows.rows):
         raw = row.get(label)
         _check_label(raw, label, where, rows.name(i))
-        index = lookup.get(str(raw))
+        index = lookup.get(str(_label_key(raw)))
         if index is None:
             as_int = _as_int(raw)
             index = None if as_int is None else as_int - offset
