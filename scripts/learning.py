@@ -175,29 +175,29 @@ METHODS = {
     "fedmezo-paper": ("FedMeZO (recipe=paper)", ("method=fedmezo", "recipe=paper")),
 }
 SST2_ONLY = ("spry-tiny-lda-lr3e-2", "spry-tiny-lda-k4", "spry-tiny-lda-example",
-             "split-tiny-lda", "spry-tiny-lda-yogi")
+             "split-tiny-lda")
 """Variants of Spry's default asked of SST-2 alone (at α=1.0, the cell with three seeds of
-every method beside them; the exact split and the default FedYogi server at α=0.1
-too: ONLY_IN); the other cells neither run nor list them."""
-ONLY_IN = {"split-tiny-lda": (("sst2", 1.0), ("sst2", 0.1)),
-           "spry-tiny-lda-yogi": (("sst2", 1.0), ("sst2", 0.1))}
+every method beside them; the exact split at α=0.1 too: ONLY_IN); the other cells neither
+run nor list them."""
+ONLY_IN = {"split-tiny-lda": (("sst2", 1.0), ("sst2", 0.1))}
 MAIN = ("fedavg", "spry", "spry-guided", "head", "fedfgd", "fedmezo", "fwdllm", "spry-inputs",
         "spry-a", "fedavg-a", "spry-tiny", "fedfgd-tiny", "fedmezo-tiny", "fedavg-tiny",
         "spry-tiny-k4", "spry-tiny-avgm", "spry-tiny-bf16", "spry-tiny-nodrop",
         "fedfgd-tiny-nodrop", "spry-tiny-bf16tan", "head-lda", "spry-tiny-lda",
-        "fedavg-tiny-lda", "fedfgd-tiny-lda", *SST2_ONLY)
+        "fedavg-tiny-lda", "fedfgd-tiny-lda", "spry-tiny-lda-yogi", *SST2_ONLY)
 PAPER = ("spry-paper", "fedmezo-paper")
 RUN_ORDER = ("fedavg", "spry", "head", "fedmezo", "fedfgd", "spry-tiny", "fedavg-tiny",
              "fedfgd-tiny", "fedmezo-tiny", "spry-inputs", "spry-a", "fedavg-a", "spry-guided",
              "spry-paper", "fwdllm", "fedmezo-paper", "spry-tiny-k4", "spry-tiny-avgm",
              "spry-tiny-bf16", "spry-tiny-nodrop", "fedfgd-tiny-nodrop", "spry-tiny-bf16tan",
-             "head-lda", "spry-tiny-lda", "fedavg-tiny-lda", "fedfgd-tiny-lda", *SST2_ONLY)
+             "head-lda", "spry-tiny-lda", "fedavg-tiny-lda", "fedfgd-tiny-lda",
+             "spry-tiny-lda-yogi", *SST2_ONLY)
 
 
 LATER = ("spry-guided", "spry-paper", "fwdllm", "fedmezo-paper", "spry-tiny-k4",
          "spry-tiny-avgm", "spry-tiny-bf16", "spry-tiny-nodrop", "fedfgd-tiny-nodrop",
          "spry-tiny-bf16tan", "head-lda", "spry-tiny-lda", "fedavg-tiny-lda",
-         "fedfgd-tiny-lda", *SST2_ONLY)
+         "fedfgd-tiny-lda", "spry-tiny-lda-yogi", *SST2_ONLY)
 """Rows that run after every data set's fast main-table rows: the paper table and FwdLLM
 (2-3x slower a step), so a session that ends early leaves the main table complete."""
 
