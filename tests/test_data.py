@@ -223,3 +223,33 @@ def test_recipes_read_the_shared_files(name, n_labels, has_test, data_dir):
     assert (task.test is not None) == has_test
     if has_test:
         assert set(task.test.labels) == set(range(n_labels))
+
+
+def test_a_csv_separated_by_semicolons_or_pipes_is_read_by_its_delimiter(tmp_path):
+    for delimiter in (";", "|", "\t"):
+        path = tmp_path / "export.csv"  # a spreadsheet's export in many locales
+        path.write_text(f'text{delimiter}label\n"ok, fine"{delimiter}pos\nbad{delimiter}neg\n')
+        task = load_task(Config(dataset=str(path)))
+        assert task.train.texts == ["ok, fine", "bad"] and task.label_names == ("neg", "pos")
+    one = tmp_path / "one.csv"  # one column: nothing splits it, and it is not a task
+    one.write_text("text\nok\n")
+    with pytest.raises(ConfigError, match="label_column"):
+        load_task(Config(dataset=str(one)))
+
+
+def test_a_folder_of_splits_is_read_as_train_and_test(tmp_path):
+    (tmp_path / "train.csv").write_text("text,label\na,x\nb,y\nc,x\n")
+    (tmp_path / "dev.csv").write_text("text,label\nd,y\n")
+    (tmp_path / "README.md").write_text("notes")
+    task = load_task(Config(dataset=str(tmp_path)))
+    assert task.train.texts == ["a", "b", "c"] and task.test.texts == ["d"]
+    assert task.test.labels == [1]
+    with pytest.raises(ConfigError, match="already has a held-out test split"):
+        load_task(Config(dataset=str(tmp_path), test_fraction=0.2))
+    (tmp_path / "test.jsonl").write_text('{"text": "e", "label": "x"}\n')
+    with pytest.raises(ConfigError, match="2 test files .*dev.csv.*test.jsonl"):
+        load_task(Config(dataset=str(tmp_path)))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="folder .*empty has no training file .*train.csv"):
+        load_task(Config(dataset=str(empty)))

@@ -99,7 +99,8 @@ class Config:
     # --- data ------------------------------------------------------------------------
     dataset: str = "sentiment"
     """A recipe (sentiment, sst2, ag_news, snli, mnli, yahoo, yelp_polarity, multirc,
-    squad_v2), a hub id, or a local csv/tsv/json/jsonl/parquet file."""
+    squad_v2), a hub id, a local csv/tsv/json/jsonl/parquet file, or a folder of them
+    named by split (train.csv, and test.csv or dev.csv as the held-out split)."""
     data_dir: str | None = None
     """Where recipes find their local files; defaults to $SPRY_DATA_DIR."""
     test_file: str | None = None

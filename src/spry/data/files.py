@@ -8,6 +8,8 @@ parquet, whose rows have no line of their own.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,12 @@ from spry.config import ConfigError
 
 FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json",
                 ".parquet": "parquet"}
+DELIMITERS = (",", ";", "\t", "|")
+"""What a .csv may be separated by (spreadsheets in many locales write `;`), in the order
+a tie is broken."""
+SPLIT_NAMES = {"train": ("train", "training"),
+               "test": ("test", "testing", "dev", "validation", "valid", "val", "eval")}
+"""The file stems a dataset folder's splits go by (`train.csv`, `test.jsonl`, ...)."""
 
 
 @dataclass
@@ -50,7 +58,8 @@ def read_rows(path: Path, columns: tuple[str, ...] | None = None,
         raise ConfigError(f"dataset: {path} is empty; give a file with {layout}")
     options = dict(csv_options or {})
     if fmt == "csv":
-        options.setdefault("delimiter", "\t" if path.suffix.lower() == ".tsv" else ",")
+        options.setdefault("delimiter", "\t" if path.suffix.lower() == ".tsv"
+                           else sniff_delimiter(path))
         if columns:
             options.update(column_names=list(columns), header=None)
         # Texts like "NA" or "null" stay text; labels are mapped below whatever their type.
@@ -64,6 +73,44 @@ def read_rows(path: Path, columns: tuple[str, ...] | None = None,
                           f"{str(exc)[:300]})") from None
     rows = list(ds)
     return Rows(path, rows, _line_numbers(path, fmt, len(rows), header=not columns))
+
+
+def sniff_delimiter(path: Path, probe: int = 1 << 16) -> str:
+    """The delimiter of a .csv: of `DELIMITERS`, the one that splits the first lines into
+    the same number (> 1) of fields; `,` where none does (a one-column file)."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        sample = f.read(probe)
+    if len(sample) == probe:  # a cut last line would count wrong
+        sample = sample[:sample.rfind("\n") + 1] or sample
+    for delimiter in DELIMITERS:
+        widths = {len(r) for r in list(csv.reader(io.StringIO(sample), delimiter=delimiter))[:50]
+                  if r}
+        if len(widths) == 1 and widths.pop() > 1:
+            return delimiter
+    return ","
+
+
+def split_files(folder: Path) -> tuple[Path, Path | None]:
+    """(train, test or None) of a dataset folder: its files named by `SPLIT_NAMES` in one
+    of the formats read here."""
+    found: dict[str, list[Path]] = {split: [] for split in SPLIT_NAMES}
+    for file in sorted(folder.iterdir()):
+        for split, stems in SPLIT_NAMES.items():
+            if file.is_file() and file.stem.lower() in stems and (
+                    file.suffix.lower() in FILE_FORMATS):
+                found[split].append(file)
+    held = sorted(f.name for f in folder.iterdir())[:10]
+    if not found["train"]:
+        raise ConfigError(
+            f"dataset: folder {folder} has no training file (it holds {held}); name it "
+            f"train.csv (or .tsv, .json, .jsonl, .parquet) with its held-out split beside it "
+            "as test.csv, or give dataset=<the training file>")
+    for split, files in found.items():
+        if len(files) > 1:
+            raise ConfigError(f"dataset: folder {folder} has {len(files)} {split} files "
+                              f"({[f.name for f in files]}); keep one, or give "
+                              f"dataset=<the training file> and test_file=<the test file>")
+    return found["train"][0], (found["test"][0] if found["test"] else None)
 
 
 def _blank(path: Path, probe: int = 1 << 16) -> bool:

@@ -12,7 +12,7 @@ import torch
 
 from spry.config import Config, ConfigError
 from spry.data import synthetic
-from spry.data.files import FILE_FORMATS, Rows, read_rows
+from spry.data.files import FILE_FORMATS, Rows, read_rows, split_files
 from spry.data.examples import Examples
 from spry.data.recipes import LABEL_OFFSETS, RECIPES, FileSpec
 from spry.seeds import derive_seed, generator
@@ -170,8 +170,12 @@ def resolve_columns(columns: list[str], cfg: Config, where: str) -> tuple[str, s
 
 def _load_files(cfg: Config) -> Task:
     given = tuple(cfg.column_names) if cfg.column_names else None
-    train_rows = read_rows(Path(cfg.dataset), columns=given)
-    test_rows = read_rows(Path(cfg.test_file), columns=given) if cfg.test_file else None
+    train_path, test_path = Path(cfg.dataset), Path(cfg.test_file) if cfg.test_file else None
+    if train_path.is_dir():  # a folder of splits: train.csv and, where it has one, test.csv
+        train_path, found = split_files(train_path)
+        test_path = test_path or found
+    train_rows = read_rows(train_path, columns=given)
+    test_rows = read_rows(test_path, columns=given) if test_path else None
     columns = list(train_rows.rows[0].keys()) if train_rows.rows else []
     try:
         text, pair, label = resolve_columns(columns, cfg, cfg.dataset)
@@ -181,8 +185,8 @@ def _load_files(cfg: Config) -> Task:
         raise
     names = tuple(cfg.label_names) if cfg.label_names else _infer_label_names(
         train_rows, label, cfg.dataset)
-    train = _to_examples(train_rows, text, pair, label, names, where=cfg.dataset)
-    test = (_to_examples(test_rows, text, pair, label, names, where=cfg.test_file)
+    train = _to_examples(train_rows, text, pair, label, names, where=str(train_path))
+    test = (_to_examples(test_rows, text, pair, label, names, where=str(test_path))
             if test_rows is not None else None)
     return Task(Path(cfg.dataset).stem, train, test, names, _columns(text, pair, label))
 
