@@ -253,3 +253,19 @@ def test_a_folder_of_splits_is_read_as_train_and_test(tmp_path):
     empty.mkdir()
     with pytest.raises(ConfigError, match="folder .*empty has no training file .*train.csv"):
         load_task(Config(dataset=str(empty)))
+
+
+def test_a_question_answer_file_is_a_pair_and_unread_text_columns_are_named(tmp_path):
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"question": "is it good?", "answer": "yes, it is", "label": 1}\n'
+                  '{"question": "is it bad?", "answer": "not at all", "label": 0}\n')
+    task = load_task(Config(dataset=str(qa)))
+    assert task.columns["pair_column"] == "answer" and task.train.pairs == ["yes, it is",
+                                                                             "not at all"]
+    extra = tmp_path / "extra.csv"  # a second text column beside an id, a date, a category
+    extra.write_text("id,text,notes,date,topic,label\n"
+                     "1,good,a long note that nobody reads here,2024-01-01,films,1\n"
+                     "2,bad,another long note nobody reads at all,2024-01-02,films,0\n")
+    task = load_task(Config(dataset=str(extra)))
+    assert task.unread == ("notes",)
+    assert load_task(Config(dataset=str(extra), pair_column="notes")).unread == ()

@@ -77,6 +77,11 @@ def build(cfg: Config) -> Experiment:
     task = load_task(cfg)
     cfg = cfg.replace(**(task.columns or {}), label_names=list(task.label_names))
     log.info("%s", describe_task(task))
+    if task.unread:
+        log.warning("column(s) %s hold text and are not read: the model sees column %r%s only; "
+                    "to give one as the second text of a pair, set pair_column=%s",
+                    list(task.unread), cfg.text_column,
+                    f" and {cfg.pair_column!r}" if cfg.pair_column else "", task.unread[0])
     log.info("tokenizing and dealing %d examples to %d clients (Dirichlet α=%g)",
              len(task.train), cfg.num_clients, cfg.dirichlet_alpha)
     head = head_of(cfg)

@@ -28,7 +28,8 @@ PAIR_LAYOUTS = (("premise", "hypothesis"), ("sentence1", "sentence2"),
                 ("sentence_a", "sentence_b"), ("text_a", "text_b"), ("text1", "text2"),
                 ("question1", "question2"), ("question", "passage"), ("question", "context"),
                 ("question", "paragraph"), ("question", "sentence"), ("query", "passage"),
-                ("query", "document"), ("claim", "evidence"))
+                ("query", "document"), ("claim", "evidence"), ("question", "answer"),
+                ("query", "response"), ("prompt", "response"))
 """The usual sentence-pair layouts (first text, second text), detected when pair_column is
 unset: a file with both columns is read as pairs."""
 
@@ -43,6 +44,9 @@ class Task:
     """The columns read (text_column, pair_column, label_column), where the data has them."""
     label_words: tuple[str, ...] | None = None
     """What a verbalizer head scores per label, where the task names them (its recipe)."""
+    unread: tuple[str, ...] = ()
+    """A file's columns that hold text but are not read (neither text, pair nor label):
+    the run names them, as a second text left out changes the task."""
 
 
 def load_task(cfg: Config) -> Task:
@@ -188,7 +192,21 @@ def _load_files(cfg: Config) -> Task:
     train = _to_examples(train_rows, text, pair, label, names, where=str(train_path))
     test = (_to_examples(test_rows, text, pair, label, names, where=str(test_path))
             if test_rows is not None else None)
-    return Task(Path(cfg.dataset).stem, train, test, names, _columns(text, pair, label))
+    return Task(Path(cfg.dataset).stem, train, test, names, _columns(text, pair, label),
+                unread=_text_columns(train_rows, set(columns) - {text, pair, label}))
+
+
+def _text_columns(rows: Rows, columns: set[str]) -> tuple[str, ...]:
+    """Those of `columns` that read as text: strings, mostly distinct, 20 characters or
+    more on average (not an id, a date, a category or a number)."""
+    sample = rows.rows[:1000]
+    found = []
+    for column in sorted(columns):
+        values = [v for r in sample if isinstance(v := r.get(column), str) and v.strip()]
+        if (len(values) > len(sample) / 2 and len(set(values)) > len(values) / 2
+                and sum(map(len, values)) / len(values) >= 20):
+            found.append(column)
+    return tuple(found)
 
 
 def _load_hub(cfg: Config, test_split: str | None = "test", name: str | None = None) -> Task:
