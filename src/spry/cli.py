@@ -1,4 +1,5 @@
-"""`spry run | units | bench | models | plot | compare` — parse arguments and call one function."""
+"""`spry run | units | bench | models | plot | compare | predict` — parse arguments and
+call one function."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ def quiet_libraries() -> None:
     import warnings
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DATASETS_VERBOSITY", "error")
     for noisy in ("transformers", "datasets", "httpx", "huggingface_hub", "peft", "filelock"):
@@ -75,6 +77,17 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", default="plots/curves",
                       help="file stem: writes STEM.png, STEM.svg (and STEM_memory.*)")
     plot.add_argument("--formats", default="png,svg", help="comma-separated, e.g. png")
+    predict = sub.add_parser("predict", help="a finished run's model on new texts: a csv of "
+                             "predicted labels and probabilities",
+                             description="Predict the labels of DATA (a file or folder read as "
+                             "the run read its data; a label column is optional and, where "
+                             "present, scored) with RUN_DIR's final model.")
+    predict.add_argument("run_dir", metavar="RUN_DIR")
+    predict.add_argument("data", metavar="DATA")
+    predict.add_argument("--out", help="the csv to write (default: "
+                         "RUN_DIR/predictions/<DATA's stem>.csv)")
+    predict.add_argument("overrides", nargs="*", metavar="key=value",
+                         help="device, eval_batch_size, eval_dtype or threads")
     compare = sub.add_parser("compare", help="a Markdown table of accuracy, time to a target, "
                              "bytes and peak memory per run")
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -110,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command in ("plot", "compare"):
             _results(args)
+            return 0
+        if args.command == "predict":
+            _predict(args)
             return 0
         if args.command == "run" and args.resume:
             from spry.runner import run
@@ -169,6 +185,17 @@ def _summary(out) -> None:
                   "example: its test accuracy is the majority-class rate, not learning")
     print(f"bytes up {last['bytes_up_total']:,}, bytes down {last['bytes_down_total']:,}, "
           f"elapsed {last['elapsed_seconds']:.1f} s")
+
+
+def _predict(args) -> None:
+    from spry.predict import predict
+
+    made = predict(args.run_dir, args.data, args.out, args.overrides)
+    scored = ("" if made.accuracy is None
+              else f"; accuracy {made.accuracy:.4f}, loss {made.loss:.4f} against its label "
+              "column")
+    print(f"{made.count} predictions: {made.path}{scored}")
+    print("predicted: " + ", ".join(f"{n} {c}" for n, c in made.counts.items()))
 
 
 def _models(args) -> None:

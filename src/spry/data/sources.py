@@ -149,6 +149,19 @@ def resolve_columns(columns: list[str], cfg: Config, where: str) -> tuple[str, s
     """(text, pair, label) columns: the settings where given, else the usual names, else
     (for the label) the one column left beside the text; a label column the data lacks is
     refused here."""
+    text, pair = text_columns(columns, cfg, where)
+    label = cfg.label_column or next((c for c in LABEL_COLUMNS if c in columns), None)
+    if label is None:
+        # a file of a text and one more column (`is_positive`, `topic`): that one is the label
+        rest = [c for c in columns if c not in (text, pair)]
+        label = rest[0] if len(rest) == 1 else "label"
+    if label not in columns:
+        raise _no_label_column(where, label, columns)
+    return text, pair, label
+
+
+def text_columns(columns: list[str], cfg: Config, where: str) -> tuple[str, str | None]:
+    """(text, pair) columns: the settings where given, else the usual names and layouts."""
     text, pair = cfg.text_column, cfg.pair_column
     if text is None and pair is None:
         layout = next((lay for lay in PAIR_LAYOUTS if set(lay) <= set(columns)), None)
@@ -162,14 +175,7 @@ def resolve_columns(columns: list[str], cfg: Config, where: str) -> tuple[str, s
     if pair is None and cfg.pair_column is None:
         pair = next((second for first, second in PAIR_LAYOUTS
                      if first == text and second in columns), None)
-    label = cfg.label_column or next((c for c in LABEL_COLUMNS if c in columns), None)
-    if label is None:
-        # a file of a text and one more column (`is_positive`, `topic`): that one is the label
-        rest = [c for c in columns if c not in (text, pair)]
-        label = rest[0] if len(rest) == 1 else "label"
-    if label not in columns:
-        raise _no_label_column(where, label, columns)
-    return text, pair, label
+    return text, pair
 
 
 def _load_files(cfg: Config) -> Task:
@@ -246,7 +252,7 @@ def _infer_label_names(rows: Rows, label: str, where: str) -> tuple[str, ...]:
         raise ConfigError(f"dataset: {where} has no rows")
     for i, row in enumerate(rows.rows):
         _check_label(row.get(label), label, where, rows.name(i))
-    values = {_label_key(row[label]) for row in rows.rows}
+    values = {label_key(row[label]) for row in rows.rows}
     _refuse_non_classes(values, len(rows), label, where)
     _refuse_case_twins(values, label, where)
     as_ints = [_as_int(v) for v in values]
@@ -273,7 +279,7 @@ def _refuse_non_classes(values: set, rows: int, label: str, where: str) -> None:
                           "classes; set label_column to the class column")
 
 
-def _label_key(value):
+def label_key(value):
     """A label as the label set knows it: a string without its surrounding whitespace
     (`positive ` from a hand-edited csv is `positive`), anything else as it is."""
     return value.strip() if isinstance(value, str) else value
@@ -351,7 +357,7 @@ def _check_label(value, label: str, where: str, row: str) -> None:
                           f"{label!r}; give every row a label, or drop the row")
 
 
-def _check_text(value, column: str, setting: str, where: str, row: str) -> str:
+def check_text(value, column: str, setting: str, where: str, row: str) -> str:
     if value is None or not str(value).strip():
         raise ConfigError(f"{setting}: {where} {row} has "
                           f"{'no value' if value is None else 'an empty text'} in column "
@@ -385,7 +391,7 @@ def _to_examples(rows: Rows, text: str, pair: str | None, label: str,
     for i, row in enumerate(rows.rows):
         raw = row.get(label)
         _check_label(raw, label, where, rows.name(i))
-        index = lookup.get(str(_label_key(raw)))
+        index = lookup.get(str(label_key(raw)))
         if index is None:
             as_int = _as_int(raw)
             index = None if as_int is None else as_int - offset
@@ -394,9 +400,9 @@ def _to_examples(rows: Rows, text: str, pair: str | None, label: str,
         if index is None or not 0 <= index < len(names):
             raise ConfigError(f"label_names: {where} {rows.name(i)} has label {raw!r}, outside "
                               f"the label set {list(names)}; fix the data or set label_names")
-        value = _check_text(row.get(text), text, "text_column", where, rows.name(i))
+        value = check_text(row.get(text), text, "text_column", where, rows.name(i))
         texts.append(value.replace("\\n", " ").replace("\\", " "))
         if pair:
-            pairs.append(_check_text(row.get(pair), pair, "pair_column", where, rows.name(i)))
+            pairs.append(check_text(row.get(pair), pair, "pair_column", where, rows.name(i)))
         labels.append(index)
     return Examples(texts, labels, pairs)

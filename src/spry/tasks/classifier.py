@@ -79,20 +79,30 @@ def task_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
 
 
 @torch.no_grad()
+def predict_logits(model: nn.Module, data: Encoded, tokenizer, cfg: Config) -> torch.Tensor:
+    """(examples, labels) float32 logits over a classification split, on the CPU, in the
+    split's order (computed in length order, which pads least)."""
+    model.eval()
+    rows_done, parts = [], []
+    for rows, batch in indexed_batches(data, tokenizer, cfg.eval_batch_size):
+        batch = {k: v.to(cfg.device) for k, v in batch.items() if k != "labels"}
+        rows_done += rows
+        parts.append(model(**batch).logits.float().cpu())
+    if not parts:
+        return torch.empty(0, 0)
+    logits = torch.empty(len(data), parts[0].shape[-1])
+    logits[torch.tensor(rows_done)] = torch.cat(parts)
+    return logits
+
+
 def predict_labels(model: nn.Module, data: Encoded, tokenizer, cfg: Config
                    ) -> tuple[list[int], list[int], float]:
     """(predicted labels, gold labels, summed cross-entropy) over a classification split,
-    in the split's order (computed in length order, which pads least)."""
-    model.eval()
-    predictions, loss = [0] * len(data), 0.0
-    for rows, batch in indexed_batches(data, tokenizer, cfg.eval_batch_size):
-        batch = {k: v.to(cfg.device) for k, v in batch.items()}
-        labels = batch.pop("labels")
-        logits = model(**batch).logits.float()
-        loss += float(F.cross_entropy(logits, labels, reduction="sum"))
-        for row, label in zip(rows, logits.argmax(-1).tolist()):
-            predictions[row] = label
-    return predictions, list(data.labels), loss
+    in the split's order."""
+    logits = predict_logits(model, data, tokenizer, cfg)
+    labels = list(data.labels)
+    loss = float(F.cross_entropy(logits, torch.tensor(labels), reduction="sum")) if labels else 0.0
+    return logits.argmax(-1).tolist(), labels, loss
 
 
 def evaluate(model: nn.Module, data: Encoded, tokenizer, cfg: Config) -> tuple[int, int, float]:

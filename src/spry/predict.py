@@ -1,0 +1,178 @@
+"""`spry predict RUN_DIR DATA`: a finished run's model on new texts.
+
+The model is rebuilt as the run built it (its config.yaml, the same seeded
+initialisation, so TinyLoRA's frozen projections and any frozen LoRA factors are the
+run's), and the final trainable weights (trainable.safetensors: adapters and head) are
+loaded into it. DATA is read as the run read its own data: the same text, pair and label
+columns and label set; a label column is optional (with one, the accuracy is reported).
+The predictions are written as a csv: the text (and pair), the label where given, the
+predicted label, its probability, and each label's probability.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from spry.config import Config, ConfigError
+from spry.data.examples import Examples
+from spry.data.files import read_rows
+from spry.data.recipes import RECIPES
+from spry.data.sources import check_text, label_key, text_columns
+from spry.resume import FINAL
+from spry.seeds import derive_seed, seeded_global_rng
+
+CLASSIFYING_HEADS = ("classifier", "verbalizer")
+"""The task heads whose output is one label per example; the QA heads answer with spans
+or text, which `spry predict` does not write."""
+PREDICT_OVERRIDES = ("device", "eval_batch_size", "eval_dtype", "threads")
+"""What may differ from the run's settings when predicting: where and how fast, never
+what the model is."""
+
+
+@dataclass
+class Predictions:
+    path: Path
+    count: int
+    accuracy: float | None
+    """Against DATA's label column, where it has one."""
+    loss: float | None
+    """The mean cross-entropy against it (metrics.jsonl's test_loss on a run's test file)."""
+    counts: dict[str, int]
+    """How many examples each label was predicted for."""
+
+
+def predict(run_dir: str | Path, data: str | Path, out: str | Path | None = None,
+            overrides: list[str] | None = None) -> Predictions:
+    """Predict DATA's labels with RUN_DIR's final model; write them to `out` (default
+    RUN_DIR/predictions/<DATA's stem>.csv)."""
+    from safetensors.torch import load_file
+
+    from spry.client import eval_precision
+    from spry.models import load_tokenizer, load_trainable, trainable_params
+    from spry.tasks.classifier import predict_logits
+    from spry.tasks.heads import head_of
+
+    cfg = _run_config(Path(run_dir), overrides or [])
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    names = tuple(cfg.label_names)
+    texts, pairs, labels = _read(Path(data), cfg, names)
+    tokenizer = load_tokenizer(cfg)
+    head = head_of(cfg)
+    encoded = head.encode(Examples(texts, labels or [0] * len(texts), pairs), tokenizer,
+                          cfg.max_length)
+    with seeded_global_rng(derive_seed(cfg.seed, "init")):  # as spry.experiment.build
+        model = head.load_model(cfg, len(names), tokenizer.pad_token_id,
+                                _label_words(cfg) or names)
+    weights = load_file(str(Path(run_dir) / FINAL))
+    expected = set(trainable_params(model))
+    if set(weights) != expected:
+        raise ConfigError(f"predict: {Path(run_dir) / FINAL} holds {len(weights)} tensors that "
+                          f"do not fit the model its config.yaml builds ({len(expected)} "
+                          "trainable tensors); it was not written by this run's settings")
+    load_trainable(model, weights)
+    with eval_precision(cfg):
+        logits = predict_logits(model, encoded, tokenizer, cfg)
+    probabilities = logits.softmax(-1)
+    predicted = probabilities.argmax(-1).tolist()
+    path = Path(out) if out else Path(run_dir) / "predictions" / f"{Path(data).stem}.csv"
+    _write(path, texts, pairs, labels, predicted, probabilities, names)
+    accuracy = loss = None
+    if labels:
+        accuracy = sum(p == y for p, y in zip(predicted, labels)) / len(labels)
+        loss = float(torch.nn.functional.cross_entropy(logits, torch.tensor(labels)))
+    counts = {n: predicted.count(i) for i, n in enumerate(names)}
+    return Predictions(path, len(texts), accuracy, loss, counts)
+
+
+def _run_config(run_dir: Path, overrides: list[str]) -> Config:
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise ConfigError(f"predict: {run_dir} has no config.yaml; give a directory that "
+                          "`spry run` wrote")
+    if not (run_dir / FINAL).is_file():
+        raise ConfigError(f"predict: {run_dir} has no {FINAL}: the run did not finish; "
+                          f"finish it with `spry run --resume {run_dir}` (it needs "
+                          "checkpoint_every), or predict with a finished run")
+    bad = [o for o in overrides if o.partition("=")[0].strip() not in PREDICT_OVERRIDES]
+    if bad:
+        raise ConfigError(f"predict: the run's settings make the model; only "
+                          f"{', '.join(k + '=' for k in PREDICT_OVERRIDES)} may change, "
+                          f"not {bad}")
+    cfg = Config.from_yaml(config, overrides)
+    if cfg.task_head not in CLASSIFYING_HEADS:
+        raise ConfigError(f"predict: the run's task_head={cfg.task_head!r} answers with "
+                          f"text, not labels; spry predict takes runs of task_head="
+                          f"{' or '.join(CLASSIFYING_HEADS)}")
+    if not cfg.label_names:
+        raise ConfigError(f"predict: {config} records no label_names; it was written by an "
+                          "older spry: predict with a run of this version")
+    return cfg
+
+
+def _label_words(cfg: Config) -> tuple[str, ...] | None:
+    """What the run's verbalizer scored per label: its setting, else its recipe's."""
+    if cfg.label_words:
+        return tuple(cfg.label_words)
+    recipe = RECIPES.get(cfg.dataset)
+    return None if recipe is None else recipe.label_words
+
+
+def _read(path: Path, cfg: Config, names: tuple[str, ...]
+          ) -> tuple[list[str], list[str] | None, list[int] | None]:
+    """DATA's texts (and pairs), and its labels as indices into the run's label set where
+    it has the run's label column."""
+    if path.is_dir():
+        raise ConfigError(f"predict: {path} is a folder; give the file to predict")
+    rows = read_rows(path)
+    columns = list(rows.rows[0]) if rows.rows else []
+    if cfg.column_names and cfg.text_column not in columns and path.suffix.lower() in (
+            ".csv", ".tsv"):
+        # the run's files had no header row: nor has this one, unless it names the column
+        rows = read_rows(path, columns=tuple(cfg.column_names))
+        columns = list(cfg.column_names)
+    if not rows.rows:
+        raise ConfigError(f"predict: {path} has no rows")
+    for setting in ("text_column", "pair_column"):
+        column = getattr(cfg, setting)
+        if column is not None and column not in columns:
+            raise ConfigError(f"predict: {path} has no column {column!r}, which the run read "
+                              f"as its {setting.removesuffix('_column')}; its columns are "
+                              f"{sorted(columns)}: name that column {column!r}")
+    text, pair = text_columns(columns, cfg, str(path))
+    texts = [check_text(r.get(text), text, "text_column", str(path), rows.name(i))
+             for i, r in enumerate(rows.rows)]
+    pairs = ([check_text(r.get(pair), pair, "pair_column", str(path), rows.name(i))
+              for i, r in enumerate(rows.rows)] if pair else None)
+    label = cfg.label_column or "label"
+    if label not in columns:
+        return texts, pairs, None
+    lookup = {n: i for i, n in enumerate(names)}
+    labels = []
+    for i, r in enumerate(rows.rows):
+        index = lookup.get(str(label_key(r.get(label))))
+        if index is None:
+            raise ConfigError(f"predict: {path} {rows.name(i)} has label {r.get(label)!r}, "
+                              f"which the run did not train on (its labels: {list(names)}); "
+                              f"fix the label, or drop column {label!r} to predict without "
+                              "scoring")
+        labels.append(index)
+    return texts, pairs, labels
+
+
+def _write(path: Path, texts, pairs, labels, predicted, probabilities, names) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = ["text", *(["pair"] if pairs else []), *(["label"] if labels else []),
+              "predicted", "probability", *(f"p({n})" for n in names)]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for i, text in enumerate(texts):
+            p = probabilities[i].tolist()
+            w.writerow([text, *([pairs[i]] if pairs else []),
+                        *([names[labels[i]]] if labels else []), names[predicted[i]],
+                        f"{p[predicted[i]]:.4f}", *(f"{x:.4f}" for x in p)])
