@@ -216,6 +216,20 @@ def test_quiet_cli_run_says_what_it_does_without_library_noise(tiny_bert, tmp_pa
         assert said in text, said
 
 
+def test_a_run_says_when_max_length_cuts_most_texts(tiny_bert, tmp_path, caplog):
+    from spry.experiment import build
+
+    long = [{"text": " ".join(f"word{j}" for j in range(40)) + f" {i}", "label": i % 2}
+            for i in range(24)]
+    path = _jsonl(tmp_path / "long.jsonl", long)
+    for max_length, said in ((16, True), (128, False)):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="spry.experiment"):
+            build(Config(model=tiny_bert, dataset=path, num_clients=2, clients_per_round=2,
+                         max_length=max_length, output_dir=str(tmp_path)))
+        assert ("100% of the training texts reach max_length=16 tokens" in caplog.text) is said
+
+
 def test_progress_within_a_round_names_the_clients_done(tiny_config, caplog, monkeypatch):
     monkeypatch.setattr("spry.progress.CLIENT_LOG_SECONDS", 0.0)
     with caplog.at_level(logging.INFO, logger="spry.experiment"):

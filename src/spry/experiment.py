@@ -65,6 +65,10 @@ class Experiment:
         self.driver = self.driver or self.server
 
 
+CUT_WARNING = 0.25
+"""The share of truncated training texts above which a run says so before it starts."""
+
+
 def build(cfg: Config) -> Experiment:
     """Everything a run needs; every input is checked here, before the first round.
     The Experiment's cfg is the resolved one: the columns and label names the data used."""
@@ -86,6 +90,11 @@ def build(cfg: Config) -> Experiment:
              len(task.train), cfg.num_clients, cfg.dirichlet_alpha)
     head = head_of(cfg)
     data = build_federated_data(cfg, tokenizer, task, encoder=head.encode)
+    if cfg.task_head in ("classifier", "verbalizer") and (
+            cut := data.cut_share(cfg.max_length)) > CUT_WARNING:
+        log.warning("%.0f%% of the training texts reach max_length=%d tokens and are cut "
+                    "there; if what decides their label may come later, raise max_length "
+                    "(a step's cost grows about in proportion)", 100 * cut, cfg.max_length)
     log.info("loading %s (peft=%s)", cfg.model, cfg.peft)
     # Head and adapter initialisation read the global RNG inside transformers/peft.
     with seeded_global_rng(derive_seed(cfg.seed, "init")):

@@ -34,6 +34,12 @@ class FederatedData:
     def num_labels(self) -> int:
         return len(self.task.label_names)
 
+    def cut_share(self, max_length: int) -> float:
+        """The share of the clients' training examples encoded at max_length tokens: cut
+        there by truncation (or exactly that long)."""
+        lengths = [c.train.length(i) for c in self.clients for i in range(len(c.train))]
+        return sum(n >= max_length for n in lengths) / max(len(lengths), 1)
+
 
 def build_federated_data(cfg: Config, tokenizer, task: Task | None = None,
                          encoder: Callable = encode) -> FederatedData:
