@@ -13,9 +13,11 @@ from spry.experiment import run
 from spry.predict import predict
 
 
-def _nli(path, n, offset=0, header=True):
+def _nli(path, n, offset=0):
     labels = ("entailment", "neutral", "contradiction")
-    rows = [{"premise": f"a person is walking {i}", "hypothesis": f"someone moves {i % 5}",
+    # some premises carry AG News's backslash line breaks, which both read as spaces
+    rows = [{"premise": f"a person is walking {i}" + ("\\n fast" * (i % 4 == 1)),
+             "hypothesis": f"someone moves {i % 5}",
              "label": labels[i % 3]} for i in range(offset, offset + n)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)

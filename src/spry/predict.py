@@ -21,7 +21,7 @@ from spry.config import Config, ConfigError
 from spry.data.examples import Examples
 from spry.data.files import read_rows
 from spry.data.recipes import RECIPES
-from spry.data.sources import check_text, label_key, text_columns
+from spry.data.sources import check_text, label_key, model_text, text_columns
 from spry.resume import FINAL
 from spry.seeds import derive_seed, seeded_global_rng
 
@@ -144,7 +144,7 @@ def _read(path: Path, cfg: Config, names: tuple[str, ...]
                               f"as its {setting.removesuffix('_column')}; its columns are "
                               f"{sorted(columns)}: name that column {column!r}")
     text, pair = text_columns(columns, cfg, str(path))
-    texts = [check_text(r.get(text), text, "text_column", str(path), rows.name(i))
+    texts = [model_text(check_text(r.get(text), text, "text_column", str(path), rows.name(i)))
              for i, r in enumerate(rows.rows)]
     pairs = ([check_text(r.get(pair), pair, "pair_column", str(path), rows.name(i))
               for i, r in enumerate(rows.rows)] if pair else None)

@@ -365,6 +365,12 @@ def check_text(value, column: str, setting: str, where: str, row: str) -> str:
     return str(value)
 
 
+def model_text(value: str) -> str:
+    """A text as the model reads it: the backslash escapes some corpora write for a line
+    break (AG News: `\\n`, `\\`) read as spaces."""
+    return value.replace("\\n", " ").replace("\\", " ")
+
+
 def _as_int(value) -> int | None:
     if isinstance(value, bool):
         return None
@@ -400,8 +406,8 @@ def _to_examples(rows: Rows, text: str, pair: str | None, label: str,
         if index is None or not 0 <= index < len(names):
             raise ConfigError(f"label_names: {where} {rows.name(i)} has label {raw!r}, outside "
                               f"the label set {list(names)}; fix the data or set label_names")
-        value = check_text(row.get(text), text, "text_column", where, rows.name(i))
-        texts.append(value.replace("\\n", " ").replace("\\", " "))
+        texts.append(model_text(check_text(row.get(text), text, "text_column", where,
+                                           rows.name(i))))
         if pair:
             pairs.append(check_text(row.get(pair), pair, "pair_column", where, rows.name(i)))
         labels.append(index)
