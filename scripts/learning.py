@@ -169,13 +169,19 @@ METHODS = {
     "spry-tiny-lda-yogi": ("Spry, TinyLoRA, no dropout, LDA head, FedYogi server (η 1e-2)",
                            tiny("spry", "train_dropout=false", "head_init=lda",
                                 server=("server_optimizer=fedyogi", "server_lr=1e-2"))),
+    # FwdLLM (up to 2 perturbations a step, kept by their variance) from the same LDA head on
+    # TinyLoRA, no dropout: the main table's last zeroth-order method with the same head
+    # treatment as Spry's default (FedMeZO equals FedFGD on TinyLoRA by construction).
+    "fwdllm-tiny-lda": ("FwdLLM (2 perturbations), TinyLoRA, no dropout, LDA head",
+                        tiny("fwdllm", "fwdllm_max_perturbations=2", "train_dropout=false",
+                             "head_init=lda")),
     # The paper's recipe: its head (random, on the architecture's [CLS] pooler, trained by
     # the estimator), one shared tangent, AdamW 1e-4, FedYogi 1e-2.
     "spry-paper": ("Spry (recipe=paper)", ("method=spry", "recipe=paper")),
     "fedmezo-paper": ("FedMeZO (recipe=paper)", ("method=fedmezo", "recipe=paper")),
 }
 SST2_ONLY = ("spry-tiny-lda-lr3e-2", "spry-tiny-lda-k4", "spry-tiny-lda-example",
-             "split-tiny-lda")
+             "split-tiny-lda", "fwdllm-tiny-lda")
 """Variants of Spry's default asked of SST-2 alone (at α=1.0, the cell with three seeds of
 every method beside them; the exact split at α=0.1 too: ONLY_IN); the other cells neither
 run nor list them."""
