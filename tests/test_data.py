@@ -231,6 +231,12 @@ def test_a_csv_separated_by_semicolons_or_pipes_is_read_by_its_delimiter(tmp_pat
         path.write_text(f'text{delimiter}label\n"ok, fine"{delimiter}pos\nbad{delimiter}neg\n')
         task = load_task(Config(dataset=str(path)))
         assert task.train.texts == ["ok, fine", "bad"] and task.label_names == ("neg", "pos")
+    # a text holding the delimiter unquoted would shift its row: named, not read
+    loose = tmp_path / "loose.csv"
+    loose.write_text('text,label\n"ok, fine",pos\nbad, awful,neg\n')
+    with pytest.raises(ConfigError, match="loose.csv line 3 has 3 fields separated by ',', "
+                                          "where the header names 2 .*quote a text"):
+        load_task(Config(dataset=str(loose)))
     one = tmp_path / "one.csv"  # one column: nothing splits it, and it is not a task
     one.write_text("text\nok\n")
     with pytest.raises(ConfigError, match="label_column"):

@@ -60,6 +60,8 @@ def read_rows(path: Path, columns: tuple[str, ...] | None = None,
     if fmt == "csv":
         options.setdefault("delimiter", "\t" if path.suffix.lower() == ".tsv"
                            else sniff_delimiter(path))
+        if "quoting" not in options:  # a recipe's own quoting reads its file its way
+            _refuse_extra_fields(path, options["delimiter"], columns)
         if columns:
             options.update(column_names=list(columns), header=None)
         # Texts like "NA" or "null" stay text; labels are mapped below whatever their type.
@@ -88,6 +90,23 @@ def sniff_delimiter(path: Path, probe: int = 1 << 16) -> str:
         if len(widths) == 1 and widths.pop() > 1:
             return delimiter
     return ","
+
+
+def _refuse_extra_fields(path: Path, delimiter: str, columns: tuple[str, ...] | None) -> None:
+    """A row with more fields than the header names is a text that holds the delimiter
+    unquoted: pandas would read its first field as an index and shift the rest, silently
+    (`I loved it, truly` under the header `text` becomes ` truly`). Name the line instead."""
+    shown = {"\t": "tab", ",": "','", ";": "';'", "|": "'|'"}[delimiter]
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        names = list(columns) if columns else next((r for r in reader if r), [])
+        for record in reader:
+            if len(record) > len(names):
+                raise ConfigError(
+                    f"dataset: {path} line {reader.line_num} has {len(record)} fields "
+                    f"separated by {shown}, where {'column_names' if columns else 'the header'} "
+                    f"names {len(names)} ({', '.join(names)}): quote a text that holds a "
+                    f"{shown} (\"...\"), or save the file as tab-separated .tsv")
 
 
 def split_files(folder: Path) -> tuple[Path, Path | None]:
