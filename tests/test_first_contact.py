@@ -329,3 +329,13 @@ def test_plots_lead_with_held_out_test_accuracy_and_say_what_each_line_is(tmp_pa
         for r in rows))
     svg = plot([only_test], tmp_path / "fig2", formats=("svg",))[0].read_text()
     assert "held-out test accuracy" in svg  # one accuracy: the y axis names it
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_a_device_this_machine_lacks_is_refused_before_a_run_directory_is_made(tmp_path,
+                                                                              capsys):
+    for device, said in (("cuda", "sees no CUDA GPU"), ("tpu", "not a torch device")):
+        assert main(["run", f"device={device}", f"output_dir={tmp_path / 'runs'}"]) == 2
+        err = capsys.readouterr().err
+        assert f"device: '{device}'" in err and said in err, err
+    assert not (tmp_path / "runs").exists()

@@ -30,7 +30,7 @@ from spry.data import FederatedData, build_federated_data, load_task
 from spry.engines import LocalEngine
 from spry.engines.protocol import Engine
 from spry.metrics import MetricsLog
-from spry.models import (HEAD_UNIT, check_max_length, list_units, load_tokenizer,
+from spry.models import (HEAD_UNIT, check_device, check_max_length, list_units, load_tokenizer,
                          load_trainable, trainable_state)
 from spry.per_iteration import LocalStepEngine, PerIterationServer
 from spry.seeds import derive_seed, seeded_global_rng
@@ -190,6 +190,7 @@ def run(cfg: Config, progress: bool = True, engine: Engine | None = None,
     if engine is None and cfg.engine == "flower":
         raise ConfigError("engine: engine=flower runs through spry.runner.run (Flower's "
                           "runtime hands this loop its engine)")
+    check_device(cfg.device)  # before the run directory is made
     out = Path(resume_dir) if resume_dir is not None else run_dir_for(cfg)
     with RunLock(out):  # one writer per run directory, taken before anything is read
         return _run(cfg, out, progress, engine, resume_dir is not None)

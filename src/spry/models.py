@@ -283,3 +283,25 @@ def _tinylora_groups(model: nn.Module) -> dict[str, str]:
 def _short(module_path: str) -> str:
     """Drop peft's wrapper prefix so unit names read like the model's own modules."""
     return module_path.removeprefix("base_model.model.")
+
+
+def check_device(device: str) -> None:
+    """`device` names one this machine has: checked before any work, where torch would
+    fail later, deep in loading, with a traceback."""
+    try:
+        where = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"device: {device!r} is not a torch device ({exc}); use cpu, cuda "
+                          "or cuda:N") from None
+    if where.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {device!r}, but this torch ({torch.__version__}) sees no "
+                              "CUDA GPU (a CPU build, or no GPU visible); use device=cpu")
+        if where.index is not None and where.index >= torch.cuda.device_count():
+            raise ConfigError(f"device: {device!r}, but this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s); use cuda:0 to "
+                              f"cuda:{torch.cuda.device_count() - 1}")
+    elif where.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device: {device!r}, but this torch has no MPS device; use cpu")
+    elif where.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device: {device!r}; Spry runs on cpu, cuda or mps")

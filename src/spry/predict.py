@@ -22,6 +22,7 @@ from spry.data.examples import Examples
 from spry.data.files import read_rows
 from spry.data.recipes import RECIPES
 from spry.data.sources import check_text, label_key, model_text, text_columns
+from spry.models import check_device
 from spry.resume import FINAL
 from spry.seeds import derive_seed, seeded_global_rng
 
@@ -104,6 +105,7 @@ def _run_config(run_dir: Path, overrides: list[str]) -> Config:
                           f"{', '.join(k + '=' for k in PREDICT_OVERRIDES)} may change, "
                           f"not {bad}")
     cfg = Config.from_yaml(config, overrides)
+    check_device(cfg.device)
     if cfg.task_head not in CLASSIFYING_HEADS:
         raise ConfigError(f"predict: the run's task_head={cfg.task_head!r} answers with "
                           f"text, not labels; spry predict takes runs of task_head="

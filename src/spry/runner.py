@@ -11,10 +11,12 @@ from pathlib import Path
 
 from spry import experiment
 from spry.config import Config, ConfigError
+from spry.models import check_device
 
 
 def run(cfg: Config, progress: bool = True, resume_dir: str | Path | None = None) -> Path:
     """Run every round of `cfg`; return the run directory (spry.experiment.run)."""
+    check_device(cfg.device)
     if cfg.engine == "flower":
         if resume_dir is not None:
             raise ConfigError("--resume: engine=flower runs are not resumed yet; resume with "
