@@ -275,3 +275,21 @@ def test_a_question_answer_file_is_a_pair_and_unread_text_columns_are_named(tmp_
     task = load_task(Config(dataset=str(extra)))
     assert task.unread == ("notes",)
     assert load_task(Config(dataset=str(extra), pair_column="notes")).unread == ()
+
+
+def test_a_latin1_file_and_unusual_column_names_are_refused_with_the_fix(tmp_path):
+    latin = tmp_path / "spam.csv"  # a spreadsheet's Windows-1252 export, as many are
+    latin.write_bytes("v1,v2,,\nham,see you at the café,,\nspam,WIN £900 now,,\n"
+                      .encode("cp1252"))
+    with pytest.raises(ConfigError, match="spam.csv is not UTF-8 text \\(byte 0xe9 at line 2"
+                                          ".*iconv -f cp1252 -t utf-8"):
+        load_task(Config(dataset=str(latin)))
+    utf8 = tmp_path / "utf8.csv"
+    utf8.write_text("v1,v2,,\nham,see you at the café,,\nspam,WIN £900 now,,\n")
+    with pytest.raises(ConfigError, match="set text_column=.*by their values here: "
+                                          "text_column=v2 label_column=v1"):
+        load_task(Config(dataset=str(utf8)))
+    with pytest.raises(ConfigError, match="values here: label_column=v1\\)$"):
+        load_task(Config(dataset=str(utf8), text_column="v2"))
+    task = load_task(Config(dataset=str(utf8), text_column="v2", label_column="v1"))
+    assert task.train.texts[0] == "see you at the café" and task.label_names == ("ham", "spam")

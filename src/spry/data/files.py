@@ -8,6 +8,7 @@ parquet, whose rows have no line of their own.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -56,6 +57,8 @@ def read_rows(path: Path, columns: tuple[str, ...] | None = None,
     if fmt != "parquet" and _blank(path):
         layout = "a header row and one row a line" if fmt == "csv" else "one JSON object a line"
         raise ConfigError(f"dataset: {path} is empty; give a file with {layout}")
+    if fmt != "parquet":
+        _refuse_non_utf8(path)
     options = dict(csv_options or {})
     if fmt == "csv":
         options.setdefault("delimiter", "\t" if path.suffix.lower() == ".tsv"
@@ -90,6 +93,31 @@ def sniff_delimiter(path: Path, probe: int = 1 << 16) -> str:
         if len(widths) == 1 and widths.pop() > 1:
             return delimiter
     return ","
+
+
+def _refuse_non_utf8(path: Path, probe: int = 1 << 20) -> None:
+    """Text files are read as UTF-8 (a BOM is fine); a file saved by a spreadsheet as
+    Windows-1252 or Latin-1 is named with its first bad byte and line, and the fix."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, lines = 0, 1
+    with open(path, "rb") as f:
+        while piece := f.read(probe):
+            try:
+                decoder.decode(piece)
+            except UnicodeDecodeError as exc:
+                bad = piece[exc.start]
+                line = lines + piece[:exc.start].count(b"\n")
+                raise ConfigError(
+                    f"dataset: {path} is not UTF-8 text (byte 0x{bad:02x} at line {line}, "
+                    f"offset {offset + exc.start}: perhaps Windows-1252 or Latin-1); save it as "
+                    f"UTF-8, e.g. iconv -f cp1252 -t utf-8 {path.name} > utf8-{path.name}"
+                    ) from None
+            offset, lines = offset + len(piece), lines + piece.count(b"\n")
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise ConfigError(f"dataset: {path} ends in the middle of a UTF-8 character: it was "
+                          "cut short; save it whole") from None
 
 
 def _refuse_extra_fields(path: Path, delimiter: str, columns: tuple[str, ...] | None) -> None:

@@ -192,6 +192,7 @@ def _load_files(cfg: Config) -> Task:
     except ConfigError as exc:
         if given is None:
             _raise_if_headerless(train_rows, exc)
+        _raise_with_guess(train_rows, exc, cfg)
         raise
     names = tuple(cfg.label_names) if cfg.label_names else _infer_label_names(
         train_rows, label, cfg.dataset)
@@ -336,16 +337,38 @@ def _raise_if_headerless(rows: Rows, cause: ConfigError) -> None:
 
 
 def _guess_column_names(rows: Rows, names: list[str]) -> list[str]:
-    """`label` for the column with the fewest distinct values (then the shortest), `text`
-    for the one with the longest values, `column<i>` for the rest: a guess the user checks."""
+    """`label` and `text` where `_guess_roles` puts them, `column<i>` for the rest: a guess
+    the user checks."""
+    text, label = _guess_roles(rows, names)
+    return ["label" if n == label else "text" if n == text else f"column{i + 1}"
+            for i, n in enumerate(names)]
+
+
+def _guess_roles(rows: Rows, names: list[str]) -> tuple[str | None, str | None]:
+    """(text, label) by their values: the text the column with the longest values, the
+    label the one with the fewest distinct values (two or more; then the shortest) among
+    the rest; None where no column fits."""
     sample = rows.rows[:1000]
-    distinct = [len({str(r.get(n)) for r in sample}) for n in names]
-    length = [sum(len(str(r.get(n))) for r in sample) for n in names]
-    label = min(range(len(names)), key=lambda i: (distinct[i], length[i]))
-    text = max((i for i in range(len(names)) if i != label), key=lambda i: length[i],
-               default=None)
-    return ["label" if i == label else "text" if i == text else f"column{i + 1}"
-            for i in range(len(names))]
+    values = {n: [str(v) for r in sample if (v := r.get(n)) is not None and str(v).strip()]
+              for n in names}
+    length = {n: sum(map(len, vs)) for n, vs in values.items()}
+    text = max((n for n in names if values[n]), key=lambda n: length[n], default=None)
+    label = min((n for n in names if n != text and len(set(values[n])) >= 2),
+                key=lambda n: (len(set(values[n])), length[n]), default=None)
+    return text, label
+
+
+def _raise_with_guess(rows: Rows, cause: ConfigError, cfg: Config) -> None:
+    """A file whose columns have none of the usual names: the error says which columns
+    look like the text and the label, as settings to copy (those not set already)."""
+    if not rows.rows:
+        return
+    text, label = _guess_roles(rows, list(rows.rows[0]))
+    guess = " ".join(f"{setting}={name}" for setting, name in
+                     (("text_column", text), ("label_column", label))
+                     if name is not None and getattr(cfg, setting) is None)
+    if guess:
+        raise ConfigError(f"{cause} (by their values here: {guess})") from None
 
 
 def _check_label(value, label: str, where: str, row: str) -> None:
