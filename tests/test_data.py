@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 
 import pytest
@@ -293,3 +294,12 @@ def test_a_latin1_file_and_unusual_column_names_are_refused_with_the_fix(tmp_pat
         load_task(Config(dataset=str(utf8), text_column="v2"))
     task = load_task(Config(dataset=str(utf8), text_column="v2", label_column="v1"))
     assert task.train.texts[0] == "see you at the café" and task.label_names == ("ham", "spam")
+
+
+@pytest.mark.parametrize("label, said", [([0, 2], "a list of labels .*multi-label"),
+                                         ({"name": "a"}, "an object in column 'label'")])
+def test_a_label_that_is_a_list_or_an_object_is_refused(tmp_path, label, said):
+    path = tmp_path / "odd.jsonl"
+    path.write_text(json.dumps({"text": "ok", "label": label}) + "\n")
+    with pytest.raises(ConfigError, match="odd.jsonl line 1 has " + said):
+        load_task(Config(dataset=str(path)))

@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--formats", default="png,svg", help="comma-separated, e.g. png")
     predict = sub.add_parser("predict", help="a finished run's model on new texts: a csv of "
                              "predicted labels and probabilities",
-                             description="Predict the labels of DATA (a file or folder read as "
+                             description="Predict the labels of DATA (a file, read as "
                              "the run read its data; a label column is optional and, where "
                              "present, scored) with RUN_DIR's final model.")
     predict.add_argument("run_dir", metavar="RUN_DIR")

@@ -103,6 +103,8 @@ def _default_text(f: dataclasses.Field) -> str:
     if f.name in RECIPE_DEFAULTS["spry"]:
         spry, paper = (RECIPE_DEFAULTS[r][f.name] for r in ("spry", "paper"))
         return f"{_show(spry)} ({_show(paper)} with recipe=paper)"
+    if f.name == "clients_per_round":
+        return f"{config.CLIENTS_PER_ROUND} (num_clients where fewer)"
     if f.name == "server_lr":
         return "1.0 (fedavg, fedavgm), 0.01 (fedadam, fedyogi)"
     if f.name == "client_lr":

@@ -18,11 +18,12 @@ from spry.config.choices import (ASSIGNMENTS, CLIENT_OPTIMIZERS, COMMUNICATIONS,
                                  SERVER_OPTIMIZERS, SHARED_TANGENT_DEFAULT, TANGENT_SHARINGS,
                                  TASK_HEADS, ConfigError)
 from spry.config.defaults import (BACKPROP_TRAIN_DROPOUT, CHOICE_DEFAULTS, CLASS_MEAN_HEAD_LR,
-                                  CLIENT_LR, RECIPE_DEFAULTS, SERVER_LR, TINYLORA_CLIENT_LR)
+                                  CLIENT_LR, CLIENTS_PER_ROUND, RECIPE_DEFAULTS, SERVER_LR,
+                                  TINYLORA_CLIENT_LR)
 from spry.config.schema import Config
 
 __all__ = ["ASSIGNMENTS", "BACKPROP_TRAIN_DROPOUT", "CHOICE_DEFAULTS", "CLASS_MEAN_HEAD_LR",
-           "CLIENT_LR", "CLIENT_OPTIMIZERS", "COMMUNICATIONS", "CONTEXTS", "Config",
+           "CLIENT_LR", "CLIENTS_PER_ROUND", "CLIENT_OPTIMIZERS", "COMMUNICATIONS", "CONTEXTS", "Config",
            "ConfigError", "DTYPES", "ENGINES", "HEAD_GRADIENTS", "HEAD_INITS", "HEAD_MODES",
            "METHODS", "NO_EXAMPLE_TANGENTS", "ON_ALL_CLIENTS_FAILED", "PEFT_METHODS",
            "POOLED_HEAD_INITS", "POOLINGS", "RECIPES", "RECIPE_DEFAULTS", "SERVER_LR",

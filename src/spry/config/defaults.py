@@ -57,12 +57,20 @@ CLASS_MEAN_HEAD_LR = 1e-4
 # finetuning; only the estimators lose by its mask (noise in their estimate, a multiply on
 # every tangent).
 BACKPROP_TRAIN_DROPOUT = True
-CHOICE_DEFAULTS = ("server_lr", "client_lr", "head_lr")  # in this order: head_lr reads client_lr
+# M, the clients a round samples: the paper's 10, or every client where there are fewer
+# (num_clients=4 alone is a complete setting, not an error).
+CLIENTS_PER_ROUND = 10
+CHOICE_DEFAULTS = ("clients_per_round", "server_lr", "client_lr", "head_lr")
+"""In this order: head_lr reads client_lr."""
 ADAMS = ("adam", "adamw")
 
 
 def resolved_default(cfg: Config, name: str) -> tuple[Any, str]:
     """(value, the settings it follows) for a setting left unset."""
+    if name == "clients_per_round":
+        if not isinstance(cfg.num_clients, int):  # the type check names num_clients next
+            return CLIENTS_PER_ROUND, "num_clients"
+        return min(CLIENTS_PER_ROUND, cfg.num_clients), f"num_clients={cfg.num_clients}"
     if name == "server_lr":
         return SERVER_LR[cfg.server_optimizer], f"server_optimizer={cfg.server_optimizer}"
     if name == "client_lr":

@@ -151,8 +151,8 @@ class Config:
     and seeds down every step (docs/per_iteration.md)."""
     rounds: int = 10
     """Server rounds."""
-    clients_per_round: int = 10
-    """M, the clients sampled each round."""
+    clients_per_round: int | None = None
+    """M, the clients sampled each round (10, or num_clients where that is fewer)."""
     assignment: str = "rotating"
     """How units are dealt to a round's clients: `rotating` (offset by round), `static`,
     `random`, or `contiguous` for speed: each client a block of neighbouring units, so a

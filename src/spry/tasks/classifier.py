@@ -78,31 +78,40 @@ def task_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
     return classification_loss(model, batch)
 
 
+def _batch_logits(model: nn.Module, data: Encoded, tokenizer, cfg: Config):
+    """(rows, float32 logits, labels) for each evaluation batch of a split, in length
+    order (which pads least)."""
+    model.eval()
+    for rows, batch in indexed_batches(data, tokenizer, cfg.eval_batch_size):
+        batch = {k: v.to(cfg.device) for k, v in batch.items()}
+        labels = batch.pop("labels")
+        yield rows, model(**batch).logits.float(), labels
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, data: Encoded, tokenizer, cfg: Config) -> torch.Tensor:
     """(examples, labels) float32 logits over a classification split, on the CPU, in the
-    split's order (computed in length order, which pads least)."""
-    model.eval()
-    rows_done, parts = [], []
-    for rows, batch in indexed_batches(data, tokenizer, cfg.eval_batch_size):
-        batch = {k: v.to(cfg.device) for k, v in batch.items() if k != "labels"}
-        rows_done += rows
-        parts.append(model(**batch).logits.float().cpu())
-    if not parts:
+    split's order."""
+    done = [(rows, logits.cpu()) for rows, logits, _ in _batch_logits(model, data, tokenizer, cfg)]
+    if not done:
         return torch.empty(0, 0)
-    logits = torch.empty(len(data), parts[0].shape[-1])
-    logits[torch.tensor(rows_done)] = torch.cat(parts)
-    return logits
+    out = torch.empty(len(data), done[0][1].shape[-1])
+    for rows, logits in done:
+        out[torch.tensor(rows)] = logits
+    return out
 
 
+@torch.no_grad()
 def predict_labels(model: nn.Module, data: Encoded, tokenizer, cfg: Config
                    ) -> tuple[list[int], list[int], float]:
     """(predicted labels, gold labels, summed cross-entropy) over a classification split,
     in the split's order."""
-    logits = predict_logits(model, data, tokenizer, cfg)
-    labels = list(data.labels)
-    loss = float(F.cross_entropy(logits, torch.tensor(labels), reduction="sum")) if labels else 0.0
-    return logits.argmax(-1).tolist(), labels, loss
+    predictions, loss = [0] * len(data), 0.0
+    for rows, logits, labels in _batch_logits(model, data, tokenizer, cfg):
+        loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+        for row, label in zip(rows, logits.argmax(-1).tolist()):
+            predictions[row] = label
+    return predictions, list(data.labels), loss
 
 
 def evaluate(model: nn.Module, data: Encoded, tokenizer, cfg: Config) -> tuple[int, int, float]:
