@@ -274,13 +274,14 @@ three times the client steps, and does Spry keep up with backprop?"""
 SEEDS = (1, 2)
 SEEDED = ("head-lda", "spry-tiny-lda", "fedavg-tiny-lda", "fedfgd-tiny-lda")
 SEED_CELLS = {("sst2", 1.0): (*SEEDED, "spry-tiny-lda-k4", "spry-tiny-lda-example",
-                               "split-tiny-lda", "spry-tiny-lda-yogi"),
+                               "split-tiny-lda", "spry-tiny-lda-yogi", "fwdllm-tiny-lda",
+                               "spry-tiny-lda-guided"),
               ("sst2", 0.1): ("head-lda", "spry-tiny-lda", "split-tiny-lda", "fedavg-tiny-lda",
                               "fedfgd-tiny-lda", "spry-tiny-lda-yogi")}
 """Cells run again from the LDA head under other run seeds (seed 0 is the grid's run;
-SEED_CELLS: every main method, the exact split (backprop_split) and Spry at K=4, with
-per-example tangents on SST-2 α=1.0; the main methods, the exact split and the default
-FedYogi server in both SST-2 cells):
+SEED_CELLS: every main method, the exact split (backprop_split), Spry at K=4, with
+per-example tangents or the guided tangent, and FwdLLM on SST-2 α=1.0; the main methods,
+the exact split and the default FedYogi server in both SST-2 cells):
 the seed draws the Dirichlet split, the sampled clients, the head's round-0 examples, the
 tangents and the dropout masks; the dev set stays the same. The differences the targets
 ask about (±1–2 points) are of the size of one run's spread, so they are read as means
