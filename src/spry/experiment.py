@@ -26,6 +26,7 @@ from torch import nn
 from spry import checkpoint
 from spry.client import held_out_metrics
 from spry.config import POOLED_HEAD_INITS, Config, ConfigError
+from spry.config.choices import LABEL_HEADS
 from spry.data import FederatedData, build_federated_data, load_task
 from spry.engines import LocalEngine
 from spry.engines.protocol import Engine
@@ -90,7 +91,7 @@ def build(cfg: Config) -> Experiment:
              len(task.train), cfg.num_clients, cfg.dirichlet_alpha)
     head = head_of(cfg)
     data = build_federated_data(cfg, tokenizer, task, encoder=head.encode)
-    if cfg.task_head in ("classifier", "verbalizer") and (
+    if cfg.task_head in LABEL_HEADS and (
             cut := data.cut_share(cfg.max_length)) > CUT_WARNING:
         log.warning("%.0f%% of the training texts reach max_length=%d tokens and are cut "
                     "there; if what decides their label may come later, raise max_length "

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from spry.config import Config, ConfigError
+from spry.config.choices import LABEL_HEADS
 from spry.data.examples import Examples
 from spry.data.files import read_rows
 from spry.data.recipes import RECIPES
@@ -26,9 +27,6 @@ from spry.models import check_device
 from spry.resume import FINAL
 from spry.seeds import derive_seed, seeded_global_rng
 
-CLASSIFYING_HEADS = ("classifier", "verbalizer")
-"""The task heads whose output is one label per example; the QA heads answer with spans
-or text, which `spry predict` does not write."""
 PREDICT_OVERRIDES = ("device", "eval_batch_size", "eval_dtype", "threads")
 """What may differ from the run's settings when predicting: where and how fast, never
 what the model is."""
@@ -106,10 +104,10 @@ def _run_config(run_dir: Path, overrides: list[str]) -> Config:
                           f"not {bad}")
     cfg = Config.from_yaml(config, overrides)
     check_device(cfg.device)
-    if cfg.task_head not in CLASSIFYING_HEADS:
+    if cfg.task_head not in LABEL_HEADS:
         raise ConfigError(f"predict: the run's task_head={cfg.task_head!r} answers with "
                           f"text, not labels; spry predict takes runs of task_head="
-                          f"{' or '.join(CLASSIFYING_HEADS)}")
+                          f"{' or '.join(LABEL_HEADS)}")
     if not cfg.label_names:
         raise ConfigError(f"predict: {config} records no label_names; it was written by an "
                           "older spry: predict with a run of this version")

@@ -40,6 +40,8 @@ DTYPES = ("float32", "float64", "bfloat16")
 PERSONALIZATIONS = ("global", "round")
 EVAL_DTYPES = ("bfloat16",)  # autocast's lower precision; None evaluates in `dtype`
 TASK_HEADS = ("classifier", "verbalizer", "span", "generate")
+LABEL_HEADS = ("classifier", "verbalizer")
+"""The task heads that give one label an example (the QA heads answer with spans or text)."""
 ON_ALL_CLIENTS_FAILED = ("continue", "stop")
 RECIPES = ("spry", "paper")
 POOLINGS = ("auto", "model", "cls", "mean", "max", "last")
