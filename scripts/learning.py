@@ -177,8 +177,9 @@ METHODS = {
                              "head_init=lda")),
     # Spry with the guided tangent (one more jvp a step along its units' last global update,
     # exact there, unbiased) on TinyLoRA from the LDA head: FwdLLM's prior-aligned
-    # perturbations (biased) lifted it above Spry here, and on TinyLoRA a unit's update is a
-    # direction in 16 numbers, not ~10^3 as on LoRA, where the guide did not help.
+    # perturbations (biased) led Spry under seed 0 (level over three seeds), and on TinyLoRA
+    # a unit's update is a direction in 16 numbers, not ~10^3 as on LoRA, where the guide
+    # did not help.
     "spry-tiny-lda-guided": ("Spry, TinyLoRA, no dropout, LDA head, guided tangent",
                              tiny("spry", "train_dropout=false", "head_init=lda",
                                   "guided_tangent=true")),
