@@ -22,7 +22,7 @@ from spry.config.choices import LABEL_HEADS
 from spry.data.examples import Examples
 from spry.data.files import read_rows
 from spry.data.recipes import RECIPES
-from spry.data.sources import check_text, label_key, model_text, text_columns
+from spry.data.sources import label_key, row_texts, text_columns
 from spry.models import check_device
 from spry.resume import FINAL
 from spry.seeds import derive_seed, seeded_global_rng
@@ -144,10 +144,9 @@ def _read(path: Path, cfg: Config, names: tuple[str, ...]
                               f"as its {setting.removesuffix('_column')}; its columns are "
                               f"{sorted(columns)}: name that column {column!r}")
     text, pair = text_columns(columns, cfg, str(path))
-    texts = [model_text(check_text(r.get(text), text, "text_column", str(path), rows.name(i)))
-             for i, r in enumerate(rows.rows)]
-    pairs = ([check_text(r.get(pair), pair, "pair_column", str(path), rows.name(i))
-              for i, r in enumerate(rows.rows)] if pair else None)
+    read = [row_texts(rows, i, text, pair, str(path)) for i in range(len(rows))]
+    texts = [first for first, _ in read]
+    pairs = [second for _, second in read] if pair else None
     label = cfg.label_column or "label"
     if label not in columns:
         return texts, pairs, None

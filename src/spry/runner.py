@@ -16,8 +16,8 @@ from spry.models import check_device
 
 def run(cfg: Config, progress: bool = True, resume_dir: str | Path | None = None) -> Path:
     """Run every round of `cfg`; return the run directory (spry.experiment.run)."""
-    check_device(cfg.device)
     if cfg.engine == "flower":
+        check_device(cfg.device)  # engine=local checks it in experiment.run
         if resume_dir is not None:
             raise ConfigError("--resume: engine=flower runs are not resumed yet; resume with "
                               "engine=local, or start the run again")

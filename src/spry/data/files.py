@@ -146,8 +146,8 @@ def split_files(folder: Path) -> tuple[Path, Path | None]:
             if file.is_file() and file.stem.lower() in stems and (
                     file.suffix.lower() in FILE_FORMATS):
                 found[split].append(file)
-    held = sorted(f.name for f in folder.iterdir())[:10]
     if not found["train"]:
+        held = sorted(f.name for f in folder.iterdir())[:10]
         raise ConfigError(
             f"dataset: folder {folder} has no training file (it holds {held}); name it "
             f"train.csv (or .tsv, .json, .jsonl, .parquet) with its held-out split beside it "

@@ -437,9 +437,19 @@ def _to_examples(rows: Rows, text: str, pair: str | None, label: str,
         if index is None or not 0 <= index < len(names):
             raise ConfigError(f"label_names: {where} {rows.name(i)} has label {raw!r}, outside "
                               f"the label set {list(names)}; fix the data or set label_names")
-        texts.append(model_text(check_text(row.get(text), text, "text_column", where,
-                                           rows.name(i))))
+        first, second = row_texts(rows, i, text, pair, where)
+        texts.append(first)
         if pair:
-            pairs.append(check_text(row.get(pair), pair, "pair_column", where, rows.name(i)))
+            pairs.append(second)
         labels.append(index)
     return Examples(texts, labels, pairs)
+
+
+def row_texts(rows: Rows, i: int, text: str, pair: str | None, where: str
+              ) -> tuple[str, str | None]:
+    """Row i's text as the model reads it (model_text) and its pair, each refused with the
+    row's line where missing or empty."""
+    row = rows.rows[i]
+    first = model_text(check_text(row.get(text), text, "text_column", where, rows.name(i)))
+    second = check_text(row.get(pair), pair, "pair_column", where, rows.name(i)) if pair else None
+    return first, second
