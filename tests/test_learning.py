@@ -511,3 +511,15 @@ def test_head_init_benchmark_scores_every_round_zero_head(tiny_sentence_model, t
     assert heads.count("lda") == len(bench.SHRINKAGES) * len(bench.SCALES)
     assert result["round_zero_examples"] <= 4 * 8 and result["held_out"] == 40
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in result["rows"])
+
+
+def test_round_zero_counts_toward_the_runs_elapsed_time(tiny_config, tiny_sentence_model):
+    # Round 0 is real work (a forward pass over every client's examples): the run's elapsed
+    # time, which max_wall_seconds caps and `spry compare` reads, starts before it.
+    from spry.experiment import run
+
+    out = run(tiny_config(model=tiny_sentence_model, head_init="lda", rounds=1), progress=False)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    zero, first = rows
+    assert zero["round"] == 0 and zero["elapsed_seconds"] >= zero["wall_seconds"] > 0
+    assert first["elapsed_seconds"] >= zero["elapsed_seconds"] + first["wall_seconds"]

@@ -115,15 +115,19 @@ def test_peak_memory_comes_from_the_bench_mode_of_the_method(tmp_path):
 
 
 def test_compare_table_marks_unfinished_runs(tmp_path):
-    a = _run_dir(tmp_path, "spry-run", _rows([0.5, 0.8]))
+    rows = _rows([0.5, 0.8])
+    rows[-1]["test_macro_f1"] = 0.7  # runs before 2026-12-07 wrote none: "–"
+    a = _run_dir(tmp_path, "spry-run", rows)
     b = _run_dir(tmp_path, "mezo-run", _rows([0.5, 0.6]), finished=False, method="fedmezo")
     text = compare([a, b])
     # Both runs have a held-out test split: it leads, and the target is on it.
     assert "Target: held-out test accuracy ≥ 0.590" in text
     lines = [line for line in text.splitlines() if line.startswith("| ")]
-    assert lines[0].startswith("| run | method | final test acc | best test acc | final gen. acc")
-    assert "| spry-run | spry | 0.790 | 0.790 | 0.800 | 0.800 |" in lines[1]
-    assert lines[2].startswith("| mezo-run (running or stopped) | fedmezo | 0.590 | 0.590 | 0.600 |")
+    assert lines[0].startswith("| run | method | final test acc | best test acc | "
+                               "final test macro-F1 | final gen. acc")
+    assert "| spry-run | spry | 0.790 | 0.790 | 0.700 | 0.800 | 0.800 |" in lines[1]
+    assert lines[2].startswith("| mezo-run (running or stopped) | fedmezo | 0.590 | 0.590 | – | "
+                               "0.600 |")
     assert "| 2.0 kB | 10.0 kB |" in lines[1]  # 2 rounds of 1000 up, 5000 down
 
 

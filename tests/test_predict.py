@@ -45,6 +45,10 @@ def test_predicting_the_runs_test_file_gives_its_final_test_accuracy(finished, t
     # the loss tells apart a model rebuilt otherwise (other frozen projections, no weights)
     assert made.loss == pytest.approx(final["test_loss"], rel=1e-5)
     assert made.path == out / "predictions" / "test.csv"
+    # macro-F1 and the per-class report count the same predictions as metrics.jsonl
+    assert made.macro_f1 == pytest.approx(final["test_macro_f1"])
+    assert set(made.report) <= {"entailment", "neutral", "contradiction"}
+    assert sum(support for *_, support in made.report.values()) == 18
     with open(made.path, newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["text", "pair", "label", "predicted", "probability",
@@ -60,6 +64,7 @@ def test_predicting_the_runs_test_file_gives_its_final_test_accuracy(finished, t
                                   + "\n" for r in rows))
     again = predict(out, unlabelled, out=tmp_path / "new.csv")
     assert again.accuracy is None and again.counts == made.counts
+    assert again.macro_f1 is None and again.report is None
 
 
 def test_predict_refuses_what_it_cannot_read_before_any_work(finished, tmp_path, capsys):
@@ -97,5 +102,10 @@ def test_a_headerless_runs_predictions_read_files_with_or_without_the_header(tin
     assert main(["predict", str(out), str(tmp_path / "bare.tsv")]) == 0
     assert main(["predict", str(out), str(tmp_path / "named.tsv")]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0].startswith("6 predictions: ") and "accuracy" in printed[0]
-    assert printed[0].split("accuracy")[1] == printed[2].split("accuracy")[1]  # and loss
+    scored = [line for line in printed if line.startswith("6 predictions: ")]
+    assert len(scored) == 2 and "accuracy" in scored[0]
+    assert scored[0].split("accuracy")[1] == scored[1].split("accuracy")[1]  # F1, loss too
+    # each labelled prediction prints the per-class report: a header and a row per label
+    assert printed.count("label  precision  recall  f1      support") == 2
+    rows = [line.split()[0] for line in printed if line.split()[0] in ("neg", "pos")]
+    assert rows == ["neg", "pos", "neg", "pos"]

@@ -174,7 +174,9 @@ def _summary(out) -> None:
         parts = []
         if e.get("test_accuracy") is not None:
             loss = "" if e.get("test_loss") is None else f", loss {e['test_loss']:.4f}"
-            parts.append(f"test accuracy {e['test_accuracy']:.4f}{loss} (held-out split)")
+            f1 = ("" if e.get("test_macro_f1") is None
+                  else f", macro-F1 {e['test_macro_f1']:.4f}")
+            parts.append(f"test accuracy {e['test_accuracy']:.4f}{f1}{loss} (held-out split)")
         parts.append(f"generalized accuracy {e['generalized_accuracy']:.4f} (clients' test "
                      "splits)")
         if e.get("personalized_accuracy") is not None:
@@ -192,10 +194,15 @@ def _predict(args) -> None:
 
     made = predict(args.run_dir, args.data, args.out, args.overrides)
     scored = ("" if made.accuracy is None
-              else f"; accuracy {made.accuracy:.4f}, loss {made.loss:.4f} against its label "
-              "column")
+              else f"; accuracy {made.accuracy:.4f}, macro-F1 {made.macro_f1:.4f}, loss "
+              f"{made.loss:.4f} against its label column")
     print(f"{made.count} predictions: {made.path}{scored}")
     print("predicted: " + ", ".join(f"{n} {c}" for n, c in made.counts.items()))
+    if made.report:
+        width = max(len("label"), *(len(n) for n in made.report))
+        print(f"{'label':<{width}}  precision  recall  f1      support")
+        for name, (precision, recall, f1, support) in made.report.items():
+            print(f"{name:<{width}}  {precision:<9.4f}  {recall:<6.4f}  {f1:<6.4f}  {support}")
 
 
 def _models(args) -> None:

@@ -66,8 +66,8 @@ def _config(path: Path) -> dict:
 
 # Row keys that are read as numbers (None where a round did not measure them).
 NUMBERS = ("train_loss", "generalized_accuracy", "personalized_accuracy", "test_accuracy",
-           "test_loss", "elapsed_seconds", "wall_seconds", "bytes_up", "bytes_down",
-           "bytes_up_total", "bytes_down_total", "test_predicted_classes")
+           "test_loss", "test_macro_f1", "elapsed_seconds", "wall_seconds", "bytes_up",
+           "bytes_down", "bytes_up_total", "bytes_down_total", "test_predicted_classes")
 
 
 def _complete_rows(path: Path) -> list[dict]:
@@ -218,6 +218,7 @@ def summarize(run: Run, target: float | None = None, bench: dict | None = None,
     tested = run.evaluated("test_accuracy")
     out["final_test"] = tested[-1]["test_accuracy"] if tested else None
     out["best_test"] = max(r["test_accuracy"] for r in tested) if tested else None
+    out["final_test_f1"] = tested[-1].get("test_macro_f1") if tested else None
     out["one_class"] = bool(tested) and tested[-1].get("test_predicted_classes") == 1
     hit = next((r for r in run.evaluated(metric)
                 if target is not None and r[metric] >= target), None)

@@ -32,6 +32,7 @@ def _mib(v) -> str:
 COLUMNS = [
     ("run", "run", str), ("method", "method", str),
     ("final_test", "final test acc", _acc), ("best_test", "best test acc", _acc),
+    ("final_test_f1", "final test macro-F1", _acc),
     ("final_gen", "final gen. acc", _acc), ("best_gen", "best gen. acc", _acc),
     ("final_pers", "final pers. acc", _acc), ("best_pers", "best pers. acc", _acc),
     ("target_round", "rounds to target", _int), ("target_seconds", "s to target", _seconds),

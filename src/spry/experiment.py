@@ -239,21 +239,25 @@ def _open(cfg: Config, out: Path, engine, resuming: bool
     metrics = MetricsLog(out / "metrics.jsonl")
     metrics.rows = list(state["metrics"]) if state is not None else []
     if state is None and (head := round_zero_head(exp)) is not None:
-        _round_zero(exp, metrics, head)
+        elapsed = _round_zero(exp, metrics, head)
     return exp, metrics, first, elapsed
 
 
-def _round_zero(exp: Experiment, metrics: MetricsLog, head: tuple[str, str]) -> None:
-    """head_init=class_means or lda: the head from the clients' features, a round of its own."""
+def _round_zero(exp: Experiment, metrics: MetricsLog, head: tuple[str, str]) -> float:
+    """head_init=class_means or lda: the head from the clients' features, a round of its
+    own; its seconds, which the run's elapsed time (and max_wall_seconds) counts from."""
+    started = time.perf_counter()
     row = exp.server.initialize_head(exp.engine, *head)
     if exp.driver is not exp.server:
         exp.driver.load_weights(exp.server.weights)
     row.update(global_test_metrics(exp))
+    row["elapsed_seconds"] = time.perf_counter() - started
     metrics.append(row)
     log.info("round 0: the head starts from the %s of %d clients (test accuracy %s)",
              "class means" if exp.cfg.head_init == "class_means" else "discriminant",
              len(row["clients"]), "–" if row.get("test_accuracy") is None
              else f"{row['test_accuracy']:.4f}")
+    return row["elapsed_seconds"]
 
 
 def _drive(exp: Experiment, out: Path, metrics: MetricsLog, first: int, elapsed: float,

@@ -26,6 +26,7 @@ from spry.data.sources import label_key, row_texts, text_columns
 from spry.models import check_device
 from spry.resume import FINAL
 from spry.seeds import derive_seed, seeded_global_rng
+from spry.tasks.metrics import class_report, macro_f1
 
 PREDICT_OVERRIDES = ("device", "eval_batch_size", "eval_dtype", "threads")
 """What may differ from the run's settings when predicting: where and how fast, never
@@ -42,6 +43,10 @@ class Predictions:
     """The mean cross-entropy against it (metrics.jsonl's test_loss on a run's test file)."""
     counts: dict[str, int]
     """How many examples each label was predicted for."""
+    macro_f1: float | None = None
+    """The mean of the per-class F1s (spry.tasks.metrics.macro_f1), where DATA has labels."""
+    report: dict[str, tuple[float, float, float, int]] | None = None
+    """Per label that DATA holds or the model predicts: (precision, recall, F1, support)."""
 
 
 def predict(run_dir: str | Path, data: str | Path, out: str | Path | None = None,
@@ -80,12 +85,14 @@ def predict(run_dir: str | Path, data: str | Path, out: str | Path | None = None
     predicted = probabilities.argmax(-1).tolist()
     path = Path(out) if out else Path(run_dir) / "predictions" / f"{Path(data).stem}.csv"
     _write(path, texts, pairs, labels, predicted, probabilities, names)
-    accuracy = loss = None
+    accuracy = loss = f1 = report = None
     if labels:
         accuracy = sum(p == y for p, y in zip(predicted, labels)) / len(labels)
         loss = float(torch.nn.functional.cross_entropy(logits, torch.tensor(labels)))
+        f1 = macro_f1(predicted, labels)
+        report = {names[c]: row for c, row in class_report(predicted, labels).items()}
     counts = {n: predicted.count(i) for i, n in enumerate(names)}
-    return Predictions(path, len(texts), accuracy, loss, counts)
+    return Predictions(path, len(texts), accuracy, loss, counts, f1, report)
 
 
 def _run_config(run_dir: Path, overrides: list[str]) -> Config:

@@ -278,7 +278,8 @@ class Config:
     max_wall_seconds: float | None = None
     """A wall-clock cap (compare methods at equal time): a round starts only when the run is
     expected to end it within the cap (expected: as long as the last round took), the
-    final round is evaluated, and a round is never cut short. None: no cap."""
+    final round is evaluated, and a round is never cut short. Round 0 (head_init's
+    statistics) counts toward it, as toward metrics.jsonl's elapsed_seconds. None: no cap."""
     eval_batch_size: int = 64
     """Examples per forward pass when evaluating."""
     eval_dtype: str | None = None

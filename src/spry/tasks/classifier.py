@@ -17,7 +17,7 @@ from torch import nn
 from spry.config import Config, ConfigError
 from spry.data.batches import Encoded, indexed_batches
 from spry.models import apply_peft, call_with, head_module_names, resolve_model_path
-from spry.tasks.metrics import binary_f1
+from spry.tasks.metrics import binary_f1, macro_f1
 from spry.tasks.pooling import load_pooled_classifier
 
 
@@ -123,12 +123,14 @@ def evaluate(model: nn.Module, data: Encoded, tokenizer, cfg: Config) -> tuple[i
 def held_out_metrics(model: nn.Module, data: Encoded, tokenizer, cfg: Config) -> dict:
     """`test_accuracy`, the mean cross-entropy (`test_loss`: it moves before accuracy does,
     and on the same held-out examples for every run, unlike `eval_loss` over the sampled
-    clients' own splits), how many classes the model predicts at all (1 flags a constant
-    predictor, whose accuracy is just the majority-class rate; spry.experiment warns), and
-    for MultiRC its F1a (`test_f1a`)."""
+    clients' own splits), the macro-averaged F1 (`test_macro_f1`: on a skewed label set
+    accuracy rewards the common class, macro-F1 weighs every class alike), how many classes
+    the model predicts at all (1 flags a constant predictor, whose accuracy is just the
+    majority-class rate; spry.experiment warns), and for MultiRC its F1a (`test_f1a`)."""
     predictions, labels, loss = predict_labels(model, data, tokenizer, cfg)
     out = {"test_accuracy": sum(p == y for p, y in zip(predictions, labels)) / len(labels),
            "test_loss": loss / len(labels),
+           "test_macro_f1": macro_f1(predictions, labels),
            "test_predicted_classes": len(set(predictions))}
     if cfg.dataset == "multirc":
         out["test_f1a"] = binary_f1(predictions, labels)

@@ -1,4 +1,10 @@
-"""Task metrics: MultiRC's F1a and SQuAD v2's exact match and F1.
+"""Task metrics: per-class precision, recall and F1 with their macro average (a classifier's
+held-out split), MultiRC's F1a, and SQuAD v2's exact match and F1.
+
+Macro-F1 follows scikit-learn's `f1_score(average="macro")`: the unweighted mean of the
+per-class F1 over every class that occurs among the gold labels or the predictions. On a
+skewed task it tells a model that finds the rare classes from one that does not, where
+accuracy is dominated by the common class.
 
 The SQuAD functions follow the official v2.0 evaluation script
 (https://worksheets.codalab.org/rest/bundles/0x6b567e1cf2e041ec80d7098f031c5c9e/contents/blob/):
@@ -21,6 +27,27 @@ def binary_f1(predictions: Sequence[int], labels: Sequence[int], positive: int =
     fp = sum(p == positive and y != positive for p, y in zip(predictions, labels))
     fn = sum(p != positive and y == positive for p, y in zip(predictions, labels))
     return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+def class_report(predictions: Sequence[int], labels: Sequence[int]
+                 ) -> dict[int, tuple[float, float, float, int]]:
+    """{class: (precision, recall, F1, support)} for each class among the gold labels or
+    the predictions; a ratio with nothing to divide by is 0 (scikit-learn's zero_division=0)."""
+    out = {}
+    for c in sorted(set(labels) | set(predictions)):
+        tp = sum(p == c and y == c for p, y in zip(predictions, labels))
+        predicted = sum(p == c for p in predictions)
+        support = sum(y == c for y in labels)
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        out[c] = (precision, recall, binary_f1(predictions, labels, positive=c), support)
+    return out
+
+
+def macro_f1(predictions: Sequence[int], labels: Sequence[int]) -> float:
+    """The mean per-class F1 over the classes among the gold labels or the predictions."""
+    report = class_report(predictions, labels)
+    return sum(f1 for _, _, f1, _ in report.values()) / len(report) if report else 0.0
 
 
 def normalize_answer(text: str) -> str:
