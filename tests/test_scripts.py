@@ -147,8 +147,8 @@ def test_learning_grid_gives_every_method_the_same_budget_and_valid_settings(lea
     assert "sst2-a0.1-split-tiny-lda" in grid
     files = len(learning.FILE_TASKS) * len(learning.FILE_ALPHAS) * len(learning.FILE_METHODS)
     seeded = len(learning.SEEDS) * sum(map(len, learning.SEED_CELLS.values()))
-    assert len(experiments) == (len(grid) + len(learning.LONG) + len(learning.KNOBS) + files
-                                + seeded)
+    long = sum(map(len, learning.LONG_CELLS.values()))
+    assert len(experiments) == len(grid) + long + len(learning.KNOBS) + files + seeded
     for name in experiments:
         if name.startswith("seed"):  # the grid's row again under another run seed
             seed = int(name[4:].split("-")[0])
