@@ -33,7 +33,11 @@ def test_cli_run_and_overrides(tiny_bert, tmp_path, capsys):
                  "rounds=1", "max_steps=1", "personalization_epochs=0", "max_length=16",
                  f"output_dir={tmp_path}", "run_name=cli"])
     assert code == 0
-    assert "generalized accuracy" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "generalized accuracy" in printed
+    # the next step a user takes with a classifier: its command, with this run's directory
+    hint = f"labels for new texts: spry predict {tmp_path / 'cli'} <file>"
+    assert printed.splitlines()[-1] == hint
     # Round 0 (the class-mean head, forward only), then the one training round.
     assert [r["round"] for r in read_metrics(tmp_path / "cli")] == [0, 1]
 

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from spry.config import Config, ConfigError
+from spry.config.choices import LABEL_HEADS
 from spry.settings import help_text
 
 
@@ -143,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
 
             out = run(cfg, progress=not args.quiet)
             _summary(out)
+            if cfg.task_head in LABEL_HEADS:
+                print(f"labels for new texts: spry predict {out} <file>")
         elif args.command == "units":
             _units(cfg)
         elif args.command == "bench":
