@@ -253,13 +253,43 @@ def test_a_folder_of_splits_is_read_as_train_and_test(tmp_path):
     assert task.test.labels == [1]
     with pytest.raises(ConfigError, match="already has a held-out test split"):
         load_task(Config(dataset=str(tmp_path), test_fraction=0.2))
-    (tmp_path / "test.jsonl").write_text('{"text": "e", "label": "x"}\n')
-    with pytest.raises(ConfigError, match="2 test files .*dev.csv.*test.jsonl"):
+    (tmp_path / "training.jsonl").write_text('{"text": "e", "label": "x"}\n')
+    with pytest.raises(ConfigError, match="2 training files .*train.csv.*training.jsonl"):
         load_task(Config(dataset=str(tmp_path)))
+    (tmp_path / "training.jsonl").unlink()
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ConfigError, match="folder .*empty has no training file .*train.csv"):
         load_task(Config(dataset=str(empty)))
+
+
+def test_a_folder_with_validation_and_test_files_holds_out_the_labelled_validation(
+        tmp_path, caplog):
+    # GLUE's layout: train.tsv, dev.tsv, and a test.tsv without labels
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\na\t0\nb\t1\nc\t0\n")
+    (tmp_path / "test.tsv").write_text("index\tsentence\n0\te\n")
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\nd\t1\n")
+    with caplog.at_level("INFO", logger="spry.data.sources"):
+        task = load_task(Config(dataset=str(tmp_path)))
+    assert task.test.texts == ["d"] and task.test.labels == [1]
+    assert "dev.tsv is the held-out split; test.tsv left unread" in caplog.text
+    # both labelled: the validation split, the test split kept for the end
+    (tmp_path / "test.tsv").write_text("sentence\tlabel\ne\t0\n")
+    assert load_task(Config(dataset=str(tmp_path))).test.texts == ["d"]
+    # test_file names the split where the user wants another
+    chosen = load_task(Config(dataset=str(tmp_path), test_file=str(tmp_path / "test.tsv")))
+    assert chosen.test.texts == ["e"]
+    # an unlabelled validation file is passed over for a labelled test file
+    (tmp_path / "dev.tsv").write_text("index\tsentence\n0\td\n")
+    caplog.clear()
+    with caplog.at_level("INFO", logger="spry.data.sources"):
+        assert load_task(Config(dataset=str(tmp_path))).test.texts == ["e"]
+    assert "test.tsv is the held-out split; dev.tsv (no labels) left unread" in caplog.text
+    # no held-out file with labels: it could not score the model
+    (tmp_path / "test.tsv").write_text("index\tsentence\n0\te\n")
+    with pytest.raises(ConfigError, match=r"held-out files \['dev.tsv', 'test.tsv'\] have no "
+                                          "label column 'label'.*test_fraction"):
+        load_task(Config(dataset=str(tmp_path)))
 
 
 def test_a_question_answer_file_is_a_pair_and_unread_text_columns_are_named(tmp_path):

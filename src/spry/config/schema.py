@@ -100,7 +100,8 @@ class Config:
     dataset: str = "sentiment"
     """A recipe (sentiment, sst2, ag_news, snli, mnli, yahoo, yelp_polarity, multirc,
     squad_v2), a hub id, a local csv/tsv/json/jsonl/parquet file, or a folder of them
-    named by split (train.csv, and test.csv or dev.csv as the held-out split)."""
+    named by split (train.csv, and test.csv or dev.csv as the held-out split; with several,
+    the first labelled one of validation, dev, test)."""
     data_dir: str | None = None
     """Where recipes find their local files; defaults to $SPRY_DATA_DIR."""
     test_file: str | None = None

@@ -23,8 +23,11 @@ DELIMITERS = (",", ";", "\t", "|")
 """What a .csv may be separated by (spreadsheets in many locales write `;`), in the order
 a tie is broken."""
 SPLIT_NAMES = {"train": ("train", "training"),
-               "test": ("test", "testing", "dev", "validation", "valid", "val", "eval")}
-"""The file stems a dataset folder's splits go by (`train.csv`, `test.jsonl`, ...)."""
+               "test": ("validation", "valid", "val", "dev", "eval", "test", "testing")}
+"""The file stems a dataset folder's splits go by (`train.csv`, `test.jsonl`, ...); the
+held-out names in the order one is preferred where a folder has several: a validation
+split before a test split, which benchmark exports often leave unlabelled (GLUE's
+test.tsv) or keep for the end."""
 
 
 @dataclass
@@ -137,27 +140,27 @@ def _refuse_extra_fields(path: Path, delimiter: str, columns: tuple[str, ...] | 
                     f"{shown} (\"...\"), or save the file as tab-separated .tsv")
 
 
-def split_files(folder: Path) -> tuple[Path, Path | None]:
-    """(train, test or None) of a dataset folder: its files named by `SPLIT_NAMES` in one
-    of the formats read here."""
-    found: dict[str, list[Path]] = {split: [] for split in SPLIT_NAMES}
-    for file in sorted(folder.iterdir()):
-        for split, stems in SPLIT_NAMES.items():
-            if file.is_file() and file.stem.lower() in stems and (
-                    file.suffix.lower() in FILE_FORMATS):
-                found[split].append(file)
-    if not found["train"]:
+def split_files(folder: Path) -> tuple[Path, list[Path]]:
+    """(the training file, the held-out candidates) of a dataset folder: its files named by
+    `SPLIT_NAMES` in one of the formats read here, the candidates in SPLIT_NAMES' order
+    (spry.data.sources takes the first that has the label column)."""
+    files = [f for f in sorted(folder.iterdir())
+             if f.is_file() and f.suffix.lower() in FILE_FORMATS]
+    train = [f for f in files if f.stem.lower() in SPLIT_NAMES["train"]]
+    if not train:
         held = sorted(f.name for f in folder.iterdir())[:10]
         raise ConfigError(
             f"dataset: folder {folder} has no training file (it holds {held}); name it "
             f"train.csv (or .tsv, .json, .jsonl, .parquet) with its held-out split beside it "
             "as test.csv, or give dataset=<the training file>")
-    for split, files in found.items():
-        if len(files) > 1:
-            raise ConfigError(f"dataset: folder {folder} has {len(files)} {split} files "
-                              f"({[f.name for f in files]}); keep one, or give "
-                              f"dataset=<the training file> and test_file=<the test file>")
-    return found["train"][0], (found["test"][0] if found["test"] else None)
+    if len(train) > 1:
+        raise ConfigError(f"dataset: folder {folder} has {len(train)} training files "
+                          f"({[f.name for f in train]}); keep one, or give "
+                          f"dataset=<the training file> and test_file=<the test file>")
+    rank = {stem: i for i, stem in enumerate(SPLIT_NAMES["test"])}
+    held_out = sorted((f for f in files if f.stem.lower() in rank),
+                      key=lambda f: (rank[f.stem.lower()], f.name))
+    return train[0], held_out
 
 
 def _blank(path: Path, probe: int = 1 << 16) -> bool:

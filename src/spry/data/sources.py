@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from spry.data.files import FILE_FORMATS, Rows, read_rows, split_files
 from spry.data.examples import Examples
 from spry.data.recipes import LABEL_OFFSETS, RECIPES, FileSpec
 from spry.seeds import derive_seed, generator
+
+log = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "SPRY_DATA_DIR"
 TEXT_COLUMNS = ("text", "sentence", "content", "review", "document", "question", "query",
@@ -181,11 +184,10 @@ def text_columns(columns: list[str], cfg: Config, where: str) -> tuple[str, str 
 def _load_files(cfg: Config) -> Task:
     given = tuple(cfg.column_names) if cfg.column_names else None
     train_path, test_path = Path(cfg.dataset), Path(cfg.test_file) if cfg.test_file else None
+    candidates: list[Path] = []
     if train_path.is_dir():  # a folder of splits: train.csv and, where it has one, test.csv
-        train_path, found = split_files(train_path)
-        test_path = test_path or found
+        train_path, candidates = split_files(train_path)
     train_rows = read_rows(train_path, columns=given)
-    test_rows = read_rows(test_path, columns=given) if test_path else None
     columns = list(train_rows.rows[0].keys()) if train_rows.rows else []
     try:
         text, pair, label = resolve_columns(columns, cfg, cfg.dataset)
@@ -194,6 +196,9 @@ def _load_files(cfg: Config) -> Task:
             _raise_if_headerless(train_rows, exc)
         _raise_with_guess(train_rows, exc, cfg)
         raise
+    test_rows = read_rows(test_path, columns=given) if test_path else None
+    if test_path is None and candidates:
+        test_path, test_rows = _held_out_file(candidates, label, given)
     names = tuple(cfg.label_names) if cfg.label_names else _infer_label_names(
         train_rows, label, cfg.dataset)
     train = _to_examples(train_rows, text, pair, label, names, where=str(train_path))
@@ -201,6 +206,31 @@ def _load_files(cfg: Config) -> Task:
             if test_rows is not None else None)
     return Task(Path(cfg.dataset).stem, train, test, names, _columns(text, pair, label),
                 unread=_text_columns(train_rows, set(columns) - {text, pair, label}))
+
+
+def _held_out_file(candidates: list[Path], label: str, given: tuple[str, ...] | None
+                   ) -> tuple[Path, Rows]:
+    """The first of a folder's held-out files (split_files' order: validation before test)
+    that has the label column, and its rows; the others are named as left unread. None has
+    it: refused, since a held-out split without labels cannot score the model."""
+    chosen, unlabelled = None, []
+    for path in candidates:
+        rows = read_rows(path, columns=given)
+        if label in (rows.rows[0] if rows.rows else {}):
+            chosen = (path, rows)
+            break
+        unlabelled.append(path)
+    if chosen is None:
+        raise ConfigError(f"dataset: the held-out files {[f.name for f in candidates]} have no "
+                          f"label column {label!r}, so they cannot score the model; give "
+                          "test_file=<a labelled file> or test_fraction=0.2 (and move the "
+                          "unlabelled files out of the folder)")
+    if len(candidates) > 1:
+        left = ", ".join(f.name + (" (no labels)" if f in unlabelled else "")
+                         for f in candidates if f != chosen[0])
+        log.info("dataset: %s is the held-out split; %s left unread (test_file=<file> picks "
+                 "another)", chosen[0].name, left)
+    return chosen
 
 
 def _text_columns(rows: Rows, columns: set[str]) -> tuple[str, ...]:
