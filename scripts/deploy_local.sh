@@ -2,9 +2,13 @@
 # A real Flower deployment on one machine: 1 SuperLink + N SuperNodes (node i serves Spry
 # client i, `--node-config partition-id=i`), then one Spry job submitted with `flwr run`.
 #
-#   scripts/deploy_local.sh [--nodes N] [--config FILE] [-- key=value ...]
+#   scripts/deploy_local.sh [--nodes N] [--config FILE] [--data-files PATTERN] [-- key=value ...]
 #   scripts/deploy_local.sh --nodes 3 -- num_clients=3 clients_per_round=3 rounds=2
+#   scripts/deploy_local.sh --nodes 2 --data-files 'site{i}.csv' -- client_data=node \
+#       num_clients=2 label_names=neg,pos
 #
+# --data-files: node i reads its own file, PATTERN with {i} replaced by i
+# (`--node-config 'partition-id=i data-file="..."'`), for client_data=node.
 # num_clients must equal the number of SuperNodes (the default config has 2 clients).
 # Everything runs on loopback without TLS (--insecure); on real machines start the same
 # processes with certificates and point each SuperNode at the SuperLink's address.
@@ -15,12 +19,15 @@ set -euo pipefail
 
 nodes=3
 config=""
+data_files=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --nodes) nodes="$2"; shift 2 ;;
     --config) config="$(realpath "$2")"; shift 2 ;;
+    --data-files) data_files="$2"; shift 2 ;;
     --) shift; break ;;
-    *) echo "usage: $0 [--nodes N] [--config FILE] [-- key=value ...]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--nodes N] [--config FILE] [--data-files PATTERN] [-- key=value ...]" >&2
+       exit 2 ;;
   esac
 done
 overrides="$*"
@@ -55,8 +62,12 @@ setsid flower-superlink --insecure --disable-runtime-dependency-installation \
 pids+=($!)
 
 for ((i = 0; i < nodes; i++)); do
+  node_config="partition-id=$i num-partitions=$nodes"
+  if [[ -n "$data_files" ]]; then
+    node_config+=" data-file=\"$(realpath "${data_files//\{i\}/$i}")\""
+  fi
   setsid flower-supernode --insecure --superlink "127.0.0.1:$base" \
-    --node-config "partition-id=$i num-partitions=$nodes" \
+    --node-config "$node_config" \
     --host 127.0.0.1 --port "$((base + 1 + i))" \
     >"$logs/supernode-$i.log" 2>&1 &
   pids+=($!)

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 pytest.importorskip("flwr")
 
 from spry.client import ClientEval, ClientUpdate  # noqa: E402
+from spry.config import ConfigError  # noqa: E402
 from spry.flower import records, run_simulation  # noqa: E402
 from spry.flower.client_app import handle_train, make_client_app, partition_id  # noqa: E402
 from spry.experiment import build  # noqa: E402
@@ -193,6 +194,37 @@ def test_deployment_on_loopback(tiny_bert, tmp_path):
     assert _processes_with_env(f"FLWR_HOME={env['FLWR_HOME']}") == []
 
 
+@pytest.mark.skipif(shutil.which("flower-superlink") is None, reason="flwr CLI not installed")
+def test_deployment_where_each_node_holds_its_own_file(tiny_bert, tmp_path):
+    # Prepare: two sites' files (one writes its labels as the other does not: both are read
+    # against the run's label set) and the server's held-out file; no `dataset` at all
+    rows = [(f"a fine film {i}", "pos") if i % 2 else (f"a dull film {i}", "neg")
+            for i in range(24)]
+    for site in (0, 1):
+        (tmp_path / f"site{site}.csv").write_text(
+            "text,label\n" + "".join(f"{t},{y}\n" for t, y in rows[site::2] + rows[:4]))
+    (tmp_path / "held.csv").write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    out = tmp_path / "runs"
+    env = dict(os.environ, FLWR_HOME=str(tmp_path / "flwr-home"), SPRY_PORT_BASE="19390")
+    # Execute
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "deploy_local.sh"), "--nodes", "2",
+         "--data-files", str(tmp_path / "site{i}.csv"), "--",
+         f"model={tiny_bert}", "client_data=node", "label_names=neg,pos",
+         f"test_file={tmp_path / 'held.csv'}", "num_clients=2", "clients_per_round=2",
+         "rounds=1", "max_length=16", "max_steps=2", "personalization_epochs=0",
+         f"output_dir={out}", "run_name=sites"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    # Assert: round 0 from both nodes' files, one round, scored on the server's file
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = read_metrics(out / "sites")
+    assert [r["round"] for r in rows] == [0, 1]
+    assert sorted(rows[0]["clients"]) == [0, 1] and rows[0]["bytes_up"] > 0
+    assert rows[1]["failed_clients"] == [] and rows[1]["steps"] == 4
+    assert 0.0 <= rows[1]["test_accuracy"] <= 1.0
+    assert _processes_with_env(f"FLWR_HOME={env['FLWR_HOME']}") == []
+
+
 def _processes_with_env(entry: str) -> list[str]:
     """Command lines of the processes whose environment holds `entry` (Linux /proc)."""
     found = []
@@ -203,3 +235,71 @@ def _processes_with_env(entry: str) -> list[str]:
         except OSError:  # gone, or not ours to read
             continue
     return found
+
+
+def _with_data_files(files: dict[int, Path] | None):
+    """Spry's ClientApp on nodes started with `--node-config data-file=...`: each handler
+    sees the node's own file in its node config, as a SuperNode's command line gives it."""
+    from spry.flower.client_app import DATA_FILE, handle_evaluate, handle_query
+
+    def on_node(handler):
+        def handle(message, context):
+            if files is not None:
+                context.node_config[DATA_FILE] = str(files[partition_id(context)])
+            return handler(message, context)
+        return handle
+
+    return make_client_app(train=on_node(handle_train), evaluate=on_node(handle_evaluate),
+                           query=on_node(handle_query))
+
+
+def test_nodes_reading_their_own_files_train_what_the_dealt_shares_train(tiny_config,
+                                                                         tmp_path):
+    # Prepare: each client's dealt share of the task written to a file of its own, and the
+    # held-out split to the server's test_file; the server then reads no training data
+    import json
+
+    from spry.data import dirichlet_partition, load_task
+    from spry.seeds import derive_seed
+
+    dealt = small(tiny_config, output_dir=str(tmp_path), run_name="dealt", rounds=1,
+                  head_init="lda", head="shared", personalization_epochs=0)
+    task = load_task(dealt)
+    parts = dirichlet_partition(task.train.labels, dealt.num_clients, dealt.dirichlet_alpha,
+                                seed=derive_seed(dealt.seed, "partition"),
+                                num_labels=len(task.label_names))
+
+    def write(path, examples, indices):
+        path.write_text("".join(json.dumps({"text": examples.texts[i],
+                                            "label": task.label_names[examples.labels[i]]})
+                                + "\n" for i in indices))
+        return path
+
+    files = {cid: write(tmp_path / f"site{cid}.jsonl", task.train, indices)
+             for cid, indices in enumerate(parts)}
+    held_out = write(tmp_path / "held.jsonl", task.test, range(len(task.test)))
+    nodes = dealt.replace(engine="flower", client_data="node", run_name="nodes",
+                          dataset="no-such-file.csv", test_file=str(held_out),
+                          label_names=list(task.label_names))
+    # Execute
+    dealt_out = run(dealt, progress=False)
+    nodes_out = run_simulation(nodes, progress=False, client_app=_with_data_files(files))
+    # Assert: the same round 0, the same training, the same held-out scores
+    a = load_file(str(dealt_out / "trainable.safetensors"))
+    b = load_file(str(nodes_out / "trainable.safetensors"))
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=0)
+    for da, no in zip(read_metrics(dealt_out), read_metrics(nodes_out), strict=True):
+        for key in ("test_accuracy", "generalized_accuracy", "clients", "steps", "bytes_up"):
+            assert no.get(key) == da.get(key), key
+
+
+def test_client_data_node_needs_each_node_to_name_its_file(tiny_config, tmp_path):
+    # the handshake asks before any work: a node without its file stops the run there
+    cfg = small(tiny_config, engine="flower", client_data="node", output_dir=str(tmp_path),
+                run_name="nofiles", label_names=["negative", "positive"])
+    with pytest.raises(ConfigError, match="SuperNode of partition-id 0 names no data-file; "
+                                          "start it with --node-config 'partition-id=0 "
+                                          "data-file="):
+        run_simulation(cfg, progress=False, client_app=_with_data_files(None))
+    assert not (tmp_path / "nofiles" / "metrics.jsonl").exists()

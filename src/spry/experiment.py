@@ -27,7 +27,9 @@ from spry import checkpoint
 from spry.client import held_out_metrics
 from spry.config import POOLED_HEAD_INITS, Config, ConfigError
 from spry.config.choices import LABEL_HEADS
-from spry.data import FederatedData, build_federated_data, load_task
+from spry.data import (Examples, FederatedData, Task, build_federated_data, held_out_split,
+                       load_task)
+from spry.data.sources import read_node_file
 from spry.engines import LocalEngine
 from spry.engines.protocol import Engine
 from spry.metrics import MetricsLog
@@ -70,27 +72,22 @@ CUT_WARNING = 0.25
 """The share of truncated training texts above which a run says so before it starts."""
 
 
-def build(cfg: Config) -> Experiment:
+def build(cfg: Config, held_out: bool = True) -> Experiment:
     """Everything a run needs; every input is checked here, before the first round.
-    The Experiment's cfg is the resolved one: the columns and label names the data used."""
+    The Experiment's cfg is the resolved one: the columns and label names the data used.
+    `held_out=False` (a SuperNode with client_data=node) reads no test_file: only the
+    server scores the held-out split."""
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     log.info("loading the tokenizer of %s", cfg.model)
     tokenizer = load_tokenizer(cfg)
     check_max_length(cfg, tokenizer)
-    log.info("reading the data: %s", cfg.dataset)
-    task = load_task(cfg)
-    cfg = cfg.replace(**(task.columns or {}), label_names=list(task.label_names))
-    log.info("%s", describe_task(task))
-    if task.unread:
-        log.warning("column(s) %s hold text and are not read: the model sees column %r%s only; "
-                    "to give one as the second text of a pair, set pair_column=%s",
-                    list(task.unread), cfg.text_column,
-                    f" and {cfg.pair_column!r}" if cfg.pair_column else "", task.unread[0])
-    log.info("tokenizing and dealing %d examples to %d clients (Dirichlet α=%g)",
-             len(task.train), cfg.num_clients, cfg.dirichlet_alpha)
     head = head_of(cfg)
-    data = build_federated_data(cfg, tokenizer, task, encoder=head.encode)
+    if cfg.client_data == "node":
+        task, data = _node_data(cfg, tokenizer, head, held_out)
+    else:
+        task, data = _dealt_data(cfg, tokenizer, head)
+        cfg = cfg.replace(**(task.columns or {}), label_names=list(task.label_names))
     if cfg.task_head in LABEL_HEADS and (
             cut := data.cut_share(cfg.max_length)) > CUT_WARNING:
         log.warning("%.0f%% of the training texts reach max_length=%d tokens and are cut "
@@ -110,6 +107,37 @@ def build(cfg: Config) -> Experiment:
         engine = LocalStepEngine(cfg, model, tokenizer, data, driver.params_of)
         return Experiment(cfg, tokenizer, data, model, server, engine, driver)
     return Experiment(cfg, tokenizer, data, model, server, LocalEngine(cfg, model, tokenizer, data))
+
+
+def _dealt_data(cfg: Config, tokenizer, head) -> tuple[Task, FederatedData]:
+    """client_data=partition: `dataset` read here and dealt to the clients by the seed."""
+    log.info("reading the data: %s", cfg.dataset)
+    task = load_task(cfg)
+    resolved = cfg.replace(**(task.columns or {}), label_names=list(task.label_names))
+    log.info("%s", describe_task(task))
+    if task.unread:
+        log.warning("column(s) %s hold text and are not read: the model sees column %r%s only; "
+                    "to give one as the second text of a pair, set pair_column=%s",
+                    list(task.unread), resolved.text_column,
+                    f" and {resolved.pair_column!r}" if resolved.pair_column else "",
+                    task.unread[0])
+    log.info("tokenizing and dealing %d examples to %d clients (Dirichlet α=%g)",
+             len(task.train), cfg.num_clients, cfg.dirichlet_alpha)
+    return task, build_federated_data(resolved, tokenizer, task, encoder=head.encode)
+
+
+def _node_data(cfg: Config, tokenizer, head, held_out: bool) -> tuple[Task, FederatedData]:
+    """client_data=node: no training data in this process (each SuperNode reads its own
+    data-file when a message names its client); the held-out split is test_file."""
+    test = (read_node_file(Path(cfg.test_file), cfg)
+            if held_out and cfg.test_file is not None else None)
+    task = Task(Path(cfg.dataset).stem, Examples([], []), test, tuple(cfg.label_names))
+    if held_out:
+        log.info("data: each of the %d SuperNodes reads its own data-file (client_data=node), "
+                 "labels %s; %s", cfg.num_clients, list(cfg.label_names),
+                 "no held-out split (give test_file for one)" if test is None else
+                 describe_task(task).split("; ")[-1])
+    return task, FederatedData(task, [], held_out_split(cfg, tokenizer, task, head.encode))
 
 
 def majority(labels: list[int], names) -> tuple[str, float]:

@@ -13,13 +13,13 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from spry.config.choices import (ASSIGNMENTS, CLIENT_OPTIMIZERS, COMMUNICATIONS, CONTEXTS,
-                                 DTYPES, ENGINES, EVAL_DTYPES, FORWARD_GRADIENT_METHODS,
+from spry.config.choices import (ASSIGNMENTS, CLIENT_DATA, CLIENT_OPTIMIZERS, COMMUNICATIONS,
+                                 CONTEXTS, DTYPES, ENGINES, EVAL_DTYPES, FORWARD_GRADIENT_METHODS,
                                  HEAD_GRADIENTS, HEAD_INITS, HEAD_MODES, LORA_FACTORS, METHODS,
                                  NO_EXAMPLE_TANGENTS, ON_ALL_CLIENTS_FAILED, PEFT_ADAPTERS,
                                  PEFT_METHODS, PERSONALIZATIONS, POOLED_HEAD_INITS, POOLINGS,
                                  RECIPES, SERVER_OPTIMIZERS, SPLIT_METHODS, TANGENT_SHARINGS,
-                                 TANGENT_SPACES, TASK_HEADS, ConfigError)
+                                 TANGENT_SPACES, TASK_HEADS, LABEL_HEADS, ConfigError)
 from spry.config.loading import type_name, type_ok
 
 Config = Any
@@ -86,8 +86,33 @@ def _check_choices(cfg: Config) -> None:
                           ("engine", ENGINES), ("dtype", DTYPES),
                           ("on_all_clients_failed", ON_ALL_CLIENTS_FAILED), ("recipe", RECIPES),
                           ("tangent_space", TANGENT_SPACES), ("lora_factors", LORA_FACTORS),
-                          ("personalization", PERSONALIZATIONS)):
+                          ("personalization", PERSONALIZATIONS),
+                          ("client_data", CLIENT_DATA)):
         one_of(cfg, name, choices)
+    _check_client_data(cfg)
+
+
+def _check_client_data(cfg: Config) -> None:
+    """client_data=node: a deployment whose nodes hold the data; what that rules out."""
+    if cfg.client_data != "node":
+        return
+    if cfg.engine != "flower":
+        raise ConfigError("client_data: node means each Flower SuperNode reads its own file; "
+                          "set engine=flower (a deployment: docs/flower.md), or "
+                          "client_data=partition to deal `dataset` to the clients here")
+    if not cfg.label_names:
+        raise ConfigError("label_names: client_data=node needs the label set, in class order "
+                          "(e.g. label_names=negative,positive): no one process sees every "
+                          "node's labels")
+    if cfg.task_head not in LABEL_HEADS:
+        raise ConfigError(f"client_data: node reads labelled text files; task_head="
+                          f"{cfg.task_head!r} reads a recipe's QA data: use "
+                          "client_data=partition")
+    for name in ("test_fraction", "max_train_examples"):
+        if getattr(cfg, name) is not None:
+            raise ConfigError(f"{name}: with client_data=node the server reads no training "
+                              "data to take it from; give test_file for a held-out split, "
+                              f"and remove {name}")
 
 
 def _check_numbers(cfg: Config) -> None:

@@ -34,6 +34,7 @@ CLIENT_OPTIMIZERS = ("sgd", "adam", "adamw")
 COMMUNICATIONS = ("per_epoch", "per_iteration")
 CONTEXTS = ("global", "local")
 ENGINES = ("local", "flower")
+CLIENT_DATA = ("partition", "node")
 DTYPES = ("float32", "float64", "bfloat16")
 # global: F epochs from the round's new global model (the paper); round: the clients' own
 # models after the round's local training (no extra training)

@@ -102,6 +102,16 @@ class Config:
     squad_v2), a hub id, a local csv/tsv/json/jsonl/parquet file, or a folder of them
     named by split (train.csv, and test.csv or dev.csv as the held-out split; with several,
     the first labelled one of validation, dev, test)."""
+    client_data: str = "partition"
+    """Where a client's examples come from. `partition`: `dataset` is dealt to num_clients
+    by the seed (Dirichlet α); every process that needs a client's data (the local engine,
+    a SuperNode) reads `dataset` and keeps that client's share. `node` (engine=flower, a
+    deployment): each SuperNode reads its own file, named on its command line
+    (`flower-supernode --node-config 'partition-id=3 data-file="/data/mine.csv"'`), with the
+    run's columns and label set, and keeps client_test_fraction of it as its local test
+    split; the training data never leaves the node and the server reads none. Needs
+    label_names (no one process sees every label); `dataset` is then only the run's name,
+    and the held-out split is test_file where given."""
     data_dir: str | None = None
     """Where recipes find their local files; defaults to $SPRY_DATA_DIR."""
     test_file: str | None = None

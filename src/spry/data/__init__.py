@@ -4,6 +4,7 @@ by the task head's encoder (labelled text by default)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -12,7 +13,7 @@ from spry.config import Config, ConfigError
 from spry.data.batches import Encoded, encode, iterate_batches
 from spry.data.examples import Examples
 from spry.data.partition import PartitionError, dirichlet_partition, train_test_split
-from spry.data.sources import Task, load_task
+from spry.data.sources import Task, load_task, read_node_file
 from spry.seeds import derive_seed, generator
 
 
@@ -66,15 +67,38 @@ def build_federated_data(cfg: Config, tokenizer, task: Task | None = None,
         clients.append(ClientData(
             cid, encoder(pool.subset(train_idx), tokenizer, cfg.max_length),
             encoder(pool.subset(test_idx), tokenizer, cfg.max_length), counts))
-    test = None
-    if task.test is not None:
-        held_out = task.test
-        if cfg.max_test_examples and len(held_out) > cfg.max_test_examples:
-            keep = torch.randperm(len(held_out), generator=generator(derive_seed(cfg.seed, "test")))
-            held_out = held_out.subset(sorted(keep[: cfg.max_test_examples].tolist()))
-        test = encoder(held_out, tokenizer, cfg.max_length)
-    return FederatedData(task, clients, test)
+    return FederatedData(task, clients, held_out_split(cfg, tokenizer, task, encoder))
+
+
+def held_out_split(cfg: Config, tokenizer, task: Task, encoder: Callable = encode
+                   ) -> Encoded | None:
+    """The task's global test split, encoded: a seeded subset of at most max_test_examples."""
+    if task.test is None:
+        return None
+    held_out = task.test
+    if cfg.max_test_examples and len(held_out) > cfg.max_test_examples:
+        keep = torch.randperm(len(held_out), generator=generator(derive_seed(cfg.seed, "test")))
+        held_out = held_out.subset(sorted(keep[: cfg.max_test_examples].tolist()))
+    return encoder(held_out, tokenizer, cfg.max_length)
+
+
+def node_client_data(cfg: Config, tokenizer, path: str | Path, client_id: int,
+                     encoder: Callable = encode) -> ClientData:
+    """client_data=node: this SuperNode's client from its own file, split into local train and
+    test as a dealt client's share is (client_test_fraction, seeded by the client id)."""
+    examples = read_node_file(Path(path), cfg)
+    if len(examples) < 2:
+        raise ConfigError(f"data-file: {path} has {len(examples)} example(s); a client needs at "
+                          "least 2 (one to train, one to test)")
+    train_idx, test_idx = train_test_split(list(range(len(examples))), cfg.client_test_fraction,
+                                           seed=derive_seed(cfg.seed, "split", client_id))
+    counts = [0] * len(cfg.label_names)
+    for label in examples.labels:
+        counts[label] += 1
+    return ClientData(client_id, encoder(examples.subset(train_idx), tokenizer, cfg.max_length),
+                      encoder(examples.subset(test_idx), tokenizer, cfg.max_length), counts)
 
 
 __all__ = ["ClientData", "Encoded", "Examples", "FederatedData", "Task", "build_federated_data",
-           "dirichlet_partition", "encode", "iterate_batches", "load_task", "train_test_split"]
+           "dirichlet_partition", "encode", "held_out_split", "iterate_batches", "load_task",
+           "node_client_data", "train_test_split"]

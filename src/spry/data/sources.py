@@ -208,6 +208,20 @@ def _load_files(cfg: Config) -> Task:
                 unread=_text_columns(train_rows, set(columns) - {text, pair, label}))
 
 
+def read_node_file(path: Path, cfg: Config) -> Examples:
+    """A SuperNode's own file (client_data=node), or the server's test_file there: read as a
+    `dataset` file is, with the run's columns where set (else found by name in this file)
+    and the run's label set, which every node must share."""
+    if not path.is_file():
+        raise ConfigError(f"data-file: {path} is not a file on this node; start the SuperNode "
+                          "with --node-config 'partition-id=<id> data-file=\"<its labelled "
+                          "csv/tsv/json/jsonl/parquet file>\"'")
+    rows = read_rows(path, columns=tuple(cfg.column_names) if cfg.column_names else None)
+    columns = list(rows.rows[0]) if rows.rows else []
+    text, pair, label = resolve_columns(columns, cfg, str(path))
+    return _to_examples(rows, text, pair, label, tuple(cfg.label_names), where=str(path))
+
+
 def _held_out_file(candidates: list[Path], label: str, given: tuple[str, ...] | None
                    ) -> tuple[Path, Rows]:
     """The first of a folder's held-out files (split_files' order: validation before test)

@@ -41,9 +41,33 @@ def _workspace(cfg: Config):
     key = yaml.safe_dump(cfg.to_dict())
     if _cache.get("key") != key:
         _cache.clear()
-        exp = build(cfg)
+        exp = build(cfg, held_out=cfg.client_data != "node")
         _cache.update(key=key, exp=exp, initial=trainable_state(exp.model))
     return _cache["exp"], _cache["initial"]
+
+
+DATA_FILE = "data-file"
+"""The node-config key naming a SuperNode's own data (client_data=node)."""
+
+
+def client_data(exp, cfg: Config, context: Context, client_id: int):
+    """This node's client: its share of `dataset` (client_data=partition), or its own
+    data-file read once per process (client_data=node). Call under _lock, after
+    _workspace."""
+    if cfg.client_data != "node":
+        return exp.data.clients[client_id]
+    from spry.data import node_client_data
+    from spry.tasks.heads import head_of
+
+    if DATA_FILE not in context.node_config:
+        raise ConfigError(f"this SuperNode has no {DATA_FILE}: with client_data=node start it "
+                          f"with --node-config 'partition-id=<client id> {DATA_FILE}=\"<its "
+                          "labelled file>\"'")
+    path = str(context.node_config[DATA_FILE])
+    key = (DATA_FILE, path, client_id)
+    if key not in _cache:
+        _cache[key] = node_client_data(cfg, exp.tokenizer, path, client_id, head_of(cfg).encode)
+    return _cache[key]
 
 
 def partition_id(context: Context) -> int:
@@ -89,10 +113,12 @@ def handle_query(message: Message, context: Context) -> Message:
         with _lock:
             exp, initial = _workspace(cfg)
             stats = client_class_statistics(exp.model, initial, client_id,
-                                            exp.data.clients[client_id], exp.tokenizer, cfg)
+                                            client_data(exp, cfg, context, client_id),
+                                            exp.tokenizer, cfg)
         return records.reply(message, records.class_statistics_reply(stats))
-    return records.reply(message, RecordDict(
-        {"node": MetricRecord({"partition-id": partition_id(context)})}))
+    return records.reply(message, RecordDict({"node": MetricRecord(
+        {"partition-id": partition_id(context),
+         "has-data-file": int(DATA_FILE in context.node_config)})}))
 
 
 def handle_train(message: Message, context: Context) -> Message:
@@ -102,8 +128,8 @@ def handle_train(message: Message, context: Context) -> Message:
     with _lock:
         exp, initial = _workspace(cfg)
         state = load_state(context, cfg, exp.model)
-        update = train_client(exp.model, initial, state, ins, exp.data.clients[ins.client_id],
-                              exp.tokenizer, cfg)
+        update = train_client(exp.model, initial, state, ins,
+                              client_data(exp, cfg, context, ins.client_id), exp.tokenizer, cfg)
         save_state(context, state)
     return records.reply(message, records.update_content(update))
 
@@ -114,8 +140,8 @@ def handle_evaluate(message: Message, context: Context) -> Message:
     _check_client(context, ins.client_id)
     with _lock:
         exp, _ = _workspace(cfg)
-        result = evaluate_client(exp.model, ins, exp.data.clients[ins.client_id], exp.tokenizer,
-                                 cfg)
+        result = evaluate_client(exp.model, ins, client_data(exp, cfg, context, ins.client_id),
+                                 exp.tokenizer, cfg)
     return records.reply(message, records.eval_content(result))
 
 

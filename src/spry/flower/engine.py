@@ -27,9 +27,10 @@ NODE_WAIT_SECONDS = 300.0
 """How long the ServerApp waits for all SuperNodes to connect before the first round."""
 
 
-def discover_clients(grid: Grid, num_clients: int, wait: float = NODE_WAIT_SECONDS
-                     ) -> dict[int, int]:
-    """Ask every connected node its partition-id; return client id -> node id."""
+def discover_clients(grid: Grid, num_clients: int, wait: float = NODE_WAIT_SECONDS,
+                     data_files: bool = False) -> dict[int, int]:
+    """Ask every connected node its partition-id; return client id -> node id. With
+    `data_files` (client_data=node) every node must name its own data-file."""
     deadline = time.monotonic() + wait
     while len(nodes := sorted(grid.get_node_ids())) < num_clients:
         if time.monotonic() > deadline:
@@ -44,10 +45,15 @@ def discover_clients(grid: Grid, num_clients: int, wait: float = NODE_WAIT_SECON
             log.warning("node %s did not answer the handshake: %s", reply.metadata.src_node_id,
                         reply.error.reason)
             continue
-        pid = int(reply.content.metric_records["node"]["partition-id"])
+        node = reply.content.metric_records["node"]
+        pid = int(node["partition-id"])
         if pid in node_of:
             raise ConfigError(f"two SuperNodes claim partition-id {pid}")
         node_of[pid] = reply.metadata.src_node_id
+        if data_files and not int(node.get("has-data-file", 0)):
+            raise ConfigError(f"client_data: node, but the SuperNode of partition-id {pid} "
+                              "names no data-file; start it with --node-config "
+                              f"'partition-id={pid} data-file=\"<its labelled file>\"'")
     missing = sorted(set(range(num_clients)) - set(node_of))
     if missing:
         raise ConfigError(f"no SuperNode serves client(s) {missing}; give each SuperNode "
@@ -60,7 +66,8 @@ class FlowerEngine:
 
     def __init__(self, grid: Grid, cfg: Config):
         self.grid, self.cfg = grid, cfg
-        self.node_of = discover_clients(grid, cfg.num_clients)
+        self.node_of = discover_clients(grid, cfg.num_clients,
+                                        data_files=cfg.client_data == "node")
         self.failures: dict[int, str] = {}
         """The last `train` call's failed clients and why, as LocalEngine reports them
         (Server.run_round writes them to metrics.jsonl as failure_reasons)."""
