@@ -75,6 +75,11 @@ def _config(model: str, tmp_path: Path, name: str, **overrides) -> Config:
     return Config(**{**base, **overrides})
 
 
+ADDED = ("test_macro_f1",)
+"""metrics.jsonl keys added after the references were written (2026-12-07: macro-F1 beside
+accuracy): new measurements of the same runs, so they are left out of the comparison."""
+
+
 def _rows(path: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if not k.endswith("_seconds")}
             for row in read_metrics(path)]
@@ -107,6 +112,7 @@ def test_a_small_run_reproduces_its_reference(name, request, tmp_path):
     expected = json.loads((ref / "metrics.json").read_text())
     assert len(rows) == len(expected)
     for got, want in zip(rows, expected):
+        got = {k: v for k, v in got.items() if k in want or k not in ADDED}
         # Evaluation runs in length order since (issue 20: half the time): the summed
         # eval loss adds the same terms in another order, equal to float32 rounding.
         if "eval_loss" in want:

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from spry.config.choices import (ASSIGNMENTS, CLIENT_DATA, CLIENT_OPTIMIZERS, COMMUNICATIONS,
-                                 CONTEXTS, DTYPES, ENGINES, EVAL_DTYPES, FORWARD_GRADIENT_METHODS,
-                                 HEAD_GRADIENTS, HEAD_INITS, HEAD_MODES, LORA_FACTORS, METHODS,
+                                 CONTEXTS, DTYPES, ENGINES, EVAL_DTYPES,
+                                 FORWARD_GRADIENT_METHODS, HEAD_GRADIENTS, HEAD_INITS,
+                                 HEAD_MODES, LABEL_HEADS, LORA_FACTORS, METHODS,
                                  NO_EXAMPLE_TANGENTS, ON_ALL_CLIENTS_FAILED, PEFT_ADAPTERS,
                                  PEFT_METHODS, PERSONALIZATIONS, POOLED_HEAD_INITS, POOLINGS,
                                  RECIPES, SERVER_OPTIMIZERS, SPLIT_METHODS, TANGENT_SHARINGS,
-                                 TANGENT_SPACES, TASK_HEADS, LABEL_HEADS, ConfigError)
+                                 TANGENT_SPACES, TASK_HEADS, ConfigError)
 from spry.config.loading import type_name, type_ok
 
 Config = Any
