@@ -410,9 +410,12 @@ def summary(name: str) -> dict | None:
     tested = [r for r in metrics if r.get("test_accuracy") is not None]
     trained = [r for r in metrics if r["round"] > 0]
     hit = next((r for r in tested if r["test_accuracy"] >= TARGET), None)
+    # Wall seconds from the end of round 0: the runs before 2026-12-07 record no round-0
+    # time in elapsed_seconds, so every row counts from the same point.
+    zero = metrics[0].get("elapsed_seconds", 0.0) if metrics[0]["round"] == 0 else 0.0
     to_target = None if hit is None else (
         sum(r.get("steps", 0) for r in trained if r["round"] <= hit["round"]),
-        hit.get("elapsed_seconds", 0.0))
+        hit.get("elapsed_seconds", zero) - zero)
     start = tested[0]["test_accuracy"] if tested[0]["round"] == 0 else None  # recipe=paper: none
     return {"start": start, "final": tested[-1]["test_accuracy"],
             "to_target": to_target,
