@@ -298,8 +298,8 @@ def test_client_data_node_needs_each_node_to_name_its_file(tiny_config, tmp_path
     # the handshake asks before any work: a node without its file stops the run there
     cfg = small(tiny_config, engine="flower", client_data="node", output_dir=str(tmp_path),
                 run_name="nofiles", label_names=["negative", "positive"])
-    with pytest.raises(ConfigError, match="SuperNode of partition-id 0 names no data-file; "
-                                          "start it with --node-config 'partition-id=0 "
-                                          "data-file="):
+    with pytest.raises(ConfigError, match="SuperNode.s. of partition-id 0, 1, 2, 3 name no "
+                                          "data-file; start each with its file, e.g. "
+                                          "--node-config 'partition-id=0 data-file="):
         run_simulation(cfg, progress=False, client_app=_with_data_files(None))
     assert not (tmp_path / "nofiles" / "metrics.jsonl").exists()

@@ -40,6 +40,7 @@ def discover_clients(grid: Grid, num_clients: int, wait: float = NODE_WAIT_SECON
     queries = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY)
                for n in nodes]
     node_of: dict[int, int] = {}
+    without: list[int] = []  # client_data=node: the partitions whose node names no file
     for reply in grid.send_and_receive(queries, timeout=wait):
         if reply.has_error():
             log.warning("node %s did not answer the handshake: %s", reply.metadata.src_node_id,
@@ -51,9 +52,13 @@ def discover_clients(grid: Grid, num_clients: int, wait: float = NODE_WAIT_SECON
             raise ConfigError(f"two SuperNodes claim partition-id {pid}")
         node_of[pid] = reply.metadata.src_node_id
         if data_files and not int(node.get("has-data-file", 0)):
-            raise ConfigError(f"client_data: node, but the SuperNode of partition-id {pid} "
-                              "names no data-file; start it with --node-config "
-                              f"'partition-id={pid} data-file=\"<its labelled file>\"'")
+            without.append(pid)
+    if without:
+        pid = min(without)
+        raise ConfigError(f"client_data: node, but the SuperNode(s) of partition-id "
+                          f"{', '.join(map(str, sorted(without)))} name no data-file; start "
+                          f"each with its file, e.g. --node-config 'partition-id={pid} "
+                          "data-file=\"<its labelled file>\"'")
     missing = sorted(set(range(num_clients)) - set(node_of))
     if missing:
         raise ConfigError(f"no SuperNode serves client(s) {missing}; give each SuperNode "
