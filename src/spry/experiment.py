@@ -86,8 +86,7 @@ def build(cfg: Config, held_out: bool = True) -> Experiment:
     if cfg.client_data == "node":
         task, data = _node_data(cfg, tokenizer, head, held_out)
     else:
-        task, data = _dealt_data(cfg, tokenizer, head)
-        cfg = cfg.replace(**(task.columns or {}), label_names=list(task.label_names))
+        cfg, task, data = _dealt_data(cfg, tokenizer, head)
     if cfg.task_head in LABEL_HEADS and (
             cut := data.cut_share(cfg.max_length)) > CUT_WARNING:
         log.warning("%.0f%% of the training texts reach max_length=%d tokens and are cut "
@@ -109,8 +108,9 @@ def build(cfg: Config, held_out: bool = True) -> Experiment:
     return Experiment(cfg, tokenizer, data, model, server, LocalEngine(cfg, model, tokenizer, data))
 
 
-def _dealt_data(cfg: Config, tokenizer, head) -> tuple[Task, FederatedData]:
-    """client_data=partition: `dataset` read here and dealt to the clients by the seed."""
+def _dealt_data(cfg: Config, tokenizer, head) -> tuple[Config, Task, FederatedData]:
+    """client_data=partition: `dataset` read here and dealt to the clients by the seed; the
+    config resolved to the columns and label names the data used."""
     log.info("reading the data: %s", cfg.dataset)
     task = load_task(cfg)
     resolved = cfg.replace(**(task.columns or {}), label_names=list(task.label_names))
@@ -123,7 +123,7 @@ def _dealt_data(cfg: Config, tokenizer, head) -> tuple[Task, FederatedData]:
                     task.unread[0])
     log.info("tokenizing and dealing %d examples to %d clients (Dirichlet α=%g)",
              len(task.train), cfg.num_clients, cfg.dirichlet_alpha)
-    return task, build_federated_data(resolved, tokenizer, task, encoder=head.encode)
+    return resolved, task, build_federated_data(resolved, tokenizer, task, encoder=head.encode)
 
 
 def _node_data(cfg: Config, tokenizer, head, held_out: bool) -> tuple[Task, FederatedData]:
@@ -136,7 +136,7 @@ def _node_data(cfg: Config, tokenizer, head, held_out: bool) -> tuple[Task, Fede
         log.info("data: each of the %d SuperNodes reads its own data-file (client_data=node), "
                  "labels %s; %s", cfg.num_clients, list(cfg.label_names),
                  "no held-out split (give test_file for one)" if test is None else
-                 describe_task(task).split("; ")[-1])
+                 describe_held_out(task))
     return task, FederatedData(task, [], held_out_split(cfg, tokenizer, task, head.encode))
 
 
@@ -157,10 +157,15 @@ def describe_task(task) -> str:
         name, rate = majority(task.train.labels, task.label_names)
         parts.append(f"{len(task.label_names)} labels (majority {name!r}: {rate:.3f} of train)")
     if task.test is not None and task.test.qa is None and len(task.test):
-        name, rate = majority(task.test.labels, task.label_names)
-        parts.append(f"held-out test {len(task.test)} examples (majority {name!r}: "
-                     f"{rate:.3f}, the accuracy of predicting one class)")
+        parts.append(describe_held_out(task))
     return "data: " + "; ".join(parts)
+
+
+def describe_held_out(task) -> str:
+    """The held-out split's size and majority-class rate (a labelled split)."""
+    name, rate = majority(task.test.labels, task.label_names)
+    return (f"held-out test {len(task.test)} examples (majority {name!r}: {rate:.3f}, the "
+            "accuracy of predicting one class)")
 
 
 def round_zero_head(exp: Experiment) -> tuple[str, str] | None:

@@ -63,6 +63,7 @@ def _positive(cfg: Config, *names: str) -> None:
 def check_values(cfg: Config) -> None:
     """Each setting's value, then how the settings combine."""
     _check_choices(cfg)
+    _check_client_data(cfg)
     _check_head(cfg)
     _check_numbers(cfg)
     _check_communication(cfg)
@@ -90,7 +91,6 @@ def _check_choices(cfg: Config) -> None:
                           ("personalization", PERSONALIZATIONS),
                           ("client_data", CLIENT_DATA)):
         one_of(cfg, name, choices)
-    _check_client_data(cfg)
 
 
 def _check_client_data(cfg: Config) -> None:
