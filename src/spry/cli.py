@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             out = run(cfg, progress=not args.quiet)
             _summary(out)
             if cfg.task_head in LABEL_HEADS:
-                print(f"labels for new texts: spry predict {out} <file>")
+                what = "scores" if cfg.task_head == "regression" else "labels"
+                print(f"{what} for new texts: spry predict {out} <file>")
         elif args.command == "units":
             _units(cfg)
         elif args.command == "bench":
@@ -170,7 +171,7 @@ def _summary(out) -> None:
 
     rows = read_metrics(out)
     last = rows[-1]
-    evaluated = [r for r in rows if r.get("generalized_accuracy") is not None]
+    evaluated = [r for r in rows if "generalized_accuracy" in r]
     print(f"run directory: {out}")
     if evaluated:
         e = evaluated[-1]
@@ -180,8 +181,14 @@ def _summary(out) -> None:
             f1 = ("" if e.get("test_macro_f1") is None
                   else f", macro-F1 {e['test_macro_f1']:.4f}")
             parts.append(f"test accuracy {e['test_accuracy']:.4f}{f1}{loss} (held-out split)")
-        parts.append(f"generalized accuracy {e['generalized_accuracy']:.4f} (clients' test "
-                     "splits)")
+        if e.get("test_pearson") is not None:
+            parts.append(f"test Pearson {e['test_pearson']:.4f}, Spearman "
+                         f"{e['test_spearman']:.4f}, RMSE {e['test_rmse']:.4f} (held-out split)")
+        if e.get("generalized_accuracy") is not None:
+            parts.append(f"generalized accuracy {e['generalized_accuracy']:.4f} (clients' "
+                         "test splits)")
+        elif e.get("eval_loss") is not None:
+            parts.append(f"clients' test loss {e['eval_loss']:.4f}")
         if e.get("personalized_accuracy") is not None:
             parts.append(f"personalized accuracy {e['personalized_accuracy']:.4f}")
         print(f"round {e['round']}: " + ", ".join(parts))
@@ -199,8 +206,13 @@ def _predict(args) -> None:
     scored = ("" if made.accuracy is None
               else f"; accuracy {made.accuracy:.4f}, macro-F1 {made.macro_f1:.4f}, loss "
               f"{made.loss:.4f} against its label column")
+    if made.scores is not None:
+        m = made.scores
+        scored = (f"; Pearson {m['test_pearson']:.4f}, Spearman {m['test_spearman']:.4f}, "
+                  f"RMSE {m['test_rmse']:.4f} against its label column")
     print(f"{made.count} predictions: {made.path}{scored}")
-    print("predicted: " + ", ".join(f"{n} {c}" for n, c in made.counts.items()))
+    if made.counts:
+        print("predicted: " + ", ".join(f"{n} {c}" for n, c in made.counts.items()))
     if made.report:
         width = max(len("label"), *(len(n) for n in made.report))
         print(f"{'label':<{width}}  precision  recall  f1      support")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from spry.compare_table import markdown_table
+from spry.compare_table import SCORE_COLUMNS, markdown_table
 from spry.config import Config, ConfigError
 from spry.methods import METHODS
 
@@ -66,7 +66,7 @@ def _config(path: Path) -> dict:
 
 # Row keys that are read as numbers (None where a round did not measure them).
 NUMBERS = ("train_loss", "generalized_accuracy", "personalized_accuracy", "test_accuracy",
-           "test_loss", "test_macro_f1", "elapsed_seconds", "wall_seconds", "bytes_up",
+           "test_loss", "test_macro_f1", "test_pearson", "elapsed_seconds", "wall_seconds", "bytes_up",
            "bytes_down", "bytes_up_total", "bytes_down_total", "test_predicted_classes")
 
 
@@ -189,9 +189,12 @@ def peak_mib(run: Run, report: dict | None) -> float | None:
 def target_metric(runs: list[Run]) -> str:
     """What the target is on: the held-out test accuracy where every run measured it (the
     clients' local test splits are a few examples each at low α, so which clients were
-    sampled dominates the generalized accuracy), else the generalized accuracy."""
-    if runs and all(run.evaluated("test_accuracy") for run in runs):
-        return "test_accuracy"
+    sampled dominates the generalized accuracy), else the held-out Pearson correlation
+    where every run measured it (task_head=regression, which has no accuracy), else the
+    generalized accuracy."""
+    for metric in ("test_accuracy", "test_pearson"):
+        if runs and all(run.evaluated(metric) for run in runs):
+            return metric
     return "generalized_accuracy"
 
 
@@ -220,6 +223,9 @@ def summarize(run: Run, target: float | None = None, bench: dict | None = None,
     out["best_test"] = max(r["test_accuracy"] for r in tested) if tested else None
     out["final_test_f1"] = tested[-1].get("test_macro_f1") if tested else None
     out["one_class"] = bool(tested) and tested[-1].get("test_predicted_classes") == 1
+    scored = run.evaluated("test_pearson")  # task_head=regression
+    out["final_pearson"] = scored[-1]["test_pearson"] if scored else None
+    out["best_pearson"] = max(r["test_pearson"] for r in scored) if scored else None
     hit = next((r for r in run.evaluated(metric)
                 if target is not None and r[metric] >= target), None)
     out["target_round"] = hit["round"] if hit else None
@@ -234,9 +240,10 @@ def compare(run_dirs: list[str | Path], target: float | None = None,
     metric = target_metric(runs)
     chosen = target if target is not None else auto_target(runs, metric)
     summaries = [summarize(run, chosen, bench, metric) for run in runs]
-    what = ("held-out test accuracy" if metric == "test_accuracy" else
-            "generalized accuracy (the sampled clients' local test splits; no run has a "
-            "held-out test split)")
+    what = {"test_accuracy": "held-out test accuracy",
+            "test_pearson": "held-out test Pearson correlation"}.get(
+        metric, "generalized accuracy (the sampled clients' local test splits; no run has a "
+                "held-out test split)")
     if chosen is None:
         head = "No run has evaluated yet: no accuracy to compare."
     elif target is None:
@@ -250,4 +257,5 @@ def compare(run_dirs: list[str | Path], target: float | None = None,
     note = ("Accuracies are fractions; wall s is the run's elapsed time; client peak MiB is one "
             "client step of the method as measured by `spry bench`" if bench is not None else
             "Accuracies are fractions; wall s is the run's elapsed time")
-    return f"{head} {note}.\n\n{markdown_table(summaries)}\n"
+    extra = SCORE_COLUMNS if any(s["final_pearson"] is not None for s in summaries) else ()
+    return f"{head} {note}.\n\n{markdown_table(summaries, extra)}\n"

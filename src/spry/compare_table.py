@@ -42,6 +42,11 @@ COLUMNS = [
 ]
 
 
+SCORE_COLUMNS = [("final_pearson", "final test Pearson", _acc),
+                 ("best_pearson", "best test Pearson", _acc)]
+"""Added where a run learned a score (task_head=regression), which has no accuracy."""
+
+
 def markdown_table(summaries: list[dict], extra: list[tuple] = ()) -> str:
     """One row per summary; `extra` adds (key, header, format) columns at the end."""
     columns = COLUMNS + list(extra)

@@ -26,7 +26,7 @@ from torch import nn
 from spry import checkpoint
 from spry.client import held_out_metrics
 from spry.config import POOLED_HEAD_INITS, Config, ConfigError
-from spry.config.choices import LABEL_HEADS
+from spry.config.choices import LABEL_HEADS, POOLED_HEADS
 from spry.data import (Examples, FederatedData, Task, build_federated_data, held_out_split,
                        load_task)
 from spry.data.sources import read_node_file
@@ -113,7 +113,7 @@ def _dealt_data(cfg: Config, tokenizer, head) -> tuple[Config, Task, FederatedDa
     config resolved to the columns and label names the data used."""
     log.info("reading the data: %s", cfg.dataset)
     task = load_task(cfg)
-    resolved = cfg.replace(**(task.columns or {}), label_names=list(task.label_names))
+    resolved = cfg.replace(**(task.columns or {}), label_names=list(task.label_names) or None)
     log.info("%s", describe_task(task))
     if task.unread:
         log.warning("column(s) %s hold text and are not read: the model sees column %r%s only; "
@@ -131,10 +131,10 @@ def _node_data(cfg: Config, tokenizer, head, held_out: bool) -> tuple[Task, Fede
     data-file when a message names its client); the held-out split is test_file."""
     test = (read_node_file(Path(cfg.test_file), cfg)
             if held_out and cfg.test_file is not None else None)
-    task = Task(Path(cfg.dataset).stem, Examples([], []), test, tuple(cfg.label_names))
+    task = Task(Path(cfg.dataset).stem, Examples([], []), test, tuple(cfg.label_names or ()))
     if held_out:
         log.info("data: each of the %d SuperNodes reads its own data-file (client_data=node), "
-                 "labels %s; %s", cfg.num_clients, list(cfg.label_names),
+                 "labels %s; %s", cfg.num_clients, list(cfg.label_names or ["a score"]),
                  "no held-out split (give test_file for one)" if test is None else
                  describe_held_out(task))
     return task, FederatedData(task, [], held_out_split(cfg, tokenizer, task, head.encode))
@@ -153,7 +153,9 @@ def describe_task(task) -> str:
     if task.columns:
         parts.append(", ".join(f"{k.removesuffix('_column')} column {v!r}"
                                for k, v in task.columns.items() if v is not None))
-    if task.train.qa is None and len(task.train):
+    if task.train.qa is None and len(task.train) and not task.label_names:
+        parts.append(f"scores {describe_scores(task.train.labels)} in train")
+    elif task.train.qa is None and len(task.train):
         name, rate = majority(task.train.labels, task.label_names)
         parts.append(f"{len(task.label_names)} labels (majority {name!r}: {rate:.3f} of train)")
     if task.test is not None and task.test.qa is None and len(task.test):
@@ -161,8 +163,20 @@ def describe_task(task) -> str:
     return "data: " + "; ".join(parts)
 
 
+def describe_scores(scores: list[float]) -> str:
+    """A score column's range, mean and standard deviation (the RMSE of always predicting
+    the mean: what a regression must beat)."""
+    mean = sum(scores) / len(scores)
+    sd = (sum((y - mean) ** 2 for y in scores) / len(scores)) ** 0.5
+    return f"{min(scores):g} to {max(scores):g}, mean {mean:.3f}, sd {sd:.3f}"
+
+
 def describe_held_out(task) -> str:
-    """The held-out split's size and majority-class rate (a labelled split)."""
+    """The held-out split's size and majority-class rate (a labelled split); for scores,
+    their spread (task_head=regression)."""
+    if not task.label_names:
+        return (f"held-out test {len(task.test)} examples (scores {describe_scores(task.test.labels)}"
+                ": the sd is the RMSE of predicting the mean)")
     name, rate = majority(task.test.labels, task.label_names)
     return (f"held-out test {len(task.test)} examples (majority {name!r}: {rate:.3f}, the "
             "accuracy of predicting one class)")
@@ -172,7 +186,7 @@ def round_zero_head(exp: Experiment) -> tuple[str, str] | None:
     """(weight, bias) of the head that round 0 sets from the clients' features (head_init
     class_means or lda), or None."""
     cfg = exp.cfg
-    if (cfg.head_init not in POOLED_HEAD_INITS or cfg.task_head != "classifier"
+    if (cfg.head_init not in POOLED_HEAD_INITS or cfg.task_head not in POOLED_HEADS
             or not is_pooled(exp.model)):
         return None
     head = next((u for u in exp.server.units if u.name == HEAD_UNIT), None)
@@ -286,10 +300,12 @@ def _round_zero(exp: Experiment, metrics: MetricsLog, head: tuple[str, str]) -> 
     row.update(global_test_metrics(exp))
     row["elapsed_seconds"] = time.perf_counter() - started
     metrics.append(row)
-    log.info("round 0: the head starts from the %s of %d clients (test accuracy %s)",
-             "class means" if exp.cfg.head_init == "class_means" else "discriminant",
-             len(row["clients"]), "–" if row.get("test_accuracy") is None
-             else f"{row['test_accuracy']:.4f}")
+    what, key = (("least-squares fit", "test_pearson") if exp.cfg.task_head == "regression"
+                 else ("class means", "test_accuracy") if exp.cfg.head_init == "class_means"
+                 else ("discriminant", "test_accuracy"))
+    log.info("round 0: the head starts from the %s of %d clients (%s %s)", what,
+             len(row["clients"]), key.replace("_", " "),
+             "–" if row.get(key) is None else f"{row[key]:.4f}")
     return row["elapsed_seconds"]
 
 

@@ -24,7 +24,8 @@ FORMATS = ("png", "svg")
 # each, so the generalized accuracy mostly says which clients were sampled.
 METRICS = (("test_accuracy", "-", "held-out test"),
            ("generalized_accuracy", ":", "generalized (sampled clients' test splits)"),
-           ("personalized_accuracy", "--", "personalized"))
+           ("personalized_accuracy", "--", "personalized"),
+           ("test_pearson", "-.", "held-out Pearson"))  # task_head=regression: no accuracy
 # What the x axis of each curve panel reads from a metrics row.
 X_AXES = (("round", "server round", 1.0),
           ("elapsed_seconds", "wall time (min)", 1 / 60),
@@ -76,7 +77,8 @@ def curves_figure(runs: list[Run]):
     grid[-1][0].xaxis.get_major_locator().set_params(integer=True)
     if losses:
         grid[1][0].set_ylabel("held-out test loss")
-    axes[0].set_ylabel(f"{next(iter(styles))} accuracy" if len(styles) == 1 else "accuracy")
+    axes[0].set_ylabel("held-out Pearson r" if set(styles) == {"held-out Pearson"} else
+                       f"{next(iter(styles))} accuracy" if len(styles) == 1 else "accuracy")
     handles, labels = axes[0].get_legend_handles_labels()
     if len(styles) > 1:  # say which line style is which accuracy
         from matplotlib.lines import Line2D

@@ -6,7 +6,8 @@ run's), and the final trainable weights (trainable.safetensors: adapters and hea
 loaded into it. DATA is read as the run read its own data: the same text, pair and label
 columns and label set; a label column is optional (with one, the accuracy is reported).
 The predictions are written as a csv: the text (and pair), the label where given, the
-predicted label, its probability, and each label's probability.
+predicted label, its probability, and each label's probability; for a regression run the
+predicted score (with DATA's scores, the run's test metrics against them).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from spry.config.choices import LABEL_HEADS
 from spry.data.examples import Examples
 from spry.data.files import read_rows
 from spry.data.recipes import RECIPES
-from spry.data.sources import label_key, row_texts, text_columns
+from spry.data.sources import label_key, read_score, row_texts, text_columns
 from spry.models import check_device
 from spry.resume import FINAL
 from spry.seeds import derive_seed, seeded_global_rng
@@ -47,6 +48,9 @@ class Predictions:
     """The mean of the per-class F1s (spry.tasks.metrics.macro_f1), where DATA has labels."""
     report: dict[str, tuple[float, float, float, int]] | None = None
     """Per label that DATA holds or the model predicts: (precision, recall, F1, support)."""
+    scores: dict[str, float] | None = None
+    """task_head=regression, where DATA has scores: metrics.jsonl's test_loss, test_rmse,
+    test_pearson and test_spearman against them (spry.tasks.regression.score_metrics)."""
 
 
 def predict(run_dir: str | Path, data: str | Path, out: str | Path | None = None,
@@ -63,7 +67,7 @@ def predict(run_dir: str | Path, data: str | Path, out: str | Path | None = None
     cfg = _run_config(Path(run_dir), overrides or [])
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    names = tuple(cfg.label_names)
+    names = tuple(cfg.label_names or ())
     texts, pairs, labels = _read(Path(data), cfg, names)
     tokenizer = load_tokenizer(cfg)
     head = head_of(cfg)
@@ -81,9 +85,11 @@ def predict(run_dir: str | Path, data: str | Path, out: str | Path | None = None
     load_trainable(model, weights)
     with eval_precision(cfg):
         logits = predict_logits(model, encoded, tokenizer, cfg)
+    path = Path(out) if out else Path(run_dir) / "predictions" / f"{Path(data).stem}.csv"
+    if cfg.task_head == "regression":
+        return _scores(path, texts, pairs, labels, logits[:, 0].tolist())
     probabilities = logits.softmax(-1)
     predicted = probabilities.argmax(-1).tolist()
-    path = Path(out) if out else Path(run_dir) / "predictions" / f"{Path(data).stem}.csv"
     _write(path, texts, pairs, labels, predicted, probabilities, names)
     accuracy = loss = f1 = report = None
     if labels:
@@ -93,6 +99,24 @@ def predict(run_dir: str | Path, data: str | Path, out: str | Path | None = None
         report = {names[c]: row for c, row in class_report(predicted, labels).items()}
     counts = {n: predicted.count(i) for i, n in enumerate(names)}
     return Predictions(path, len(texts), accuracy, loss, counts, f1, report)
+
+
+def _scores(path: Path, texts, pairs, scores, predicted: list[float]) -> Predictions:
+    """task_head=regression: the predicted scores written beside the texts (and DATA's
+    scores where it has them), scored against them."""
+    from spry.tasks.regression import score_metrics
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", *(["pair"] if pairs else []), *(["label"] if scores else []),
+                    "predicted"])
+        for i, text in enumerate(texts):
+            w.writerow([text, *([pairs[i]] if pairs else []), *([scores[i]] if scores else []),
+                        f"{predicted[i]:.4f}"])
+    metrics = score_metrics(predicted, scores) if scores else None
+    return Predictions(path, len(texts), None, metrics and metrics["test_loss"], {},
+                       scores=metrics)
 
 
 def _run_config(run_dir: Path, overrides: list[str]) -> Config:
@@ -115,7 +139,7 @@ def _run_config(run_dir: Path, overrides: list[str]) -> Config:
         raise ConfigError(f"predict: the run's task_head={cfg.task_head!r} answers with "
                           f"text, not labels; spry predict takes runs of task_head="
                           f"{' or '.join(LABEL_HEADS)}")
-    if not cfg.label_names:
+    if not cfg.label_names and cfg.task_head != "regression":
         raise ConfigError(f"predict: {config} records no label_names; it was written by an "
                           "older spry: predict with a run of this version")
     return cfg
@@ -157,6 +181,9 @@ def _read(path: Path, cfg: Config, names: tuple[str, ...]
     label = cfg.label_column or "label"
     if label not in columns:
         return texts, pairs, None
+    if cfg.task_head == "regression":
+        return texts, pairs, [read_score(r.get(label), label, str(path), rows.name(i))
+                              for i, r in enumerate(rows.rows)]
     lookup = {n: i for i, n in enumerate(names)}
     labels = []
     for i, r in enumerate(rows.rows):

@@ -19,8 +19,8 @@ log = logging.getLogger("spry.experiment")
 # metrics key -> the short name shown
 # The held-out test split leads where there is one: the clients' local test splits (acc)
 # are a few examples each at low α, so which clients were sampled dominates them.
-SHOWN = (("train_loss", "loss"), ("test_accuracy", "test"), ("generalized_accuracy", "acc"),
-         ("personalized_accuracy", "pers"))
+SHOWN = (("train_loss", "loss"), ("test_accuracy", "test"), ("test_pearson", "pearson"),
+         ("generalized_accuracy", "acc"), ("personalized_accuracy", "pers"))
 CLIENT_LOG_SECONDS = 10.0
 """--quiet: the least time between two lines on the clients done within a round."""
 

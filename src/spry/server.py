@@ -20,7 +20,7 @@ from spry.messages import EvalInstruction, TrainInstruction, tensor_bytes
 from spry.methods import METHODS, sends_previous_update
 from spry.models import HEAD_UNIT, Unit
 from spry.seeds import derive_seed, generator
-from spry.tasks.linear_head import class_mean_head, lda_head
+from spry.tasks.linear_head import class_mean_head, lda_head, ridge_head
 from spry.validation import Rejection, check_update, screen
 
 log = logging.getLogger(__name__)
@@ -133,13 +133,17 @@ class Server:
     def initialize_head(self, engine, weight: str, bias: str) -> dict:
         """Round 0 of head_init=class_means (FedNCM) or lda: every client sends per-class
         sums of its pooled features (lda: and their within-class scatter), the server sets
-        the head to the class means or solves the discriminant. Returns the round's metrics
+        the head to the class means or solves the discriminant (for scores: least squares).
+        Returns the round's metrics
         row (bytes and seconds counted like any round's)."""
         start = time.perf_counter()
         stats = engine.class_statistics(list(range(self.cfg.num_clients)))
-        w, b = (lda_head(stats, self.cfg.head_init_shrinkage, self.cfg.head_init_lda_scale)
-                if self.cfg.head_init == "lda"
-                else class_mean_head(stats, self.cfg.head_init_scale))
+        if self.cfg.task_head == "regression":
+            w, b = ridge_head(stats, self.cfg.head_init_shrinkage)
+        elif self.cfg.head_init == "lda":
+            w, b = lda_head(stats, self.cfg.head_init_shrinkage, self.cfg.head_init_lda_scale)
+        else:
+            w, b = class_mean_head(stats, self.cfg.head_init_scale)
         self.weights = {**self.weights, weight: w.to(self.weights[weight].dtype),
                         bias: b.to(self.weights[bias].dtype)}
         bytes_up = sum(s.bytes() for s in stats)
@@ -188,7 +192,8 @@ class Server:
             row["personalization_seconds"] = sum(u.local_eval_seconds for u in updates)
         if (evaluate or (lambda: scheduled_eval(self.cfg, server_round)))():
             evals = engine.evaluate(self.configure_evaluate(server_round, instructions))
-            row.update(summarize_evals(with_local_scores(evals, updates)))
+            row.update(summarize_evals(with_local_scores(evals, updates),
+                                       accuracy=self.cfg.task_head != "regression"))
             if self.cfg.personalization == "round" and self.cfg.personalization_epochs:
                 # A round evaluated off schedule (the last one a time cap allows) had no
                 # scores asked for: its clients personalized from the global model instead.
@@ -269,13 +274,16 @@ def _sent_bytes(tensors: dict) -> int:
                if isinstance(t, torch.Tensor))
 
 
-def summarize_evals(evals: list[ClientEval]) -> dict:
-    """Example-weighted accuracies over the sampled clients' local test splits."""
+def summarize_evals(evals: list[ClientEval], accuracy: bool = True) -> dict:
+    """Example-weighted accuracies and loss over the sampled clients' local test splits;
+    `accuracy` False (task_head=regression: a score is not right or wrong): the loss only,
+    generalized_accuracy None."""
     total = sum(e.total for e in evals)
-    out = {"generalized_accuracy": sum(e.correct for e in evals) / total if total else None,
+    out = {"generalized_accuracy": (sum(e.correct for e in evals) / total
+                                    if total and accuracy else None),
            "eval_loss": sum(e.loss for e in evals) / total if total else None}
     personal = [e for e in evals if e.personalized_correct is not None]
-    if personal:
+    if personal and accuracy:
         n = sum(e.total for e in personal)
         out["personalized_accuracy"] = sum(e.personalized_correct for e in personal) / n
     return out

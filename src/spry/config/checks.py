@@ -17,6 +17,7 @@ from spry.config.choices import (ASSIGNMENTS, CLIENT_DATA, CLIENT_OPTIMIZERS, CO
                                  CONTEXTS, DTYPES, ENGINES, EVAL_DTYPES,
                                  FORWARD_GRADIENT_METHODS, HEAD_GRADIENTS, HEAD_INITS,
                                  HEAD_MODES, LABEL_HEADS, LORA_FACTORS, METHODS,
+                                 POOLED_HEADS,
                                  NO_EXAMPLE_TANGENTS, ON_ALL_CLIENTS_FAILED, PEFT_ADAPTERS,
                                  PEFT_METHODS, PERSONALIZATIONS, POOLED_HEAD_INITS, POOLINGS,
                                  RECIPES, SERVER_OPTIMIZERS, SPLIT_METHODS, TANGENT_SHARINGS,
@@ -101,7 +102,7 @@ def _check_client_data(cfg: Config) -> None:
         raise ConfigError("client_data: node means each Flower SuperNode reads its own file; "
                           "set engine=flower (a deployment: docs/flower.md), or "
                           "client_data=partition to deal `dataset` to the clients here")
-    if not cfg.label_names:
+    if not cfg.label_names and cfg.task_head != "regression":
         raise ConfigError("label_names: client_data=node needs the label set, in class order "
                           "(e.g. label_names=negative,positive): no one process sees every "
                           "node's labels")
@@ -234,6 +235,20 @@ def _check_task_head(cfg: Config) -> None:
                           "answer)")
     if cfg.task_head in qa_heads and cfg.communication == "per_iteration":
         raise ConfigError(f"communication: task_head={cfg.task_head} runs per_epoch only for now")
+    if cfg.task_head == "regression":
+        _check_regression(cfg)
+
+
+def _check_regression(cfg: Config) -> None:
+    """task_head=regression reads a numeric label column: no label set, no class means (a
+    recipe, a classification task, is refused where the data is read: spry.data.sources)."""
+    if cfg.label_names is not None:
+        raise ConfigError("label_names: task_head=regression learns a score, not classes; "
+                          "remove label_names")
+    if cfg.head_init == "class_means":
+        raise ConfigError("head_init: class_means needs classes; under task_head=regression "
+                          "use head_init=lda (the least-squares head from the clients' "
+                          "feature statistics) or random")
 
 
 def _check_head(cfg: Config) -> None:
@@ -248,8 +263,9 @@ def _check_head(cfg: Config) -> None:
                           "(0: the sample covariance, 1: a multiple of the identity); the "
                           "default is 0.5")
     if cfg.tangent_sharing == "example":
-        if cfg.peft in NO_EXAMPLE_TANGENTS or cfg.task_head != "classifier":
-            raise ConfigError("tangent_sharing: example needs task_head=classifier and linear "
+        if cfg.peft in NO_EXAMPLE_TANGENTS or cfg.task_head not in POOLED_HEADS:
+            raise ConfigError("tangent_sharing: example needs task_head=classifier (or "
+                              "regression) and linear "
                               "trainable tensors (peft=lora, tinylora or head), not "
                               f"peft={cfg.peft!r}, "
                               f"task_head={cfg.task_head!r}; set tangent_sharing=batch")
@@ -283,7 +299,7 @@ def _check_head(cfg: Config) -> None:
     if cfg.head_gradient == "exact" and cfg.communication == "per_iteration":
         raise ConfigError("head_gradient: per_iteration uploads only directional derivatives; "
                           "set head_gradient=estimator")
-    if cfg.task_head != "classifier":
+    if cfg.task_head not in POOLED_HEADS:
         return  # the other heads have no pooled linear head; these settings do not apply
     if cfg.pooling == "model" and cfg.head_init in POOLED_HEAD_INITS:
         raise ConfigError(f"head_init: {cfg.head_init} needs a pooled head (pooling=auto, cls, "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spry.config.choices import (NO_EXAMPLE_TANGENTS, POOLED_HEAD_INITS,
+from spry.config.choices import (NO_EXAMPLE_TANGENTS, POOLED_HEAD_INITS, POOLED_HEADS,
                                  SHARED_TANGENT_DEFAULT)
 from spry.methods import METHODS
 
@@ -82,7 +82,7 @@ def resolved_default(cfg: Config, name: str) -> tuple[Any, str]:
         return lrs.get(cfg.method, lrs[None]), f"recipe={cfg.recipe}, method={cfg.method}"
     if name == "head_lr":
         if (cfg.recipe == "spry" and cfg.head_init in POOLED_HEAD_INITS
-                and cfg.task_head == "classifier" and cfg.client_optimizer in ADAMS):
+                and cfg.task_head in POOLED_HEADS and cfg.client_optimizer in ADAMS):
             return CLASS_MEAN_HEAD_LR, (f"recipe=spry, head_init={cfg.head_init}, "
                                         f"client_optimizer={cfg.client_optimizer}")
         return None, "client_lr"
@@ -98,7 +98,7 @@ def _recipe_default(cfg: Config, name: str) -> Any:
     # tensors (not IA3's scales or BitFit's LayerNorm biases); per-iteration uploads K
     # scalars a step, so it keeps one tangent per batch and the head on the estimator.
     if name == "tangent_sharing" and (cfg.peft in (*NO_EXAMPLE_TANGENTS, *SHARED_TANGENT_DEFAULT)
-                                      or cfg.task_head != "classifier"
+                                      or cfg.task_head not in POOLED_HEADS
                                       or cfg.communication == "per_iteration"):
         return "batch"
     if name == "head_gradient" and cfg.communication == "per_iteration":

@@ -50,7 +50,9 @@ class Config:
     device: str = "cpu"
     """torch device for the model and every client step (cpu, cuda, cuda:1, ...)."""
     task_head: str = "classifier"
-    """`classifier`: a sequence-classification head (a trainable unit); `verbalizer`: a
+    """`classifier`: a sequence-classification head (a trainable unit); `regression`: the
+    same pooled linear head with one output, trained by squared error on a numeric label
+    column (a score, e.g. a similarity 0-5); `verbalizer`: a
     causal LM scores each label's word as the next token after the text (no head unit);
     `span`: extractive QA, start/end logits from the `qa_outputs` head (dataset=squad_v2);
     `generate`: QA on a causal LM, which writes the answer (dataset=squad_v2; no head unit)."""
@@ -70,7 +72,9 @@ class Config:
     class means (FedNCM, Legate et al. 2023), logged as round 0; `lda`: the same round, the
     clients also send their features' within-class scatter (its upper triangle, hidden²/2
     numbers) and the server solves linear discriminant analysis
-    (spry.tasks.linear_head.lda_head);
+    (spry.tasks.linear_head.lda_head); under task_head=regression `lda` is the least-squares
+    (ridge) head from the same statistics, the score appended to the features
+    (spry.tasks.linear_head.ridge_head), and `class_means` does not apply;
     `random`: the architecture's random head. Both pooled inits need a pooled head
     (pooling other than `model`)."""
     head_init_scale: float = 10.0

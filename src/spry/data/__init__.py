@@ -13,7 +13,7 @@ from spry.config import Config, ConfigError
 from spry.data.batches import Encoded, encode, iterate_batches
 from spry.data.examples import Examples
 from spry.data.partition import PartitionError, dirichlet_partition, train_test_split
-from spry.data.sources import Task, load_task, read_node_file
+from spry.data.sources import SCORE_STRATA, Task, load_task, read_node_file, strata
 from spry.seeds import derive_seed, generator
 
 
@@ -33,7 +33,8 @@ class FederatedData:
 
     @property
     def num_labels(self) -> int:
-        return len(self.task.label_names)
+        """The head's outputs: one per class; one for a score (no label names)."""
+        return len(self.task.label_names) or 1
 
     def cut_share(self, max_length: int) -> float:
         """The share of the clients' training examples encoded at max_length tokens: cut
@@ -52,21 +53,20 @@ def build_federated_data(cfg: Config, tokenizer, task: Task | None = None,
         keep = torch.randperm(len(pool), generator=generator(derive_seed(cfg.seed, "subsample")))
         pool = pool.subset(sorted(keep[: cfg.max_train_examples].tolist()))
     try:
-        parts = dirichlet_partition(pool.labels, cfg.num_clients, cfg.dirichlet_alpha,
+        classes = strata(pool.labels, cfg)  # a score's quantile bin (task_head=regression)
+        parts = dirichlet_partition(classes, cfg.num_clients, cfg.dirichlet_alpha,
                                     seed=derive_seed(cfg.seed, "partition"),
-                                    num_labels=len(task.label_names))
+                                    num_labels=len(task.label_names) or SCORE_STRATA)
     except PartitionError as exc:
         raise ConfigError(str(exc)) from None
     clients = []
     for cid, indices in enumerate(parts):
         train_idx, test_idx = train_test_split(indices, cfg.client_test_fraction,
                                                seed=derive_seed(cfg.seed, "split", cid))
-        counts = [0] * len(task.label_names)
-        for i in indices:
-            counts[pool.labels[i]] += 1
         clients.append(ClientData(
             cid, encoder(pool.subset(train_idx), tokenizer, cfg.max_length),
-            encoder(pool.subset(test_idx), tokenizer, cfg.max_length), counts))
+            encoder(pool.subset(test_idx), tokenizer, cfg.max_length),
+            label_counts([pool.labels[i] for i in indices], task.label_names)))
     return FederatedData(task, clients, held_out_split(cfg, tokenizer, task, encoder))
 
 
@@ -92,11 +92,20 @@ def node_client_data(cfg: Config, tokenizer, path: str | Path, client_id: int,
                           "least 2 (one to train, one to test)")
     train_idx, test_idx = train_test_split(list(range(len(examples))), cfg.client_test_fraction,
                                            seed=derive_seed(cfg.seed, "split", client_id))
-    counts = [0] * len(cfg.label_names)
-    for label in examples.labels:
-        counts[label] += 1
     return ClientData(client_id, encoder(examples.subset(train_idx), tokenizer, cfg.max_length),
-                      encoder(examples.subset(test_idx), tokenizer, cfg.max_length), counts)
+                      encoder(examples.subset(test_idx), tokenizer, cfg.max_length),
+                      label_counts(examples.labels, cfg.label_names or ()))
+
+
+def label_counts(labels: list, names) -> list[int]:
+    """A client's examples per class, in the order of the label `names`; with no names
+    (task_head=regression: scores) all its examples are one class."""
+    if not names:
+        return [len(labels)]
+    counts = [0] * len(names)
+    for label in labels:
+        counts[label] += 1
+    return counts
 
 
 __all__ = ["ClientData", "Encoded", "Examples", "FederatedData", "Task", "build_federated_data",

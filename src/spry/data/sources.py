@@ -60,11 +60,17 @@ def load_task(cfg: Config) -> Task:
                               f"test split ({'test_file' if cfg.test_file else 'its own'}); "
                               "remove test_fraction or the other split")
         task.train, task.test = stratified_split(task.train, cfg.test_fraction,
-                                                 derive_seed(cfg.seed, "test-fraction"))
+                                                 derive_seed(cfg.seed, "test-fraction"),
+                                                 strata(task.train.labels, cfg))
     return task
 
 
 def _load_task(cfg: Config) -> Task:
+    if cfg.task_head == "regression" and (cfg.dataset == "sentiment" or cfg.dataset in RECIPES):
+        raise ConfigError(f"task_head: regression learns a numeric score, and "
+                          f"dataset={cfg.dataset!r} is a classification task; give a file "
+                          "(or hub dataset) with a numeric label column, or set "
+                          "task_head=classifier")
     if cfg.dataset == "sentiment":
         texts, labels = synthetic.make_sentiment(2000, seed=cfg.seed)
         test = None
@@ -79,16 +85,35 @@ def _load_task(cfg: Config) -> Task:
     return _load_hub(cfg)
 
 
-def stratified_split(examples: Examples, fraction: float, seed: int
-                     ) -> tuple[Examples, Examples]:
-    """(train, test): `fraction` of each label's examples (rounded, at least one where the
-    label has two or more) go to test, chosen by a seeded shuffle; order is kept."""
+SCORE_STRATA = 5
+"""task_head=regression: how many quantile bins of the score stand in for classes where
+the data is split by label (the held-out split, the Dirichlet partition)."""
+
+
+def strata(labels: list, cfg: Config) -> list[int]:
+    """The class of each example where a split is stratified by label: the label itself, or
+    for scores (task_head=regression) its quantile bin (SCORE_STRATA of them, by rank)."""
+    if cfg.task_head != "regression":
+        return list(labels)
+    order = sorted(range(len(labels)), key=lambda i: labels[i])
+    bins = [0] * len(labels)
+    for rank, i in enumerate(order):
+        bins[i] = rank * SCORE_STRATA // max(len(labels), 1)
+    return bins
+
+
+def stratified_split(examples: Examples, fraction: float, seed: int,
+                     classes: list[int] | None = None) -> tuple[Examples, Examples]:
+    """(train, test): `fraction` of each class's examples (rounded, at least one where the
+    class has two or more) go to test, chosen by a seeded shuffle; order is kept. `classes`:
+    each example's class (default: its label; spry.data.sources.strata)."""
     if not 0 < fraction < 1:
         raise ConfigError(f"test_fraction: must be in (0, 1), got {fraction}")
+    classes = examples.labels if classes is None else classes
     g = generator(seed)
     test: list[int] = []
-    for label in sorted(set(examples.labels)):
-        members = [i for i, y in enumerate(examples.labels) if y == label]
+    for label in sorted(set(classes)):
+        members = [i for i, y in enumerate(classes) if y == label]
         take = min(max(round(fraction * len(members)), 1), len(members) - 1)
         order = torch.randperm(len(members), generator=g).tolist()
         test += [members[j] for j in order[:take]]
@@ -199,12 +224,11 @@ def _load_files(cfg: Config) -> Task:
     test_rows = read_rows(test_path, columns=given) if test_path else None
     if test_path is None and candidates:
         test_path, test_rows = _held_out_file(candidates, label, given)
-    names = tuple(cfg.label_names) if cfg.label_names else _infer_label_names(
-        train_rows, label, cfg.dataset)
+    names = _label_set(cfg, train_rows, label, cfg.dataset)
     train = _to_examples(train_rows, text, pair, label, names, where=str(train_path))
     test = (_to_examples(test_rows, text, pair, label, names, where=str(test_path))
             if test_rows is not None else None)
-    return Task(Path(cfg.dataset).stem, train, test, names, _columns(text, pair, label),
+    return Task(Path(cfg.dataset).stem, train, test, names or (), _columns(text, pair, label),
                 unread=_text_columns(train_rows, set(columns) - {text, pair, label}))
 
 
@@ -219,7 +243,8 @@ def read_node_file(path: Path, cfg: Config) -> Examples:
     rows = read_rows(path, columns=tuple(cfg.column_names) if cfg.column_names else None)
     columns = list(rows.rows[0]) if rows.rows else []
     text, pair, label = resolve_columns(columns, cfg, str(path))
-    return _to_examples(rows, text, pair, label, tuple(cfg.label_names), where=str(path))
+    names = None if cfg.task_head == "regression" else tuple(cfg.label_names)
+    return _to_examples(rows, text, pair, label, names, where=str(path))
 
 
 def _held_out_file(candidates: list[Path], label: str, given: tuple[str, ...] | None
@@ -272,14 +297,23 @@ def _load_hub(cfg: Config, test_split: str | None = "test", name: str | None = N
             "data_dir, or a local csv/tsv/json/jsonl/parquet file") from None
     train_rows = Rows(Path(cfg.dataset), list(ds["train"]))
     text, pair, label = resolve_columns(list(ds["train"].column_names), cfg, cfg.dataset)
-    names = tuple(cfg.label_names) if cfg.label_names else _hub_label_names(ds["train"], label)
+    names = (None if cfg.task_head == "regression" else tuple(cfg.label_names)
+             if cfg.label_names else _hub_label_names(ds["train"], label))
     train = _to_examples(train_rows, text, pair, label, names, where=cfg.dataset,
                          skip_negative=True)
     test = None
     if test_split and test_split in ds:
         test = _to_examples(Rows(Path(cfg.dataset), list(ds[test_split])), text, pair, label,
                             names, where=f"{cfg.dataset}[{test_split}]", skip_negative=True)
-    return Task(name or cfg.dataset, train, test, names, _columns(text, pair, label))
+    return Task(name or cfg.dataset, train, test, names or (), _columns(text, pair, label))
+
+
+def _label_set(cfg: Config, rows: Rows, label: str, where: str) -> tuple[str, ...] | None:
+    """The run's label set: label_names where given, else the file's; None for scores
+    (task_head=regression)."""
+    if cfg.task_head == "regression":
+        return None
+    return tuple(cfg.label_names) if cfg.label_names else _infer_label_names(rows, label, where)
 
 
 def _hub_label_names(split, label: str) -> tuple[str, ...]:
@@ -315,9 +349,9 @@ def _refuse_non_classes(values: set, rows: int, label: str, where: str) -> None:
     shown = ", ".join(repr(str(v)) for v in sorted(values, key=str)[:4])
     if any((number := _as_number(v)) is not None and number % 1 for v in values):
         raise ConfigError(f"label_column: {where} column {label!r} holds fractional numbers "
-                          f"({shown}, …): a score to regress, not classes; Spry trains "
-                          "classifiers: bin the scores into classes, or set label_column to "
-                          "the class column")
+                          f"({shown}, …): a score to regress, not classes; to learn the "
+                          "score set task_head=regression, else bin the scores into classes "
+                          "or set label_column to the class column")
     if len(values) > 100 and len(values) > rows / 2:
         raise ConfigError(f"label_column: {where} column {label!r} has {len(values)} distinct "
                           f"values in {rows} rows ({shown}, …): ids or free text, not "
@@ -457,8 +491,10 @@ def _as_int(value) -> int | None:
 
 
 def _to_examples(rows: Rows, text: str, pair: str | None, label: str,
-                 names: tuple[str, ...], where: str, offset: int = 0,
+                 names: tuple[str, ...] | None, where: str, offset: int = 0,
                  skip_negative: bool = False) -> Examples:
+    """The rows as examples: each label its index in `names`, or with names=None
+    (task_head=regression) its number."""
     if not rows.rows:
         raise ConfigError(f"dataset: {where} has no rows")
     present = set(rows.rows[0])
@@ -467,26 +503,40 @@ def _to_examples(rows: Rows, text: str, pair: str | None, label: str,
         if column is not None and column not in present:
             raise ConfigError(f"{field_name}: {where} has no column {column!r}; its columns are "
                               f"{sorted(present)}")
-    lookup = {n: i for i, n in enumerate(names)}
+    lookup = {n: i for i, n in enumerate(names or ())}
     texts, pairs, labels = [], [] if pair else None, []
     for i, row in enumerate(rows.rows):
         raw = row.get(label)
         _check_label(raw, label, where, rows.name(i))
-        index = lookup.get(str(label_key(raw)))
-        if index is None:
-            as_int = _as_int(raw)
-            index = None if as_int is None else as_int - offset
-        if index is not None and index < 0 and skip_negative:
-            continue  # hub NLI sets mark unlabelled pairs with -1
-        if index is None or not 0 <= index < len(names):
-            raise ConfigError(f"label_names: {where} {rows.name(i)} has label {raw!r}, outside "
-                              f"the label set {list(names)}; fix the data or set label_names")
+        if names is None:
+            index = read_score(raw, label, where, rows.name(i))
+        else:
+            index = lookup.get(str(label_key(raw)))
+            if index is None:
+                as_int = _as_int(raw)
+                index = None if as_int is None else as_int - offset
+            if index is not None and index < 0 and skip_negative:
+                continue  # hub NLI sets mark unlabelled pairs with -1
+            if index is None or not 0 <= index < len(names):
+                raise ConfigError(f"label_names: {where} {rows.name(i)} has label {raw!r}, "
+                                  f"outside the label set {list(names)}; fix the data or set "
+                                  "label_names")
         first, second = row_texts(rows, i, text, pair, where)
         texts.append(first)
         if pair:
             pairs.append(second)
         labels.append(index)
     return Examples(texts, labels, pairs)
+
+
+def read_score(value, label: str, where: str, row: str) -> float:
+    """A regression label: a finite number (a string of one too, as csv cells are)."""
+    number = _as_number(label_key(value))
+    if number is None:
+        raise ConfigError(f"label_column: {where} {row} has {value!r} in column {label!r}, not "
+                          "a number; task_head=regression learns a numeric score (for "
+                          "classes set task_head=classifier)")
+    return number
 
 
 def row_texts(rows: Rows, i: int, text: str, pair: str | None, where: str

@@ -118,7 +118,7 @@ class PerIterationServer:
             aggregate_seconds=stepped - start - steps["client_seconds"])
         if (evaluate or (lambda: scheduled_eval(server.cfg, server_round)))():
             evals = engine.evaluate(server.configure_evaluate(server_round, list(plan.values())))
-            row.update(summarize_evals(evals))
+            row.update(summarize_evals(evals, accuracy=server.cfg.task_head != "regression"))
         row["evaluate_seconds"] = time.perf_counter() - stepped
         row["wall_seconds"] = time.perf_counter() - start
         return row

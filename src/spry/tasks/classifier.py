@@ -1,4 +1,5 @@
-"""task_head=classifier: a sequence classifier on an encoder (or decoder), label cross-entropy.
+"""task_head=classifier: a sequence classifier on an encoder (or decoder), label cross-entropy
+(and the model and loss task_head=regression shares: one output, squared error).
 
 The model is a pooled linear head over the transformer body (spry.tasks.pooling; the
 default, pooling=auto) or the architecture's own *ForSequenceClassification (pooling=model,
@@ -66,11 +67,18 @@ def classification_loss(model: nn.Module, batch: dict[str, torch.Tensor],
             capture["logits"] = fwAD.unpack_dual(out.logits).primal.detach()
         # Widen bfloat16 to float32, keep float64 (the estimator tests' precision).
         logits = out.logits.to(torch.promote_types(out.logits.dtype, torch.float32))
-        if per_example:
-            return F.cross_entropy(logits, labels, reduction="none")
-        return F.cross_entropy(logits, labels)
+        losses = pointwise_loss(logits, labels)
+        return losses if per_example else losses.mean()
 
     return loss_fn
+
+
+def pointwise_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each example's loss: cross-entropy against a class index, or for a score (float
+    labels, task_head=regression, one output) the squared error."""
+    if labels.is_floating_point():
+        return (logits[:, 0] - labels.to(logits.dtype)) ** 2
+    return F.cross_entropy(logits, labels, reduction="none")
 
 
 def task_loss(model: nn.Module, batch: dict[str, torch.Tensor]):

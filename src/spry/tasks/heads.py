@@ -13,7 +13,7 @@ from typing import Callable
 
 from spry.config import Config
 from spry.data.batches import encode as encode_texts
-from spry.tasks import classifier, squad, squad_generate, verbalizer
+from spry.tasks import classifier, regression, squad, squad_generate, verbalizer
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class TaskHead:
     """(model, batch) -> L(params), the mean loss with `params` swapped in functionally."""
     evaluate: Callable
     """(model, encoded, tokenizer, cfg) -> (correct, total, summed loss); QA heads count
-    an exact match as correct."""
+    an exact match as correct, regression nothing (a score has no accuracy)."""
     held_out_metrics: Callable
     """(model, encoded, tokenizer, cfg) -> metrics.jsonl's test_* values (fractions)."""
 
@@ -37,6 +37,9 @@ class TaskHead:
 HEADS: dict[str, TaskHead] = {
     "classifier": TaskHead(classifier.load_model, encode_texts, classifier.task_loss,
                            classifier.evaluate, classifier.held_out_metrics),
+    # The classifier's model and loss with one output: a score, not a class.
+    "regression": TaskHead(regression.load_model, encode_texts, classifier.task_loss,
+                           regression.evaluate, regression.held_out_metrics),
     # A causal LM read as a classifier: its logits are the label words', so the
     # classifier's loss and scores apply unchanged.
     "verbalizer": TaskHead(verbalizer.load_model, encode_texts, classifier.task_loss,

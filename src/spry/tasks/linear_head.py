@@ -68,6 +68,14 @@ def class_statistics(features: torch.Tensor, labels: torch.Tensor, num_labels: i
     return onehot.T @ F.normalize(f, dim=-1), counts, norms
 
 
+def score_statistics(features: torch.Tensor, scores: torch.Tensor) -> tuple:
+    """task_head=regression's round-0 statistics: lda's, of the features with the score
+    appended as one more coordinate, all one class (ridge_head reads them)."""
+    joined = torch.cat([features.float(), scores.float()[:, None]], dim=-1)
+    return class_statistics(joined, torch.zeros(len(scores), dtype=torch.long), 1,
+                            scatter=True)
+
+
 def pack_symmetric(matrix: torch.Tensor) -> torch.Tensor:
     """The upper triangle of a symmetric (d, d) matrix, d(d+1)/2 numbers: what goes on the
     wire (half the bytes of the full matrix)."""
@@ -98,46 +106,79 @@ def class_mean_head(stats: list[ClassStatistics], scale: float
     return weight, torch.zeros(sums.shape[0])
 
 
-def lda_head(stats: list[ClassStatistics], shrinkage: float, scale: float = 1.0
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W, b) of linear discriminant analysis from the clients' statistics: with class means
-    μ_c, priors π_c and the pooled within-class covariance Σ (each client's scatter about
-    its own class means m_kc, plus Σ_k,c n_kc (m_kc − μ_c)(m_kc − μ_c)ᵀ, over n)
-    shrunk toward a multiple of the identity, Σ_λ = (1 − λ) Σ + λ (tr Σ / d) I
-    (scikit-learn's LinearDiscriminantAnalysis(shrinkage=λ)), W_c = Σ_λ⁻¹ μ_c and
-    b_c = −½ μ_cᵀ Σ_λ⁻¹ μ_c + log π_c: the logits are the log posteriors of Gaussian
-    classes sharing Σ_λ, up to a constant; both are then multiplied by `scale` (a softmax
-    temperature, head_init_lda_scale). A class no client holds gets a zero row and a very
-    negative bias."""
+def pooled_moments(stats: list[ClassStatistics]
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(per-class counts, class means μ_c, the pooled within-class covariance Σ) of all
+    clients' features, in float64: each client's scatter about its own class means m_kc,
+    plus Σ_k,c n_kc (m_kc − μ_c)(m_kc − μ_c)ᵀ, over n."""
     sums = sum(s.sums.double() for s in stats)
     counts = sum(s.counts.double() for s in stats)
-    total = counts.sum()
-    held = counts > 0
     means = sums / counts.clamp(min=1.0)[:, None]
     scatter = unpack_symmetric(sum(s.scatter.double() for s in stats))
     for s in stats:  # the spread of the clients' class means about the global ones
         n = s.counts.double()  # a class the client lacks weighs 0 here
         gap = s.sums.double() / n.clamp(min=1.0)[:, None] - means
         scatter = scatter + (gap.T * n) @ gap
-    scatter = scatter / total
-    eye = torch.eye(len(scatter), dtype=scatter.dtype)
-    shrunk = (1.0 - shrinkage) * scatter + shrinkage * scatter.diagonal().mean() * eye
-    # At λ = 0 with fewer examples than features (or a constant feature) Σ is singular; a
-    # ridge of 1e-9 of the mean variance keeps the solve defined and changes nothing
-    # measurable elsewhere.
-    shrunk += 1e-9 * scatter.diagonal().mean() * eye
-    weight = torch.linalg.solve(shrunk, means.T).T
-    bias = -0.5 * (weight * means).sum(-1) + torch.log(counts.clamp(min=1e-30) / total)
-    weight[~held] = 0.0
+    return counts, means, scatter / counts.sum()
+
+
+def shrink(covariance: torch.Tensor, shrinkage: float) -> torch.Tensor:
+    """Σ_λ = (1 − λ) Σ + λ (tr Σ / d) I (scikit-learn's shrinkage), plus a ridge of 1e-9 of
+    the mean variance: at λ = 0 with fewer examples than features (or a constant feature)
+    Σ is singular, and the ridge keeps the solve defined while changing nothing measurable
+    elsewhere."""
+    eye = torch.eye(len(covariance), dtype=covariance.dtype)
+    level = covariance.diagonal().mean()
+    return (1.0 - shrinkage) * covariance + (shrinkage + 1e-9) * level * eye
+
+
+def lda_head(stats: list[ClassStatistics], shrinkage: float, scale: float = 1.0
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, b) of linear discriminant analysis from the clients' statistics: with class means
+    μ_c, priors π_c and the pooled within-class covariance Σ (pooled_moments) shrunk
+    toward a multiple of the identity (shrink; scikit-learn's
+    LinearDiscriminantAnalysis(shrinkage=λ)), W_c = Σ_λ⁻¹ μ_c and
+    b_c = −½ μ_cᵀ Σ_λ⁻¹ μ_c + log π_c: the logits are the log posteriors of Gaussian
+    classes sharing Σ_λ, up to a constant; both are then multiplied by `scale` (a softmax
+    temperature, head_init_lda_scale). A class no client holds gets a zero row and a very
+    negative bias."""
+    counts, means, covariance = pooled_moments(stats)
+    weight = torch.linalg.solve(shrink(covariance, shrinkage), means.T).T
+    bias = -0.5 * (weight * means).sum(-1) + torch.log(counts.clamp(min=1e-30) / counts.sum())
+    weight[counts == 0] = 0.0
     return (weight * scale).float(), (bias * scale).float()
+
+
+def ridge_head(stats: list[ClassStatistics], shrinkage: float
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, b) of least squares from the clients' statistics (task_head=regression): each
+    client sent the statistics of [f, y], its features with the score appended, as one
+    class, so pooled_moments gives their means (m, ȳ) and covariance [[Σ_ff, Σ_fy], ·]. With
+    Σ_ff shrunk as lda's is (a ridge penalty), w = Σ_λ⁻¹ Σ_fy and b = ȳ − w·m: the linear
+    head of least squared error on the features (Fed3R, Fanì et al. 2024, solves the same
+    ridge regression from federated statistics)."""
+    _, means, covariance = pooled_moments(stats)
+    d = covariance.shape[0] - 1
+    # (1 − λ) undoes the convex combination's rescaling: ((1 − λ) Σ + λ μ I)⁻¹ (1 − λ) Σ_fy
+    # = (Σ + α I)⁻¹ Σ_fy with α = λ μ / (1 − λ), a ridge whose weights shrink to 0 (the mean
+    # score) as λ → 1; without it the weights would grow by 1 / (1 − λ) instead.
+    weight = (1.0 - shrinkage) * torch.linalg.solve(shrink(covariance[:d, :d], shrinkage),
+                                                   covariance[:d, d])
+    bias = means[0, d] - weight @ means[0, :d]
+    return weight[None].float(), bias.reshape(1).float()
 
 
 # --- the exact head gradient ----------------------------------------------------------
 def head_gradient(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """∂L/∂W, ∂L/∂b of the mean cross-entropy of logits = W f + b, in closed form."""
+    """∂L/∂W, ∂L/∂b of the mean loss of logits = W f + b, in closed form: cross-entropy
+    against class indices (residual p − y), or squared error against float scores
+    (task_head=regression, one output: residual 2 (ŷ − y))."""
     dtype = torch.promote_types(features.dtype, torch.float32)  # bfloat16 -> float32
-    residual = logits.to(dtype).softmax(-1)
-    residual[torch.arange(len(labels)), labels] -= 1.0
+    if labels.is_floating_point():
+        residual = 2.0 * (logits.to(dtype) - labels.to(dtype)[:, None])
+    else:
+        residual = logits.to(dtype).softmax(-1)
+        residual[torch.arange(len(labels)), labels] -= 1.0
     residual /= len(labels)
     return residual.T @ features.to(dtype), residual.sum(0)
