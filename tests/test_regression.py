@@ -115,6 +115,7 @@ def test_scores_are_read_as_numbers_and_split_by_quantile(tiny_bert, tmp_path):
     (dict(dataset="sentiment", test_file=None), "classification task"),
     (dict(label_names=["a", "b"]), "remove label_names"),
     (dict(head_init="class_means"), "class_means needs classes"),
+    (dict(head_init_lda_scale=2.0), "has no softmax"),
 ])
 def test_what_regression_refuses_names_the_fix(tiny_bert, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):

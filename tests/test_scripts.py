@@ -209,3 +209,45 @@ def test_learning_seed_table_pairs_spry_with_each_method_by_seed(learning, tmp_p
     assert "| Spry − head only, LDA head (seeds 0, 1, 2) | +0.010 | +0.020 | +0.030 | " \
         "+0.020 ± 0.010 | +0.020 ± 0.010 | -0.1000, -0.1000, -0.1000 |" in lines
     assert "FedFGD, TinyLoRA, no dropout, LDA head | not run | not run | not run |" in lines
+
+
+@pytest.fixture
+def regression():
+    yield _load("regression")
+    del sys.modules["regression"]
+
+
+def test_regression_grid_gives_every_method_the_same_budget(regression, tmp_path, monkeypatch):
+    # SNLI as scores, written from a tiny stand-in of the shared folder
+    snli = tmp_path / "data" / "snli"
+    snli.mkdir(parents=True)
+    rows = [{"premise": "a", "hypothesis": "b", "label": lab}
+            for lab in ("entailment", "neutral", "contradiction", "-")]
+    (snli / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (snli / "test.tsv").write_text("premise\thypothesis\tlabel\nc\td\t2\ne\tf\t0\n")
+    monkeypatch.setenv("SPRY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(regression, "DATA", tmp_path / "out")
+    train, test = regression.write_data()
+    assert train.read_text().splitlines() == ["premise,hypothesis,score", "a,b,1.0", "a,b,0.5",
+                                              "a,b,0.0"]
+    assert test.read_text().splitlines()[1:] == ["c,d,0.0", "e,f,1.0"]
+    for name in regression.METHODS:
+        cfg = Config.from_yaml(None, regression.overrides(name, train, test))
+        assert cfg.task_head == "regression" and cfg.head_init == "lda", name
+        assert (cfg.rounds, cfg.clients_per_round, cfg.max_steps, cfg.num_clients) == (
+            20, 10, 8, 100), name
+        assert (cfg.head, cfg.head_lr, cfg.server_optimizer) == ("shared", 1e-4, "fedavg"), name
+    # the table: a kept run's numbers, "not run" for the rest, rewritten in place
+    monkeypatch.setattr(regression, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(regression, "DOC", tmp_path / "regression.md")
+    (tmp_path / "regression.md").write_text("# kept\n<!-- table:begin -->\n<!-- table:end -->\n")
+    kept = tmp_path / "results" / "spry"
+    kept.mkdir(parents=True)
+    rows = [{"round": 0, "test_pearson": 0.3, "test_spearman": 0.3, "test_rmse": 0.4},
+            {"round": 20, "client_seconds": 7, "test_pearson": 0.35, "test_spearman": 0.34,
+             "test_rmse": 0.39}]
+    (kept / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert regression.main(["--doc-only"]) == 0
+    text = (tmp_path / "regression.md").read_text()
+    assert text.startswith("# kept\n") and "| head only" in text and "not run" in text
+    assert "| Spry (recipe=spry defaults) | 0.300 / 0.4000 | 0.350 / 0.340 / 0.3900 |" in text

@@ -115,8 +115,8 @@ def _scores(path: Path, texts, pairs, scores, predicted: list[float]) -> Predict
             w.writerow([text, *([pairs[i]] if pairs else []), *([scores[i]] if scores else []),
                         f"{predicted[i]:.4f}"])
     metrics = score_metrics(predicted, scores) if scores else None
-    return Predictions(path, len(texts), None, metrics and metrics["test_loss"], {},
-                       scores=metrics)
+    loss = None if metrics is None else metrics["test_loss"]
+    return Predictions(path, len(texts), None, loss, {}, scores=metrics)
 
 
 def _run_config(run_dir: Path, overrides: list[str]) -> Config:

@@ -249,6 +249,10 @@ def _check_regression(cfg: Config) -> None:
         raise ConfigError("head_init: class_means needs classes; under task_head=regression "
                           "use head_init=lda (the least-squares head from the clients' "
                           "feature statistics) or random")
+    if cfg.head_init_lda_scale != _schema_default(cfg, "head_init_lda_scale"):
+        raise ConfigError("head_init_lda_scale: a softmax temperature for classes; "
+                          "task_head=regression has no softmax: remove it (the least-squares "
+                          "head's ridge is head_init_shrinkage)")
 
 
 def _check_head(cfg: Config) -> None:

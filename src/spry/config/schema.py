@@ -86,7 +86,8 @@ class Config:
     distance, with the class priors), as scikit-learn's
     LinearDiscriminantAnalysis(shrinkage=λ). 0.5: at least as good as class means on
     SST-2, AG News and MNLI at round 0, where 0 loses 1.9 points on MNLI
-    (docs/learning.md)."""
+    (docs/learning.md). Under task_head=regression the same λ is the least-squares head's
+    ridge: α = λ (tr Σ / d) / (1 − λ) (docs/regression.md)."""
     head_init_lda_scale: float = 0.5
     """lda: the discriminant's logits times this (a softmax temperature). Gaussian class
     posteriors are overconfident on real features: at 1 the round-0 held-out loss is above

@@ -297,8 +297,10 @@ def _load_hub(cfg: Config, test_split: str | None = "test", name: str | None = N
             "data_dir, or a local csv/tsv/json/jsonl/parquet file") from None
     train_rows = Rows(Path(cfg.dataset), list(ds["train"]))
     text, pair, label = resolve_columns(list(ds["train"].column_names), cfg, cfg.dataset)
-    names = (None if cfg.task_head == "regression" else tuple(cfg.label_names)
-             if cfg.label_names else _hub_label_names(ds["train"], label))
+    names = None  # scores (task_head=regression)
+    if cfg.task_head != "regression":
+        names = (tuple(cfg.label_names) if cfg.label_names
+                 else _hub_label_names(ds["train"], label))
     train = _to_examples(train_rows, text, pair, label, names, where=cfg.dataset,
                          skip_negative=True)
     test = None

@@ -76,10 +76,12 @@ class LocalEngine:
         """Round 0 of head_init=class_means or lda (spry.engines.node.client_class_statistics).
         It visits every client, not one round's sample, so it can take minutes before the
         first round's bar appears: it says how far it is every PROGRESS_SECONDS."""
-        log.info("round 0: %s of the pooled features of %d clients (a forward pass over "
-                 "at most %s of each one's examples, no backward)",
-                 "class sums and within-class scatter" if self.cfg.head_init == "lda"
-                 else "class means", len(client_ids),
+        what = ("sums and scatter of the score and pooled features"
+                if self.cfg.task_head == "regression" else
+                "class sums and within-class scatter of the pooled features"
+                if self.cfg.head_init == "lda" else "class means of the pooled features")
+        log.info("round 0: %s of %d clients (a forward pass over at most %s of each one's "
+                 "examples, no backward)", what, len(client_ids),
                  self.cfg.head_init_examples or "all")
         stats, last = [], time.perf_counter()
         for done, cid in enumerate(client_ids, 1):

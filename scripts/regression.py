@@ -1,0 +1,163 @@
+"""Does Spry learn a score? task_head=regression at equal client steps, through the CLI.
+
+    python scripts/regression.py --dry-run        # print the commands, run nothing
+    python scripts/regression.py --jobs 2         # run what has not finished
+    python scripts/regression.py --doc-only       # rewrite the table in docs/regression.md
+
+No real-valued task is in $SPRY_DATA_DIR, so the score is built from a real one: SNLI's
+premise/hypothesis pairs scored by how far the hypothesis follows (entailment 1.0, neutral
+0.5, contradiction 0.0; an ordinal "entailment score"). dev.jsonl (9,842 pairs) trains,
+test.tsv (9,824) is the held-out split (a seeded 2,000 of it). The two csv files are
+written to runs/regression/data (never into the repository), and each run reads them as a
+user's local files: `spry run dataset=<csv> test_file=<csv> task_head=regression ...`.
+
+Budget for every method: N=100 clients, M=10 a round, 20 rounds × 10 × 8 local steps =
+1,600 client steps, Dirichlet α=1.0 over the score's quantile bins, FedAvg server, the
+least-squares head of round 0 and its exact gradient for all (the main table's head
+treatment of docs/learning.md). Each finished run's metrics.jsonl and config.yaml are
+copied to benchmarks/results/regression/<name>/ (committed): a run already there is not
+run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "regression"
+RUNS = ROOT / "runs" / "regression"
+DATA = RUNS / "data"
+DOC = ROOT / "docs" / "regression.md"
+SCORE = {"entailment": 1.0, "neutral": 0.5, "contradiction": 0.0}
+SNLI_TSV = {"0": "entailment", "1": "neutral", "2": "contradiction"}
+
+BUDGET = ("num_clients=100", "clients_per_round=10", "rounds=20", "max_steps=8",
+          "eval_every=5", "personalization_epochs=0", "batch_size=8", "max_length=64",
+          "dirichlet_alpha=1.0", "max_test_examples=2000", "server_optimizer=fedavg",
+          "server_lr=1.0")
+STEPS = "20 × 10 × 8 = 1,600"
+
+# name -> (label, overrides): TinyLoRA at AdamW 1e-2 for every method with adapters, the
+# head at 1e-4 (recipe=spry's defaults), estimators without dropout (recipe=spry's).
+METHODS = {
+    "head": ("head only (least-squares round 0, exact head gradient)",
+             ("method=spry", "peft=head")),
+    "spry": ("Spry (recipe=spry defaults)", ("method=spry",)),
+    "fedfgd": ("FedFGD, TinyLoRA", ("method=fedfgd",)),
+    "fedavg": ("FedAvg (backprop), TinyLoRA", ("method=backprop", "client_lr=1e-2")),
+}
+
+
+def write_data() -> tuple[Path, Path]:
+    """SNLI as scores: dev.jsonl -> train.csv, test.tsv -> test.csv (rows without a gold
+    label, `-` in SNLI, are left out)."""
+    root = Path(os.environ.get("SPRY_DATA_DIR", ROOT.parent / "shared" / "data")) / "snli"
+    if not root.is_dir():
+        sys.exit(f"regression.py: {root} is missing; set SPRY_DATA_DIR to the shared data")
+    DATA.mkdir(parents=True, exist_ok=True)
+    train, test = DATA / "snli_score_train.csv", DATA / "snli_score_test.csv"
+    dev = [json.loads(line) for line in open(root / "dev.jsonl", encoding="utf-8")]
+    with open(root / "test.tsv", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    held = [dict(r, label=SNLI_TSV.get(r["label"], r["label"])) for r in rows]
+    for path, source in ((train, dev), (test, held)):
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["premise", "hypothesis", "score"])
+            for r in source:
+                if r["label"] in SCORE:
+                    w.writerow([r["premise"], r["hypothesis"], SCORE[r["label"]]])
+    return train, test
+
+
+def overrides(name: str, train: Path, test: Path) -> list[str]:
+    return [f"dataset={train}", f"test_file={test}", "task_head=regression", *BUDGET,
+            *METHODS[name][1], f"output_dir={RUNS}", f"run_name={name}"]
+
+
+def run_all(names: list[str], jobs: int, train: Path, test: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    queue, running = list(names), {}
+    while queue or running:
+        while queue and len(running) < jobs:
+            name = queue.pop(0)
+            shutil.rmtree(RUNS / name, ignore_errors=True)
+            args = overrides(name, train, test)
+            print(f"start {name}: spry run {' '.join(args)}", flush=True)
+            running[name] = subprocess.Popen(["spry", "run", "--quiet", *args], env=env,
+                                             stdout=open(RUNS / f"{name}.log", "w"),
+                                             stderr=subprocess.STDOUT)
+        time.sleep(5)
+        for name, proc in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[name]
+            if proc.returncode == 0:
+                (RESULTS / name).mkdir(parents=True, exist_ok=True)
+                for f in ("config.yaml", "metrics.jsonl"):
+                    shutil.copy(RUNS / name / f, RESULTS / name / f)
+                write_doc()
+            print(f"{'done' if proc.returncode == 0 else 'FAILED'} {name}", flush=True)
+
+
+def table() -> list[str]:
+    lines = ["| method | round 0: Pearson / RMSE | final: Pearson / Spearman / RMSE | best "
+             "Pearson | rounds × clients × steps | client s | curve (round: Pearson) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, (label, _) in METHODS.items():
+        path = RESULTS / name / "metrics.jsonl"
+        if not path.is_file():
+            lines.append(f"| {label} | not run | | | | | |")
+            continue
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        tested = [r for r in rows if r.get("test_pearson") is not None]
+        first, last = tested[0], tested[-1]
+        curve = ", ".join(f"{r['round']}: {r['test_pearson']:.3f}" for r in tested)
+        seconds = sum(r.get("client_seconds", 0) for r in rows if r["round"] > 0)
+        lines.append(
+            f"| {label} | {first['test_pearson']:.3f} / {first['test_rmse']:.4f} | "
+            f"{last['test_pearson']:.3f} / {last['test_spearman']:.3f} / "
+            f"{last['test_rmse']:.4f} | {max(r['test_pearson'] for r in tested):.3f} | "
+            f"{STEPS} | {seconds:.0f} | {curve} |")
+    return lines
+
+
+def write_doc() -> None:
+    """The table between the markers of docs/regression.md."""
+    text = DOC.read_text()
+    begin, end = "<!-- table:begin -->", "<!-- table:end -->"
+    head, rest = text.split(begin)
+    DOC.write_text(head + begin + "\n" + "\n".join(table()) + "\n" + end + rest.split(end)[1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--only", help="run only this method (a METHODS name)")
+    parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--doc-only", action="store_true")
+    args = parser.parse_args(argv)
+    if args.doc_only:
+        write_doc()
+        return 0
+    todo = [n for n in METHODS if (args.only in (None, n))
+            and not (RESULTS / n / "metrics.jsonl").is_file()]
+    if args.dry_run:
+        for name in todo:
+            print(f"{name}: spry run {' '.join(overrides(name, Path('<train.csv>'), Path('<test.csv>')))}")
+        return 0
+    train, test = write_data()
+    run_all(todo, args.jobs, train, test)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
