@@ -460,9 +460,10 @@ def _check_label(value, label: str, where: str, row: str) -> None:
                           f"{label!r}; give every row a label, or drop the row")
     if isinstance(value, (list, tuple)):
         raise ConfigError(f"label_column: {where} {row} has a list of labels in column "
-                          f"{label!r} ({value!r}): a multi-label task; Spry trains one label "
-                          "an example: give each row one label (one row per label, or one "
-                          "class per combination)")
+                          f"{label!r} ({value!r}): a multi-label task, or beside a list of "
+                          "tokens token classification (a tag per token, e.g. NER), which "
+                          "Spry does not train; Spry trains one label an example: give each "
+                          "row one label (one row per label, or one class per combination)")
     if isinstance(value, dict):
         raise ConfigError(f"label_column: {where} {row} has an object in column {label!r} "
                           f"({value!r}); give the label itself, a string or an integer")
