@@ -67,18 +67,18 @@ def classification_loss(model: nn.Module, batch: dict[str, torch.Tensor],
             capture["logits"] = fwAD.unpack_dual(out.logits).primal.detach()
         # Widen bfloat16 to float32, keep float64 (the estimator tests' precision).
         logits = out.logits.to(torch.promote_types(out.logits.dtype, torch.float32))
-        losses = pointwise_loss(logits, labels)
-        return losses if per_example else losses.mean()
+        return pointwise_loss(logits, labels, "none" if per_example else "mean")
 
     return loss_fn
 
 
-def pointwise_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Each example's loss: cross-entropy against a class index, or for a score (float
-    labels, task_head=regression, one output) the squared error."""
+def pointwise_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "none"
+                   ) -> torch.Tensor:
+    """The examples' loss (torch's `reduction`): cross-entropy against class indices, or
+    for scores (float labels, task_head=regression, one output) the squared error."""
     if labels.is_floating_point():
-        return (logits[:, 0] - labels.to(logits.dtype)) ** 2
-    return F.cross_entropy(logits, labels, reduction="none")
+        return F.mse_loss(logits[:, 0], labels.to(logits.dtype), reduction=reduction)
+    return F.cross_entropy(logits, labels, reduction=reduction)
 
 
 def task_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
