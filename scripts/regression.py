@@ -2,6 +2,7 @@
 
     python scripts/regression.py --dry-run        # print the commands, run nothing
     python scripts/regression.py --jobs 2         # run what has not finished
+    python scripts/regression.py --only spry-seed1  # one run by its name
     python scripts/regression.py --doc-only       # rewrite the table in docs/regression.md
 
 No real-valued task is in $SPRY_DATA_DIR, so the score is built from a real one: SNLI's
@@ -56,6 +57,16 @@ METHODS = {
 }
 
 
+SEEDS = (0, 1, 2)
+"""Run seeds (the partition, the sampling, the tangents): seed 0 is the table's run, named
+by its method; seeds 1 and 2 run as `<method>-seed<s>` for the table of seeds."""
+
+
+def runs() -> dict[str, tuple[str, int]]:
+    """name -> (method, seed), seed 0's runs first."""
+    return {(m if s == 0 else f"{m}-seed{s}"): (m, s) for s in SEEDS for m in METHODS}
+
+
 def write_data() -> tuple[Path, Path]:
     """SNLI as scores: dev.jsonl -> train.csv, test.tsv -> test.csv (rows without a gold
     label, `-` in SNLI, are left out)."""
@@ -79,8 +90,10 @@ def write_data() -> tuple[Path, Path]:
 
 
 def overrides(name: str, train: Path, test: Path) -> list[str]:
+    method, seed = runs()[name]
     return [f"dataset={train}", f"test_file={test}", "task_head=regression", *BUDGET,
-            *METHODS[name][1], f"output_dir={RUNS}", f"run_name={name}"]
+            *METHODS[method][1], *([f"seed={seed}"] if seed else []), f"output_dir={RUNS}",
+            f"run_name={name}"]
 
 
 def run_all(names: list[str], jobs: int, train: Path, test: Path) -> None:
@@ -108,6 +121,40 @@ def run_all(names: list[str], jobs: int, train: Path, test: Path) -> None:
             print(f"{'done' if proc.returncode == 0 else 'FAILED'} {name}", flush=True)
 
 
+def final(name: str) -> dict | None:
+    """The last evaluated row of a kept run."""
+    path = RESULTS / name / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [r for r in rows if r.get("test_pearson") is not None][-1]
+
+
+def _mean_sd(values: list[float], signed: bool = False) -> str:
+    mean = sum(values) / len(values)
+    sd = (sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5
+    return f"{mean:+.3f} ± {sd:.3f}" if signed else f"{mean:.3f} ± {sd:.3f}"
+
+
+def seed_table() -> list[str]:
+    """Final held-out Pearson per run seed, and Spry's paired difference from each method."""
+    names = {m: [n for n, (m2, _) in runs().items() if m2 == m] for m in METHODS}
+    lines = ["| method | " + " | ".join(f"seed {s}" for s in SEEDS) + " | mean ± sd | "
+             "Spry − it, paired by seed |", "|---|" + "---|" * len(SEEDS) + "---|---|"]
+    spry = [final(n) for n in names["spry"]]
+    for method, (label, _) in METHODS.items():
+        rows = [final(n) for n in names[method]]
+        cells = ["not run" if r is None else f"{r['test_pearson']:.3f}" for r in rows]
+        done = [r["test_pearson"] for r in rows if r is not None]
+        paired = [a["test_pearson"] - b["test_pearson"] for a, b in zip(spry, rows)
+                  if a is not None and b is not None]
+        lines.append(f"| {label} | " + " | ".join(cells) + " | "
+                     + (_mean_sd(done) if len(done) > 1 else "") + " | "
+                     + ("" if method == "spry" or len(paired) < 2
+                        else _mean_sd(paired, signed=True)) + " |")
+    return lines
+
+
 def table() -> list[str]:
     lines = ["| method | round 0: Pearson / RMSE | final: Pearson / Spearman / RMSE | best "
              "Pearson | rounds × clients × steps | client s | curve (round: Pearson) |",
@@ -133,22 +180,26 @@ def table() -> list[str]:
 def write_doc() -> None:
     """The table between the markers of docs/regression.md."""
     text = DOC.read_text()
-    begin, end = "<!-- table:begin -->", "<!-- table:end -->"
-    head, rest = text.split(begin)
-    DOC.write_text(head + begin + "\n" + "\n".join(table()) + "\n" + end + rest.split(end)[1])
+    for marker, lines in (("table", table()), ("seeds", seed_table())):
+        begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
+        if begin not in text:
+            continue
+        head, rest = text.split(begin)
+        text = head + begin + "\n" + "\n".join(lines) + "\n" + end + rest.split(end)[1]
+    DOC.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--only", help="run only this method (a METHODS name)")
+    parser.add_argument("--only", help="run only this run (a method, or <method>-seed<s>)")
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--doc-only", action="store_true")
     args = parser.parse_args(argv)
     if args.doc_only:
         write_doc()
         return 0
-    todo = [n for n in METHODS if (args.only in (None, n))
+    todo = [n for n in runs() if (args.only in (None, n))
             and not (RESULTS / n / "metrics.jsonl").is_file()]
     if args.dry_run:
         for name in todo:

@@ -231,8 +231,11 @@ def test_regression_grid_gives_every_method_the_same_budget(regression, tmp_path
     assert train.read_text().splitlines() == ["premise,hypothesis,score", "a,b,1.0", "a,b,0.5",
                                               "a,b,0.0"]
     assert test.read_text().splitlines()[1:] == ["c,d,0.0", "e,f,1.0"]
-    for name in regression.METHODS:
+    assert len(regression.runs()) == len(regression.METHODS) * len(regression.SEEDS)
+    for name, (method, seed) in regression.runs().items():
         cfg = Config.from_yaml(None, regression.overrides(name, train, test))
+        assert cfg.seed == seed and cfg.method == ("backprop" if method == "fedavg" else
+                                                   "spry" if method == "head" else method)
         assert cfg.task_head == "regression" and cfg.head_init == "lda", name
         assert (cfg.rounds, cfg.clients_per_round, cfg.max_steps, cfg.num_clients) == (
             20, 10, 8, 100), name
@@ -240,7 +243,8 @@ def test_regression_grid_gives_every_method_the_same_budget(regression, tmp_path
     # the table: a kept run's numbers, "not run" for the rest, rewritten in place
     monkeypatch.setattr(regression, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(regression, "DOC", tmp_path / "regression.md")
-    (tmp_path / "regression.md").write_text("# kept\n<!-- table:begin -->\n<!-- table:end -->\n")
+    (tmp_path / "regression.md").write_text("# kept\n<!-- table:begin -->\n<!-- table:end -->\n"
+                                            "<!-- seeds:begin -->\n<!-- seeds:end -->\n")
     kept = tmp_path / "results" / "spry"
     kept.mkdir(parents=True)
     rows = [{"round": 0, "test_pearson": 0.3, "test_spearman": 0.3, "test_rmse": 0.4},
@@ -251,3 +255,6 @@ def test_regression_grid_gives_every_method_the_same_budget(regression, tmp_path
     text = (tmp_path / "regression.md").read_text()
     assert text.startswith("# kept\n") and "| head only" in text and "not run" in text
     assert "| Spry (recipe=spry defaults) | 0.300 / 0.4000 | 0.350 / 0.340 / 0.3900 |" in text
+    assert "| Spry (recipe=spry defaults) | 0.350 | not run | not run |  |  |" in text
+    assert regression.main(["--doc-only"]) == 0
+    assert (tmp_path / "regression.md").read_text() == text  # rewriting is idempotent
