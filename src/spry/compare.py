@@ -66,8 +66,8 @@ def _config(path: Path) -> dict:
 
 # Row keys that are read as numbers (None where a round did not measure them).
 NUMBERS = ("train_loss", "generalized_accuracy", "personalized_accuracy", "test_accuracy",
-           "test_loss", "test_macro_f1", "test_pearson", "elapsed_seconds", "wall_seconds", "bytes_up",
-           "bytes_down", "bytes_up_total", "bytes_down_total", "test_predicted_classes")
+           "test_loss", "test_macro_f1", "test_pearson", "elapsed_seconds", "wall_seconds",
+           "bytes_up", "bytes_down", "bytes_up_total", "bytes_down_total", "test_predicted_classes")
 
 
 def _complete_rows(path: Path) -> list[dict]:

@@ -175,8 +175,9 @@ def describe_held_out(task) -> str:
     """The held-out split's size and majority-class rate (a labelled split); for scores,
     their spread (task_head=regression)."""
     if not task.label_names:
-        return (f"held-out test {len(task.test)} examples (scores {describe_scores(task.test.labels)}"
-                ": the sd is the RMSE of predicting the mean)")
+        scores = describe_scores(task.test.labels)
+        return (f"held-out test {len(task.test)} examples (scores {scores}: the sd is the "
+                "RMSE of predicting the mean)")
     name, rate = majority(task.test.labels, task.label_names)
     return (f"held-out test {len(task.test)} examples (majority {name!r}: {rate:.3f}, the "
             "accuracy of predicting one class)")

@@ -159,9 +159,10 @@ def ridge_head(stats: list[ClassStatistics], shrinkage: float
     ridge regression from federated statistics)."""
     _, means, covariance = pooled_moments(stats)
     d = covariance.shape[0] - 1
-    # (1 − λ) undoes the convex combination's rescaling: ((1 − λ) Σ + λ μ I)⁻¹ (1 − λ) Σ_fy
-    # = (Σ + α I)⁻¹ Σ_fy with α = λ μ / (1 − λ), a ridge whose weights shrink to 0 (the mean
-    # score) as λ → 1; without it the weights would grow by 1 / (1 − λ) instead.
+    # (1 − λ) undoes the convex combination's rescaling:
+    # ((1 − λ) Σ + λ μ I)⁻¹ (1 − λ) Σ_fy = (Σ + α I)⁻¹ Σ_fy with α = λ μ / (1 − λ), a ridge
+    # whose weights shrink to 0 (the mean score) as λ → 1; without it the weights would
+    # grow by 1 / (1 − λ) instead.
     weight = (1.0 - shrinkage) * torch.linalg.solve(shrink(covariance[:d, :d], shrinkage),
                                                    covariance[:d, d])
     bias = means[0, d] - weight @ means[0, :d]
