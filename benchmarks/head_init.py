@@ -13,6 +13,14 @@ examples each), and every head is built from the statistics the clients would se
 (spry.tasks.linear_head), then scored on the whole held-out split. Other key=value
 arguments go to the Config (num_clients, dirichlet_alpha, head_init_examples, model, ...).
 Writes benchmarks/results/head-init/<task>.json.
+
+With task_head=regression (a file of scores) the rows are the least-squares head
+(spry.tasks.linear_head.ridge_head) at each shrinkage and at the one generalized
+cross-validation picks (the default), scored by Pearson correlation and RMSE:
+
+    python benchmarks/head_init.py dataset=runs/regression/data/snli_score_train.csv \
+        test_file=runs/regression/data/snli_score_test.csv task_head=regression \
+        max_test_examples=2000      # the files scripts/regression.py writes
 """
 
 from __future__ import annotations
@@ -29,7 +37,9 @@ from spry.config import Config
 from spry.data.batches import iterate_batches
 from spry.engines.node import round_zero_features
 from spry.experiment import build
-from spry.tasks.linear_head import ClassStatistics, class_mean_head, class_statistics, lda_head
+from spry.tasks.linear_head import (ClassStatistics, class_mean_head, class_statistics, lda_head,
+                                    gcv_shrinkage, ridge_head, score_statistics)
+from spry.tasks.regression import score_metrics
 
 SHRINKAGES = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
 SCALES = (1.0, 0.5, 0.25)
@@ -83,6 +93,46 @@ def main(argv: list[str]) -> int:
     test_x, test_y = held_out_features(exp)
     print(f"{sum(len(f) for f, _ in per_client)} round-0 examples from {len(per_client)} "
           f"clients, {len(test_y)} held out ({time.perf_counter() - start:.0f} s)", flush=True)
+    if cfg.task_head == "regression":
+        rows = regression_rows(per_client, test_x, test_y)
+    else:
+        rows = class_rows(exp, per_client, test_x, test_y, num_labels)
+    for row in rows:
+        knobs = ", ".join(f"{k} {row[k]}" for k in ("shrinkage", "scale") if k in row)
+        scores = ", ".join(f"{k} {row[k]:.3f}" for k in ("accuracy", "loss", "pearson", "rmse")
+                           if k in row)
+        print(f"{row['head']:>26} {knobs:<26} {scores}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    task = Path(str(cfg.dataset)).stem if "/" in str(cfg.dataset) else str(cfg.dataset)
+    (OUT / f"{task}.json").write_text(json.dumps(
+        {"command": "python benchmarks/head_init.py " + " ".join(argv),
+         "round_zero_examples": sum(len(y) for _, y in per_client), "held_out": len(test_y),
+         "rows": rows}, indent=1) + "\n")
+    return 0
+
+
+def regression_rows(per_client, test_x, test_y) -> list[dict]:
+    """The least-squares head from the clients' statistics at each shrinkage, and at the
+    one generalized cross-validation picks. The statistics are sufficient: λ = 0 is
+    ordinary least squares on the pooled round-0 examples (the central fit)."""
+    stats = []
+    for i, (f, y) in enumerate(per_client):
+        sums, counts, norms, scatter = score_statistics(f, y)
+        stats.append(ClassStatistics(i, sums, counts, norms, 0.0, scatter))
+
+    def scored(weight, bias) -> dict:
+        m = score_metrics((test_x @ weight[0] + bias[0]).tolist(), test_y.float().tolist())
+        return {"pearson": m["test_pearson"], "rmse": m["test_rmse"]}
+
+    rows = [{"head": "ridge", "shrinkage": s, **scored(*ridge_head(stats, s))}
+            for s in SHRINKAGES]
+    rows.append({"head": "ridge, λ by GCV", "shrinkage": gcv_shrinkage(stats),
+                 **scored(*ridge_head(stats))})
+    return rows
+
+
+def class_rows(exp, per_client, test_x, test_y, num_labels: int) -> list[dict]:
+    """Class means, LDA at each shrinkage and logit scale, and the central logistic probe."""
     means = [ClassStatistics(i, *class_statistics(f, y, num_labels))
              for i, (f, y) in enumerate(per_client)]
     lda = []
@@ -99,17 +149,7 @@ def main(argv: list[str]) -> int:
     pooled_y = torch.cat([y for _, y in per_client])
     rows.append({"head": "logistic probe (central)",
                  **score(*logistic_probe(pooled_x, pooled_y, num_labels), test_x, test_y)})
-    for row in rows:
-        knobs = ", ".join(f"{k} {row[k]}" for k in ("shrinkage", "scale") if k in row)
-        print(f"{row['head']:>26} {knobs:<26} accuracy {row['accuracy']:.3f}  "
-              f"loss {row['loss']:.3f}")
-    OUT.mkdir(parents=True, exist_ok=True)
-    task = Path(str(cfg.dataset)).stem if "/" in str(cfg.dataset) else str(cfg.dataset)
-    (OUT / f"{task}.json").write_text(json.dumps(
-        {"command": "python benchmarks/head_init.py " + " ".join(argv),
-         "round_zero_examples": len(pooled_y), "held_out": len(test_y), "rows": rows},
-        indent=1) + "\n")
-    return 0
+    return rows
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python scripts/regression.py --dry-run        # print the commands, run nothing
     python scripts/regression.py --jobs 2         # run what has not finished
-    python scripts/regression.py --only spry-seed1  # one run by its name
+    python scripts/regression.py --only spry,spry-seed1  # runs by their names
     python scripts/regression.py --doc-only       # rewrite the table in docs/regression.md
 
 No real-valued task is in $SPRY_DATA_DIR, so the score is built from a real one: SNLI's
@@ -34,6 +34,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "regression"
+RIDGE_05 = RESULTS / "ridge0.5"
+"""The runs made before round 0's ridge was chosen by generalized cross-validation (λ = 0.5
+then), kept for their tables."""
 RUNS = ROOT / "runs" / "regression"
 DATA = RUNS / "data"
 DOC = ROOT / "docs" / "regression.md"
@@ -121,9 +124,9 @@ def run_all(names: list[str], jobs: int, train: Path, test: Path) -> None:
             print(f"{'done' if proc.returncode == 0 else 'FAILED'} {name}", flush=True)
 
 
-def final(name: str) -> dict | None:
-    """The last evaluated row of a kept run."""
-    path = RESULTS / name / "metrics.jsonl"
+def final(name: str, root: Path | None = None) -> dict | None:
+    """The last evaluated row of a kept run (under RESULTS, or `root`)."""
+    path = (root or RESULTS) / name / "metrics.jsonl"
     if not path.is_file():
         return None
     rows = [json.loads(line) for line in path.read_text().splitlines()]
@@ -136,14 +139,14 @@ def _mean_sd(values: list[float], signed: bool = False) -> str:
     return f"{mean:+.3f} ± {sd:.3f}" if signed else f"{mean:.3f} ± {sd:.3f}"
 
 
-def seed_table() -> list[str]:
+def seed_table(root: Path | None = None) -> list[str]:
     """Final held-out Pearson per run seed, and Spry's paired difference from each method."""
     names = {m: [n for n, (m2, _) in runs().items() if m2 == m] for m in METHODS}
     lines = ["| method | " + " | ".join(f"seed {s}" for s in SEEDS) + " | mean ± sd | "
              "Spry − it, paired by seed |", "|---|" + "---|" * len(SEEDS) + "---|---|"]
-    spry = [final(n) for n in names["spry"]]
+    spry = [final(n, root) for n in names["spry"]]
     for method, (label, _) in METHODS.items():
-        rows = [final(n) for n in names[method]]
+        rows = [final(n, root) for n in names[method]]
         cells = ["not run" if r is None else f"{r['test_pearson']:.3f}" for r in rows]
         done = [r["test_pearson"] for r in rows if r is not None]
         paired = [a["test_pearson"] - b["test_pearson"] for a, b in zip(spry, rows)
@@ -155,12 +158,12 @@ def seed_table() -> list[str]:
     return lines
 
 
-def table() -> list[str]:
+def table(root: Path | None = None) -> list[str]:
     lines = ["| method | round 0: Pearson / RMSE | final: Pearson / Spearman / RMSE | best "
              "Pearson | rounds × clients × steps | client s | curve (round: Pearson) |",
              "|---|---|---|---|---|---|---|"]
     for name, (label, _) in METHODS.items():
-        path = RESULTS / name / "metrics.jsonl"
+        path = (root or RESULTS) / name / "metrics.jsonl"
         if not path.is_file():
             lines.append(f"| {label} | not run | | | | | |")
             continue
@@ -180,7 +183,9 @@ def table() -> list[str]:
 def write_doc() -> None:
     """The table between the markers of docs/regression.md."""
     text = DOC.read_text()
-    for marker, lines in (("table", table()), ("seeds", seed_table())):
+    for marker, lines in (("table", table()), ("seeds", seed_table()),
+                          ("ridge0.5-table", table(RIDGE_05)),
+                          ("ridge0.5-seeds", seed_table(RIDGE_05))):
         begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
         if begin not in text:
             continue
@@ -192,14 +197,16 @@ def write_doc() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--only", help="run only this run (a method, or <method>-seed<s>)")
+    parser.add_argument("--only", help="run only these runs, comma-separated (a method, or "
+                        "<method>-seed<s>)")
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--doc-only", action="store_true")
     args = parser.parse_args(argv)
     if args.doc_only:
         write_doc()
         return 0
-    todo = [n for n in runs() if (args.only in (None, n))
+    only = None if args.only is None else args.only.split(",")
+    todo = [n for n in runs() if (only is None or n in only)
             and not (RESULTS / n / "metrics.jsonl").is_file()]
     if args.dry_run:
         for name in todo:

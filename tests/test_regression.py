@@ -16,7 +16,9 @@ from spry.data.sources import load_task, strata
 from spry.experiment import run
 from spry.predict import predict
 from spry.tasks.classifier import pointwise_loss
-from spry.tasks.linear_head import ClassStatistics, head_gradient, ridge_head, score_statistics
+from spry.tasks.linear_head import (RIDGE_SHRINKAGES, ClassStatistics, gcv_shrinkage,
+                                    head_gradient, pooled_moments, ridge_gcv, ridge_head,
+                                    score_statistics)
 from spry.tasks.regression import score_metrics
 
 WORDS = ("good", "bad")
@@ -70,6 +72,41 @@ def test_the_ridge_head_from_client_statistics_is_ridge_regression_on_all_the_da
     assert norms[0] > norms[1] > norms[2]
 
 
+def _stats(x, y, shares):
+    return [ClassStatistics(i, *score_statistics(x[a:b], y[a:b])[:3], 0.0,
+                            score_statistics(x[a:b], y[a:b])[3])
+            for i, (a, b) in enumerate(shares)]
+
+
+def test_the_gcv_error_from_client_statistics_is_the_hat_matrix_formula():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(60, 8, generator=g, dtype=torch.float64)
+    y = x[:, 0] - 0.5 * x[:, 3] + torch.randn(60, generator=g, dtype=torch.float64)
+    stats = _stats(x, y, [(0, 25), (25, 60)])
+    _, _, covariance = pooled_moments(stats)
+    xc = x - x.mean(0)
+    for shrinkage in (0.1, 0.5):
+        alpha = shrinkage * torch.cov(x.T, correction=0).diagonal().mean() / (1 - shrinkage)
+        hat = xc @ torch.linalg.solve(xc.T @ xc + len(x) * alpha * torch.eye(8), xc.T)
+        hat = hat + 1.0 / len(x)  # the intercept
+        residual = y - hat @ y
+        gcv = len(x) * residual.pow(2).sum() / (len(x) - hat.trace()) ** 2
+        assert ridge_gcv(covariance, torch.tensor(60.0), shrinkage) == pytest.approx(
+            float(gcv), rel=1e-4)
+
+
+def test_gcv_shrinks_hard_with_fewer_examples_than_features_and_little_with_many():
+    g = torch.Generator().manual_seed(3)
+    truth = torch.randn(40, generator=g, dtype=torch.float64) / 40 ** 0.5
+    for n, expected in ((30, lambda s: s >= 0.1), (3000, lambda s: s <= 0.03)):
+        x = torch.randn(n, 40, generator=g, dtype=torch.float64)
+        y = x @ truth + 0.5 * torch.randn(n, generator=g, dtype=torch.float64)
+        chosen = gcv_shrinkage(_stats(x, y, [(0, n // 3), (n // 3, n)]))
+        assert chosen in RIDGE_SHRINKAGES and expected(chosen), (n, chosen)
+        w, _ = ridge_head(_stats(x, y, [(0, n)]))
+        assert w.shape == (1, 40)
+
+
 def test_the_closed_form_head_gradient_of_squared_error_is_autograds():
     g = torch.Generator().manual_seed(1)
     features = torch.randn(7, 5, generator=g, dtype=torch.float64)
@@ -116,6 +153,7 @@ def test_scores_are_read_as_numbers_and_split_by_quantile(tiny_bert, tmp_path):
     (dict(label_names=["a", "b"]), "remove label_names"),
     (dict(head_init="class_means"), "class_means needs classes"),
     (dict(head_init_lda_scale=2.0), "has no softmax"),
+    (dict(head_init_shrinkage=0.2), "generalized cross-validation"),
 ])
 def test_what_regression_refuses_names_the_fix(tiny_bert, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -139,7 +139,7 @@ class Server:
         start = time.perf_counter()
         stats = engine.class_statistics(list(range(self.cfg.num_clients)))
         if self.cfg.task_head == "regression":
-            w, b = ridge_head(stats, self.cfg.head_init_shrinkage)
+            w, b = ridge_head(stats)  # its ridge chosen by generalized cross-validation
         elif self.cfg.head_init == "lda":
             w, b = lda_head(stats, self.cfg.head_init_shrinkage, self.cfg.head_init_lda_scale)
         else:

@@ -251,8 +251,11 @@ def _check_regression(cfg: Config) -> None:
                           "feature statistics) or random")
     if cfg.head_init_lda_scale != _schema_default(cfg, "head_init_lda_scale"):
         raise ConfigError("head_init_lda_scale: a softmax temperature for classes; "
-                          "task_head=regression has no softmax: remove it (the least-squares "
-                          "head's ridge is head_init_shrinkage)")
+                          "task_head=regression has no softmax: remove it")
+    if cfg.head_init_shrinkage != _schema_default(cfg, "head_init_shrinkage"):
+        raise ConfigError("head_init_shrinkage: under task_head=regression the least-squares "
+                          "head's ridge is chosen by generalized cross-validation from the "
+                          "clients' statistics; remove head_init_shrinkage")
 
 
 def _check_head(cfg: Config) -> None:

@@ -73,8 +73,9 @@ class Config:
     clients also send their features' within-class scatter (its upper triangle, hidden²/2
     numbers) and the server solves linear discriminant analysis
     (spry.tasks.linear_head.lda_head); under task_head=regression `lda` is the least-squares
-    (ridge) head from the same statistics, the score appended to the features
-    (spry.tasks.linear_head.ridge_head), and `class_means` does not apply;
+    (ridge) head from the same statistics, the score appended to the features, its ridge
+    chosen by generalized cross-validation (spry.tasks.linear_head.ridge_head), and
+    `class_means` does not apply;
     `random`: the architecture's random head. Both pooled inits need a pooled head
     (pooling other than `model`)."""
     head_init_scale: float = 10.0
@@ -86,8 +87,9 @@ class Config:
     distance, with the class priors), as scikit-learn's
     LinearDiscriminantAnalysis(shrinkage=λ). 0.5: at least as good as class means on
     SST-2, AG News and MNLI at round 0, where 0 loses 1.9 points on MNLI
-    (docs/learning.md). Under task_head=regression the same λ is the least-squares head's
-    ridge: α = λ (tr Σ / d) / (1 − λ) (docs/regression.md)."""
+    (docs/learning.md). Not under task_head=regression, whose least-squares head takes the
+    ridge that generalized cross-validation picks from the same statistics
+    (docs/regression.md)."""
     head_init_lda_scale: float = 0.5
     """lda: the discriminant's logits times this (a softmax temperature). Gaussian class
     posteriors are overconfident on real features: at 1 the round-0 held-out loss is above

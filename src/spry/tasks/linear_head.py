@@ -17,6 +17,7 @@ gradient, both from the forward pass alone.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -149,24 +150,61 @@ def lda_head(stats: list[ClassStatistics], shrinkage: float, scale: float = 1.0
     return (weight * scale).float(), (bias * scale).float()
 
 
-def ridge_head(stats: list[ClassStatistics], shrinkage: float
+RIDGE_SHRINKAGES = (0.0, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+"""The shrinkages λ generalized cross-validation chooses among (ridge_head)."""
+
+
+def ridge_head(stats: list[ClassStatistics], shrinkage: float | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """(W, b) of least squares from the clients' statistics (task_head=regression): each
     client sent the statistics of [f, y], its features with the score appended, as one
     class, so pooled_moments gives their means (m, ȳ) and covariance [[Σ_ff, Σ_fy], ·]. With
     Σ_ff shrunk as lda's is (a ridge penalty), w = Σ_λ⁻¹ Σ_fy and b = ȳ − w·m: the linear
     head of least squared error on the features (Fed3R, Fanì et al. 2024, solves the same
-    ridge regression from federated statistics)."""
+    ridge regression from federated statistics). `shrinkage` None: λ is the one of
+    RIDGE_SHRINKAGES with the least generalized cross-validation error (ridge_gcv), which
+    the same statistics give, so no client sends more."""
     _, means, covariance = pooled_moments(stats)
     d = covariance.shape[0] - 1
-    # (1 − λ) undoes the convex combination's rescaling:
-    # ((1 − λ) Σ + λ μ I)⁻¹ (1 − λ) Σ_fy = (Σ + α I)⁻¹ Σ_fy with α = λ μ / (1 − λ), a ridge
-    # whose weights shrink to 0 (the mean score) as λ → 1; without it the weights would
-    # grow by 1 / (1 − λ) instead.
-    weight = (1.0 - shrinkage) * torch.linalg.solve(shrink(covariance[:d, :d], shrinkage),
-                                                   covariance[:d, d])
+    if shrinkage is None:
+        shrinkage = gcv_shrinkage(stats)
+    weight = _ridge_weight(covariance, shrinkage)
     bias = means[0, d] - weight @ means[0, :d]
     return weight[None].float(), bias.reshape(1).float()
+
+
+def gcv_shrinkage(stats: list[ClassStatistics]) -> float:
+    """The λ of RIDGE_SHRINKAGES with the least generalized cross-validation error."""
+    counts, _, covariance = pooled_moments(stats)
+    return min(RIDGE_SHRINKAGES, key=lambda s: ridge_gcv(covariance, counts.sum(), s))
+
+
+def _ridge_weight(covariance: torch.Tensor, shrinkage: float) -> torch.Tensor:
+    """w = (1 − λ)((1 − λ) Σ_ff + λ μ I)⁻¹ Σ_fy = (Σ_ff + α I)⁻¹ Σ_fy, α = λ μ / (1 − λ):
+    the (1 − λ) undoes the convex combination's rescaling, so the weights shrink to 0 (the
+    mean score) as λ → 1 instead of growing by 1 / (1 − λ)."""
+    d = covariance.shape[0] - 1
+    return (1.0 - shrinkage) * torch.linalg.solve(shrink(covariance[:d, :d], shrinkage),
+                                                  covariance[:d, d])
+
+
+def ridge_gcv(covariance: torch.Tensor, n: torch.Tensor, shrinkage: float) -> float:
+    """Generalized cross-validation error of the ridge at `shrinkage` (Golub, Heath and
+    Wahba 1979), from the pooled moments alone: the mean squared residual
+    Σ_yy − 2 wᵀΣ_fy + wᵀΣ_ff w over (1 − df / n)², df = 1 + tr(Σ_ff (Σ_ff + α I)⁻¹) the
+    effective number of parameters (the intercept and the shrunk weights). It estimates
+    the held-out error without holding anything out, and is infinite where the fit
+    interpolates (df ≥ n: fewer examples than features at λ = 0)."""
+    d = covariance.shape[0] - 1
+    sff, sfy, syy = covariance[:d, :d], covariance[:d, d], covariance[d, d]
+    w = _ridge_weight(covariance, shrinkage)
+    residual = syy - 2 * w @ sfy + w @ sff @ w
+    eigen = torch.linalg.eigvalsh(sff).clamp(min=0)
+    alpha = shrinkage * sff.diagonal().mean() / (1.0 - shrinkage) + 1e-9 * sff.diagonal().mean()
+    df = 1.0 + float((eigen / (eigen + alpha)).sum())
+    if df >= float(n):
+        return math.inf
+    return float(residual) / (1.0 - df / float(n)) ** 2
 
 
 # --- the exact head gradient ----------------------------------------------------------
