@@ -38,7 +38,8 @@ from spry.data.batches import iterate_batches
 from spry.engines.node import round_zero_features
 from spry.experiment import build
 from spry.tasks.linear_head import (ClassStatistics, class_mean_head, class_statistics, lda_head,
-                                    gcv_shrinkage, ridge_head, score_statistics)
+                                    gcv_shrinkage, pooled_moments, ridge_head,
+                                    score_statistics)
 from spry.tasks.regression import score_metrics
 
 SHRINKAGES = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
@@ -126,7 +127,8 @@ def regression_rows(per_client, test_x, test_y) -> list[dict]:
 
     rows = [{"head": "ridge", "shrinkage": s, **scored(*ridge_head(stats, s))}
             for s in SHRINKAGES]
-    rows.append({"head": "ridge, λ by GCV", "shrinkage": gcv_shrinkage(stats),
+    counts, _, covariance = pooled_moments(stats)
+    rows.append({"head": "ridge, λ by GCV", "shrinkage": gcv_shrinkage(covariance, counts.sum()),
                  **scored(*ridge_head(stats))})
     return rows
 

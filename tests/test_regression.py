@@ -101,7 +101,8 @@ def test_gcv_shrinks_hard_with_fewer_examples_than_features_and_little_with_many
     for n, expected in ((30, lambda s: s >= 0.1), (3000, lambda s: s <= 0.03)):
         x = torch.randn(n, 40, generator=g, dtype=torch.float64)
         y = x @ truth + 0.5 * torch.randn(n, generator=g, dtype=torch.float64)
-        chosen = gcv_shrinkage(_stats(x, y, [(0, n // 3), (n // 3, n)]))
+        counts, _, covariance = pooled_moments(_stats(x, y, [(0, n // 3), (n // 3, n)]))
+        chosen = gcv_shrinkage(covariance, counts.sum())
         assert chosen in RIDGE_SHRINKAGES and expected(chosen), (n, chosen)
         w, _ = ridge_head(_stats(x, y, [(0, n)]))
         assert w.shape == (1, 40)

@@ -164,19 +164,19 @@ def ridge_head(stats: list[ClassStatistics], shrinkage: float | None = None
     ridge regression from federated statistics). `shrinkage` None: λ is the one of
     RIDGE_SHRINKAGES with the least generalized cross-validation error (ridge_gcv), which
     the same statistics give, so no client sends more."""
-    _, means, covariance = pooled_moments(stats)
+    counts, means, covariance = pooled_moments(stats)
     d = covariance.shape[0] - 1
     if shrinkage is None:
-        shrinkage = gcv_shrinkage(stats)
+        shrinkage = gcv_shrinkage(covariance, counts.sum())
     weight = _ridge_weight(covariance, shrinkage)
     bias = means[0, d] - weight @ means[0, :d]
     return weight[None].float(), bias.reshape(1).float()
 
 
-def gcv_shrinkage(stats: list[ClassStatistics]) -> float:
-    """The λ of RIDGE_SHRINKAGES with the least generalized cross-validation error."""
-    counts, _, covariance = pooled_moments(stats)
-    return min(RIDGE_SHRINKAGES, key=lambda s: ridge_gcv(covariance, counts.sum(), s))
+def gcv_shrinkage(covariance: torch.Tensor, n: torch.Tensor) -> float:
+    """The λ of RIDGE_SHRINKAGES with the least generalized cross-validation error, from
+    the pooled moments of [f, y] (pooled_moments) over n examples."""
+    return min(RIDGE_SHRINKAGES, key=lambda s: ridge_gcv(covariance, n, s))
 
 
 def _ridge_weight(covariance: torch.Tensor, shrinkage: float) -> torch.Tensor:
