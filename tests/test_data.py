@@ -288,7 +288,7 @@ def test_a_folder_with_validation_and_test_files_holds_out_the_labelled_validati
     # no held-out file with labels: it could not score the model
     (tmp_path / "test.tsv").write_text("index\tsentence\n0\te\n")
     with pytest.raises(ConfigError, match=r"held-out files \['dev.tsv', 'test.tsv'\] have no "
-                                          "label column 'label'.*test_fraction"):
+                                          "labels in column 'label'.*test_fraction"):
         load_task(Config(dataset=str(tmp_path)))
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 
+import datasets
 import pytest
 
 from spry.cli import main
@@ -65,6 +67,23 @@ def test_predicting_the_runs_test_file_gives_its_final_test_accuracy(finished, t
     again = predict(out, unlabelled, out=tmp_path / "new.csv")
     assert again.accuracy is None and again.counts == made.counts
     assert again.macro_f1 is None and again.report is None
+    # the same test file gzipped, and as parquet whose ClassLabel orders the names its own
+    # way: read by name, the same accuracy; predictions named without the suffixes
+    with open(test, "rb") as f, gzip.open(tmp_path / "test.jsonl.gz", "wb") as g:
+        g.write(f.read())
+    zipped = predict(out, tmp_path / "test.jsonl.gz")
+    assert zipped.accuracy == made.accuracy and zipped.path == out / "predictions" / "test.csv"
+    order = ["neutral", "entailment", "contradiction"]
+    features = datasets.Features({"premise": datasets.Value("string"),
+                                  "hypothesis": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=order)})
+    source = [json.loads(line) for line in open(test)]
+    datasets.Dataset.from_list([dict(r, label=order.index(r["label"])) for r in source],
+                               features=features).to_parquet(str(tmp_path / "cl.parquet"))
+    assert predict(out, tmp_path / "cl.parquet").accuracy == made.accuracy
+    datasets.Dataset.from_list([dict(r, label=-1) for r in source], features=features
+                               ).to_parquet(str(tmp_path / "unlabelled.parquet"))
+    assert predict(out, tmp_path / "unlabelled.parquet").accuracy is None
 
 
 def test_predict_refuses_what_it_cannot_read_before_any_work(finished, tmp_path, capsys):

@@ -29,6 +29,7 @@ from spry.config import POOLED_HEAD_INITS, Config, ConfigError
 from spry.config.choices import LABEL_HEADS, POOLED_HEADS
 from spry.data import (Examples, FederatedData, Task, build_federated_data, held_out_split,
                        load_task)
+from spry.data.files import data_stem
 from spry.data.sources import read_node_file
 from spry.engines import LocalEngine
 from spry.engines.protocol import Engine
@@ -131,7 +132,7 @@ def _node_data(cfg: Config, tokenizer, head, held_out: bool) -> tuple[Task, Fede
     data-file when a message names its client); the held-out split is test_file."""
     test = (read_node_file(Path(cfg.test_file), cfg)
             if held_out and cfg.test_file is not None else None)
-    task = Task(Path(cfg.dataset).stem, Examples([], []), test, tuple(cfg.label_names or ()))
+    task = Task(data_stem(Path(cfg.dataset)), Examples([], []), test, tuple(cfg.label_names or ()))
     if held_out:
         log.info("data: each of the %d SuperNodes reads its own data-file (client_data=node), "
                  "labels %s; %s", cfg.num_clients, list(cfg.label_names or ["a score"]),
@@ -211,7 +212,7 @@ class WallCap:
 
 
 def run_dir_for(cfg: Config) -> Path:
-    name = cfg.run_name or f"{Path(cfg.dataset).stem}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = cfg.run_name or f"{data_stem(Path(cfg.dataset))}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     return Path(cfg.output_dir) / name
 
 

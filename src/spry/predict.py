@@ -21,9 +21,10 @@ import torch
 from spry.config import Config, ConfigError
 from spry.config.choices import LABEL_HEADS
 from spry.data.examples import Examples
-from spry.data.files import read_rows
+from spry.data.files import data_stem, data_suffix, read_rows
 from spry.data.recipes import RECIPES
-from spry.data.sources import label_key, read_score, row_texts, text_columns
+from spry.data.sources import (UNLABELLED, class_label, label_key, read_score, row_texts,
+                               text_columns)
 from spry.models import check_device
 from spry.resume import FINAL
 from spry.seeds import derive_seed, seeded_global_rng
@@ -85,7 +86,7 @@ def predict(run_dir: str | Path, data: str | Path, out: str | Path | None = None
     load_trainable(model, weights)
     with eval_precision(cfg):
         logits = predict_logits(model, encoded, tokenizer, cfg)
-    path = Path(out) if out else Path(run_dir) / "predictions" / f"{Path(data).stem}.csv"
+    path = Path(out) if out else Path(run_dir) / "predictions" / f"{data_stem(Path(data))}.csv"
     if cfg.task_head == "regression":
         return _scores(path, texts, pairs, labels, logits[:, 0].tolist())
     probabilities = logits.softmax(-1)
@@ -161,7 +162,7 @@ def _read(path: Path, cfg: Config, names: tuple[str, ...]
         raise ConfigError(f"predict: {path} is a folder; give the file to predict")
     rows = read_rows(path)
     columns = list(rows.rows[0]) if rows.rows else []
-    if cfg.column_names and cfg.text_column not in columns and path.suffix.lower() in (
+    if cfg.column_names and cfg.text_column not in columns and data_suffix(path) in (
             ".csv", ".tsv"):
         # the run's files had no header row: nor has this one, unless it names the column
         rows = read_rows(path, columns=tuple(cfg.column_names))
@@ -184,10 +185,13 @@ def _read(path: Path, cfg: Config, names: tuple[str, ...]
     if cfg.task_head == "regression":
         return texts, pairs, [read_score(r.get(label), label, str(path), rows.name(i))
                               for i, r in enumerate(rows.rows)]
+    values = [class_label(rows, label, r.get(label)) for r in rows.rows]
+    if all(v is UNLABELLED for v in values):  # a split datasets marks as unlabelled
+        return texts, pairs, None
     lookup = {n: i for i, n in enumerate(names)}
     labels = []
-    for i, r in enumerate(rows.rows):
-        index = lookup.get(str(label_key(r.get(label))))
+    for i, (r, value) in enumerate(zip(rows.rows, values)):
+        index = lookup.get(str(label_key(value)))
         if index is None:
             raise ConfigError(f"predict: {path} {rows.name(i)} has label {r.get(label)!r}, "
                               f"which the run did not train on (its labels: {list(names)}); "

@@ -206,7 +206,9 @@ def _check_lists(cfg: Config) -> None:
     if cfg.column_names is not None:
         if len(set(cfg.column_names)) != len(cfg.column_names):
             raise ConfigError(f"column_names: has duplicates: {cfg.column_names}")
-        if Path(cfg.dataset).suffix.lower() not in (".csv", ".tsv") and not (
+        from spry.data.files import data_suffix  # here: spry.data imports spry.config
+
+        if data_suffix(Path(cfg.dataset)) not in (".csv", ".tsv") and not (
                 Path(cfg.dataset).is_dir()):  # a folder of csv/tsv splits
             raise ConfigError(f"column_names: names the columns of a csv/tsv file without a "
                               f"header row, not dataset={cfg.dataset!r}; remove it")

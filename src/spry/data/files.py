@@ -1,24 +1,33 @@
-"""Read a local csv/tsv/json/jsonl/parquet file through `datasets`, with errors that name
-the file, the line and the fix.
+"""Read a local csv/tsv/json/jsonl/parquet file (gzip, bz2 or xz compressed or not), or a
+split of several such files, through `datasets`, with errors that name the file, the line
+and the fix.
 
 Rows are named as an editor shows them: `line N` (1-based) for jsonl and for csv/tsv (one
 line per row, after the header row where the file has one), `row N` for a JSON array and
-parquet, whose rows have no line of their own.
+parquet, whose rows have no line of their own; in a split of several files (shards), the
+file's name comes first.
 """
 
 from __future__ import annotations
 
+import bisect
+import bz2
 import codecs
 import csv
+import gzip
 import io
 import json
-from dataclasses import dataclass
+import lzma
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from spry.config import ConfigError
 
 FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json",
                 ".parquet": "parquet"}
+COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+"""Compressed text files read as they are (`train.jsonl.gz`): `datasets` decompresses
+them, and the checks here open them through these."""
 DELIMITERS = (",", ";", "\t", "|")
 """What a .csv may be separated by (spreadsheets in many locales write `;`), in the order
 a tie is broken."""
@@ -36,15 +45,51 @@ class Rows:
     path: Path
     rows: list[dict]
     lines: list[int] | None = None
+    class_names: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """The names of a `datasets` ClassLabel column (parquet and arrow files keep them):
+    its integers index these."""
+    shards: tuple[tuple[int, Rows], ...] = ()
+    """Where the rows join several files: (the index of each file's first row, its Rows)."""
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def name(self, index: int) -> str:
-        """How an error names row `index` (0-based): `line 7` or `row 7`."""
+        """How an error names row `index` (0-based): `line 7` or `row 7`, after its file's
+        name where the rows join several (`train-00001-of-00002.parquet row 7`)."""
+        if self.shards:
+            k = bisect.bisect_right([start for start, _ in self.shards], index) - 1
+            start, shard = self.shards[k]
+            return f"{shard.path.name} {shard.name(index - start)}"
         if self.lines is not None and index < len(self.lines):
             return f"line {self.lines[index]}"
         return f"row {index + 1}"
+
+
+def file_format(path: Path) -> str | None:
+    """The `datasets` builder that reads `path` by its name (`csv`, `json`, `parquet`),
+    a compression suffix passed over; None for any other file."""
+    inner = path.with_suffix("") if path.suffix.lower() in COMPRESSIONS else path
+    fmt = FILE_FORMATS.get(inner.suffix.lower())
+    return None if fmt == "parquet" and inner is not path else fmt  # parquet compresses itself
+
+
+def data_stem(path: Path) -> str:
+    """A data file's name without its format and compression suffixes (`train.jsonl.gz`:
+    `train`), as run and prediction files are named after it."""
+    path = Path(path)
+    if path.suffix.lower() in COMPRESSIONS:
+        path = path.with_suffix("")
+    return path.stem if path.suffix.lower() in FILE_FORMATS else path.name
+
+
+def _open(path: Path):
+    """`path` opened for reading bytes, decompressed where its suffix says it is."""
+    return COMPRESSIONS.get(path.suffix.lower(), open)(path, "rb")
+
+
+def _text(path: Path):
+    return io.TextIOWrapper(_open(path), encoding="utf-8", errors="replace", newline="")
 
 
 def read_rows(path: Path, columns: tuple[str, ...] | None = None,
@@ -53,10 +98,12 @@ def read_rows(path: Path, columns: tuple[str, ...] | None = None,
 
     if not path.is_file():
         raise ConfigError(f"dataset: file {path} does not exist or is not a file")
-    fmt = FILE_FORMATS.get(path.suffix.lower())
+    fmt = file_format(path)
     if fmt is None:
-        raise ConfigError(f"dataset: {path} has suffix {path.suffix!r}; use one of "
-                          f"{', '.join(FILE_FORMATS)}")
+        shown = "".join(path.suffixes[-2:]) if path.suffix.lower() in COMPRESSIONS else path.suffix
+        raise ConfigError(f"dataset: {path} has suffix {shown!r}; use one of "
+                          f"{', '.join(FILE_FORMATS)} (the text ones may end in "
+                          f"{', '.join(COMPRESSIONS)} too)")
     if fmt != "parquet" and _blank(path):
         layout = "a header row and one row a line" if fmt == "csv" else "one JSON object a line"
         raise ConfigError(f"dataset: {path} is empty; give a file with {layout}")
@@ -64,7 +111,7 @@ def read_rows(path: Path, columns: tuple[str, ...] | None = None,
         _refuse_non_utf8(path)
     options = dict(csv_options or {})
     if fmt == "csv":
-        options.setdefault("delimiter", "\t" if path.suffix.lower() == ".tsv"
+        options.setdefault("delimiter", "\t" if data_suffix(path) == ".tsv"
                            else sniff_delimiter(path))
         if "quoting" not in options:  # a recipe's own quoting reads its file its way
             _refuse_extra_fields(path, options["delimiter"], columns)
@@ -79,14 +126,53 @@ def read_rows(path: Path, columns: tuple[str, ...] | None = None,
             _raise_json_error(path)
         raise ConfigError(f"dataset: cannot read {path} as {fmt} ({type(exc).__name__}: "
                           f"{str(exc)[:300]})") from None
-    rows = list(ds)
-    return Rows(path, rows, _line_numbers(path, fmt, len(rows), header=not columns))
+    rows = dataset_rows(ds, path)
+    rows.lines = _line_numbers(path, fmt, len(rows), header=not columns)
+    return rows
+
+
+def dataset_rows(split, path: Path) -> Rows:
+    """A `datasets.Dataset`'s rows, its ClassLabel columns' names kept."""
+    import datasets
+
+    return Rows(path, list(split), None,
+                {name: tuple(feature.names) for name, feature in split.features.items()
+                 if isinstance(feature, datasets.ClassLabel)})
+
+
+def data_suffix(path: Path) -> str:
+    """A data file's format suffix, a compression suffix passed over (`.tsv` of `a.tsv.gz`)."""
+    path = Path(path)
+    if path.suffix.lower() in COMPRESSIONS:
+        path = path.with_suffix("")
+    return path.suffix.lower()
+
+
+def read_split(paths: list[Path], columns: tuple[str, ...] | None = None) -> Rows:
+    """One split's rows: a file's, or those of several files (a split sharded as
+    `train-00000-of-00002.parquet`, `train-00001-of-00002.parquet`) joined in order, which
+    must have the same columns."""
+    if len(paths) == 1:
+        return read_rows(paths[0], columns)
+    parts = [read_rows(p, columns) for p in paths]
+    first = list(parts[0].rows[0]) if parts[0].rows else []
+    for part in parts[1:]:
+        mine = list(part.rows[0]) if part.rows else first
+        if set(mine) != set(first):
+            raise ConfigError(f"dataset: {part.path} has columns {sorted(mine)}, and "
+                              f"{parts[0].path.name}, a file of the same split, has "
+                              f"{sorted(first)}; give a split's files the same columns")
+    starts = [0]
+    for part in parts[:-1]:
+        starts.append(starts[-1] + len(part))
+    return Rows(paths[0].parent, [row for part in parts for row in part.rows],
+                class_names=parts[0].class_names, shards=tuple(zip(starts, parts)))
 
 
 def sniff_delimiter(path: Path, probe: int = 1 << 16) -> str:
     """The delimiter of a .csv: of `DELIMITERS`, the one that splits the first lines into
     the same number (> 1) of fields; `,` where none does (a one-column file)."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    with _text(path) as f:
         sample = f.read(probe)
     if len(sample) == probe:  # a cut last line would count wrong
         sample = sample[:sample.rfind("\n") + 1] or sample
@@ -103,7 +189,7 @@ def _refuse_non_utf8(path: Path, probe: int = 1 << 20) -> None:
     Windows-1252 or Latin-1 is named with its first bad byte and line, and the fix."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset, lines = 0, 1
-    with open(path, "rb") as f:
+    with _open(path) as f:
         while piece := f.read(probe):
             try:
                 decoder.decode(piece)
@@ -128,7 +214,7 @@ def _refuse_extra_fields(path: Path, delimiter: str, columns: tuple[str, ...] | 
     unquoted: pandas would read its first field as an index and shift the rest, silently
     (`I loved it, truly` under the header `text` becomes ` truly`). Name the line instead."""
     shown = {"\t": "tab", ",": "','", ";": "';'", "|": "'|'"}[delimiter]
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    with _text(path) as f:
         reader = csv.reader(f, delimiter=delimiter)
         names = list(columns) if columns else next((r for r in reader if r), [])
         for record in reader:
@@ -140,32 +226,85 @@ def _refuse_extra_fields(path: Path, delimiter: str, columns: tuple[str, ...] | 
                     f"{shown} (\"...\"), or save the file as tab-separated .tsv")
 
 
-def split_files(folder: Path) -> tuple[Path, list[Path]]:
-    """(the training file, the held-out candidates) of a dataset folder: its files named by
-    `SPLIT_NAMES` in one of the formats read here, the candidates in SPLIT_NAMES' order
-    (spry.data.sources takes the first that has the label column)."""
-    files = [f for f in sorted(folder.iterdir())
-             if f.is_file() and f.suffix.lower() in FILE_FORMATS]
-    train = [f for f in files if f.stem.lower() in SPLIT_NAMES["train"]]
-    if not train:
+SAVED_MARKERS = ("dataset_dict.json", "state.json")
+"""What `Dataset(Dict).save_to_disk` writes at the top of its folder."""
+
+
+def is_saved_dataset(folder: Path) -> bool:
+    """A folder written by `datasets`' save_to_disk (read by load_from_disk), not a folder
+    of data files."""
+    return any((folder / marker).is_file() for marker in SAVED_MARKERS)
+
+
+def read_saved(folder: Path) -> dict[str, Rows]:
+    """{split: its rows} of a folder written by save_to_disk (a Dataset: one split,
+    `train`), ClassLabel names kept."""
+    import datasets
+
+    try:
+        saved = datasets.load_from_disk(str(folder))
+    except Exception as exc:
+        raise ConfigError(f"dataset: cannot read {folder} with datasets.load_from_disk "
+                          f"({type(exc).__name__}: {str(exc)[:300]}); give the folder "
+                          "save_to_disk wrote, whole") from None
+    if isinstance(saved, datasets.Dataset):
+        saved = {"train": saved}
+    return {name: dataset_rows(split, folder / name) for name, split in saved.items()}
+
+
+def split_files(folder: Path) -> tuple[list[Path], list[list[Path]]]:
+    """(the training split's files, the held-out candidates' files) of a dataset folder.
+
+    Its files named by `SPLIT_NAMES` (`train.csv`, `dev.tsv`, `test.jsonl.gz`), one file a
+    split, the candidates in SPLIT_NAMES' order (spry.data.sources takes the first that
+    has the label column). A folder with none of those is read by the layouts `datasets`
+    itself knows (`datasets.data_files.get_data_patterns`): a hub repository's
+    `data/train-00000-of-00002.parquet` shards, a subfolder per split; the held-out
+    candidates there are its validation split, then its test split."""
+    files = [f for f in sorted(folder.iterdir()) if f.is_file() and file_format(f)]
+    train = [f for f in files if data_stem(f).lower() in SPLIT_NAMES["train"]]
+    if len(train) > 1:
+        raise ConfigError(f"dataset: folder {folder} has {len(train)} training files "
+                          f"({[f.name for f in train]}); keep one, or give "
+                          f"dataset=<the training file> and test_file=<the test file>")
+    if train:
+        rank = {stem: i for i, stem in enumerate(SPLIT_NAMES["test"])}
+        held_out = sorted((f for f in files if data_stem(f).lower() in rank),
+                          key=lambda f: (rank[data_stem(f).lower()], f.name))
+        return train, [[f] for f in held_out]
+    splits = _datasets_layout(folder)
+    if "train" not in splits:
         held = sorted(f.name for f in folder.iterdir())[:10]
         raise ConfigError(
             f"dataset: folder {folder} has no training file (it holds {held}); name it "
             f"train.csv (or .tsv, .json, .jsonl, .parquet) with its held-out split beside it "
             "as test.csv, or give dataset=<the training file>")
-    if len(train) > 1:
-        raise ConfigError(f"dataset: folder {folder} has {len(train)} training files "
-                          f"({[f.name for f in train]}); keep one, or give "
-                          f"dataset=<the training file> and test_file=<the test file>")
-    rank = {stem: i for i, stem in enumerate(SPLIT_NAMES["test"])}
-    held_out = sorted((f for f in files if f.stem.lower() in rank),
-                      key=lambda f: (rank[f.stem.lower()], f.name))
-    return train[0], held_out
+    formats = {file_format(f) for f in splits["train"]}
+    if len(formats) > 1:
+        raise ConfigError(f"dataset: folder {folder}'s training split mixes formats "
+                          f"({[f.name for f in splits['train']]}); keep one format, or give "
+                          "dataset=<the training file>")
+    return splits["train"], [splits[name] for name in ("validation", "test") if name in splits]
+
+
+def _datasets_layout(folder: Path) -> dict[str, list[Path]]:
+    """{split: its files} as `datasets.load_dataset(folder)` would find them, only the
+    formats read here; {} where the layout names no split."""
+    from datasets.data_files import DataFilesDict, get_data_patterns
+
+    try:
+        patterns = get_data_patterns(str(folder))
+    except Exception:  # EmptyDatasetError: no file named by split
+        return {}
+    resolved = DataFilesDict.from_patterns(patterns, base_path=str(folder))
+    splits = {str(name): [Path(f) for f in sorted(files) if file_format(Path(f))]
+              for name, files in resolved.items()}
+    return {name: files for name, files in splits.items() if files}
 
 
 def _blank(path: Path, probe: int = 1 << 16) -> bool:
     """Empty or only whitespace (read in pieces: a data file may be large)."""
-    with open(path, "rb") as f:
+    with _open(path) as f:
         while piece := f.read(probe):
             if piece.strip():
                 return False
@@ -178,7 +317,7 @@ def _line_numbers(path: Path, fmt: str, count: int, header: bool) -> list[int] |
         return list(range(first, first + count))
     if fmt == "json":
         lines = []
-        with open(path, "rb") as f:
+        with _open(path) as f:
             for number, line in enumerate(f, 1):
                 if not lines and line.lstrip().startswith(b"["):
                     return None  # a JSON array: its rows are not lines
@@ -191,11 +330,12 @@ def _line_numbers(path: Path, fmt: str, count: int, header: bool) -> list[int] |
 def _raise_json_error(path: Path) -> None:
     """`datasets` could not read a JSON file: find the line that is not JSON and say so."""
     try:
-        text = path.read_text()
+        with _open(path) as f:
+            text = f.read().decode()
     except UnicodeDecodeError as exc:
         raise ConfigError(f"dataset: {path} is not UTF-8 text (byte {exc.start}); save it as "
                           "UTF-8") from None
-    if text.lstrip().startswith(("[", "{")) and path.suffix.lower() == ".json":
+    if text.lstrip().startswith(("[", "{")) and data_suffix(path) == ".json":
         try:
             json.loads(text)
         except json.JSONDecodeError as exc:

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,9 @@ import torch
 
 from spry.config import Config, ConfigError
 from spry.data import synthetic
-from spry.data.files import FILE_FORMATS, Rows, read_rows, split_files
+from spry.data.files import (SPLIT_NAMES, Rows, data_stem, data_suffix, dataset_rows,
+                             file_format, is_saved_dataset, read_rows, read_saved, read_split,
+                             split_files)
 from spry.data.examples import Examples
 from spry.data.recipes import LABEL_OFFSETS, RECIPES, FileSpec
 from spry.seeds import derive_seed, generator
@@ -79,8 +82,7 @@ def _load_task(cfg: Config) -> Task:
         return Task("sentiment", Examples(texts, labels), test, synthetic.LABEL_NAMES)
     if cfg.dataset in RECIPES:
         return _load_recipe(cfg)
-    suffix = Path(cfg.dataset).suffix.lower()
-    if suffix in FILE_FORMATS or Path(cfg.dataset).exists():
+    if file_format(Path(cfg.dataset)) or Path(cfg.dataset).exists():
         return _load_files(cfg)
     return _load_hub(cfg)
 
@@ -209,10 +211,17 @@ def text_columns(columns: list[str], cfg: Config, where: str) -> tuple[str, str 
 def _load_files(cfg: Config) -> Task:
     given = tuple(cfg.column_names) if cfg.column_names else None
     train_path, test_path = Path(cfg.dataset), Path(cfg.test_file) if cfg.test_file else None
-    candidates: list[Path] = []
-    if train_path.is_dir():  # a folder of splits: train.csv and, where it has one, test.csv
-        train_path, candidates = split_files(train_path)
-    train_rows = read_rows(train_path, columns=given)
+    candidates: list[tuple[str, Callable[[], Rows]]] = []
+    if train_path.is_dir() and is_saved_dataset(train_path):
+        train_rows, candidates = _named_splits(read_saved(train_path),
+                                               f"{train_path} (saved by datasets)")
+    elif train_path.is_dir():  # a folder of splits: train.csv and, where it has one, test.csv
+        train_files, held_out = split_files(train_path)
+        train_rows = read_split(train_files, given)
+        candidates = [(_shown(files), lambda files=files: read_split(files, given))
+                      for files in held_out]
+    else:
+        train_rows = read_rows(train_path, columns=given)
     columns = list(train_rows.rows[0].keys()) if train_rows.rows else []
     try:
         text, pair, label = resolve_columns(columns, cfg, cfg.dataset)
@@ -223,13 +232,33 @@ def _load_files(cfg: Config) -> Task:
         raise
     test_rows = read_rows(test_path, columns=given) if test_path else None
     if test_path is None and candidates:
-        test_path, test_rows = _held_out_file(candidates, label, given)
+        test_rows = _held_out(candidates, label)
     names = _label_set(cfg, train_rows, label, cfg.dataset)
-    train = _to_examples(train_rows, text, pair, label, names, where=str(train_path))
-    test = (_to_examples(test_rows, text, pair, label, names, where=str(test_path))
+    train = _to_examples(train_rows, text, pair, label, names, where=str(train_rows.path))
+    test = (_to_examples(test_rows, text, pair, label, names, where=str(test_rows.path))
             if test_rows is not None else None)
-    return Task(Path(cfg.dataset).stem, train, test, names or (), _columns(text, pair, label),
+    return Task(data_stem(Path(cfg.dataset)), train, test, names or (),
+                _columns(text, pair, label),
                 unread=_text_columns(train_rows, set(columns) - {text, pair, label}))
+
+
+def _named_splits(splits: dict[str, Rows], where: str
+                  ) -> tuple[Rows, list[tuple[str, Callable[[], Rows]]]]:
+    """The training split of a `datasets` DatasetDict (saved to disk or from the hub) and
+    its held-out candidates, ranked as a folder's files are (SPLIT_NAMES: validation
+    before test)."""
+    train = next((splits[n] for n in splits if n.lower() in SPLIT_NAMES["train"]), None)
+    if train is None:
+        raise ConfigError(f"dataset: {where} has the splits {sorted(splits)} and no train "
+                          "split; give a dataset whose training split is named 'train', or "
+                          "a file of it")
+    rank = {name: i for i, name in enumerate(SPLIT_NAMES["test"])}
+    held_out = sorted((n for n in splits if n.lower() in rank), key=lambda n: rank[n.lower()])
+    return train, [(f"split {n!r}", lambda n=n: splits[n]) for n in held_out]
+
+
+def _shown(files: list[Path]) -> str:
+    return files[0].name if len(files) == 1 else f"{files[0].parent.name}/ ({len(files)} files)"
 
 
 def read_node_file(path: Path, cfg: Config) -> Examples:
@@ -247,29 +276,38 @@ def read_node_file(path: Path, cfg: Config) -> Examples:
     return _to_examples(rows, text, pair, label, names, where=str(path))
 
 
-def _held_out_file(candidates: list[Path], label: str, given: tuple[str, ...] | None
-                   ) -> tuple[Path, Rows]:
-    """The first of a folder's held-out files (split_files' order: validation before test)
-    that has the label column, and its rows; the others are named as left unread. None has
-    it: refused, since a held-out split without labels cannot score the model."""
+def _held_out(candidates: list[tuple[str, Callable[[], Rows]]], label: str) -> Rows:
+    """The first of a folder's held-out splits (validation before test) that has labels,
+    its rows; the others are named as left unread. None has labels: refused, since a
+    held-out split without them cannot score the model."""
     chosen, unlabelled = None, []
-    for path in candidates:
-        rows = read_rows(path, columns=given)
-        if label in (rows.rows[0] if rows.rows else {}):
-            chosen = (path, rows)
+    for name, read in candidates:
+        rows = read()
+        if _labelled(rows, label):
+            chosen = (name, rows)
             break
-        unlabelled.append(path)
+        unlabelled.append(name)
+    names = [name for name, _ in candidates]
     if chosen is None:
-        raise ConfigError(f"dataset: the held-out files {[f.name for f in candidates]} have no "
-                          f"label column {label!r}, so they cannot score the model; give "
+        raise ConfigError(f"dataset: the held-out files {names} have no labels in column "
+                          f"{label!r} (no such column, or only -1: datasets' mark of an "
+                          "unlabelled split), so they cannot score the model; give "
                           "test_file=<a labelled file> or test_fraction=0.2 (and move the "
                           "unlabelled files out of the folder)")
     if len(candidates) > 1:
-        left = ", ".join(f.name + (" (no labels)" if f in unlabelled else "")
-                         for f in candidates if f != chosen[0])
+        left = ", ".join(name + (" (no labels)" if name in unlabelled else "")
+                         for name in names if name != chosen[0])
         log.info("dataset: %s is the held-out split; %s left unread (test_file=<file> picks "
-                 "another)", chosen[0].name, left)
-    return chosen
+                 "another)", chosen[0], left)
+    return chosen[1]
+
+
+def _labelled(rows: Rows, label: str) -> bool:
+    """Whether a split has labels: the label column, and not only -1 in a ClassLabel column
+    (how `datasets` marks an unlabelled split, e.g. GLUE's test)."""
+    if not rows.rows or label not in rows.rows[0]:
+        return False
+    return label not in rows.class_names or any(r[label] != -1 for r in rows.rows)
 
 
 def _text_columns(rows: Rows, columns: set[str]) -> tuple[str, ...]:
@@ -285,7 +323,9 @@ def _text_columns(rows: Rows, columns: set[str]) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _load_hub(cfg: Config, test_split: str | None = "test", name: str | None = None) -> Task:
+def _load_hub(cfg: Config, test_split: str | None = None, name: str | None = None) -> Task:
+    """A hub dataset: its train split, and as the held-out split `test_split` (a recipe
+    names it) or else its first labelled one of validation, ..., test (as a folder's)."""
     import datasets
 
     try:
@@ -295,18 +335,18 @@ def _load_hub(cfg: Config, test_split: str | None = "test", name: str | None = N
             f"dataset: cannot load {cfg.dataset!r} from the hub ({type(exc).__name__}: "
             f"{str(exc)[:200]}); give a recipe ({', '.join(['sentiment', *RECIPES])}) with "
             "data_dir, or a local csv/tsv/json/jsonl/parquet file") from None
-    train_rows = Rows(Path(cfg.dataset), list(ds["train"]))
-    text, pair, label = resolve_columns(list(ds["train"].column_names), cfg, cfg.dataset)
-    names = None  # scores (task_head=regression)
-    if cfg.task_head != "regression":
-        names = (tuple(cfg.label_names) if cfg.label_names
-                 else _hub_label_names(ds["train"], label))
-    train = _to_examples(train_rows, text, pair, label, names, where=cfg.dataset,
-                         skip_negative=True)
-    test = None
-    if test_split and test_split in ds:
-        test = _to_examples(Rows(Path(cfg.dataset), list(ds[test_split])), text, pair, label,
-                            names, where=f"{cfg.dataset}[{test_split}]", skip_negative=True)
+    splits = {split: dataset_rows(ds[split], Path(f"{cfg.dataset}[{split}]")) for split in ds}
+    train_rows, candidates = _named_splits(splits, repr(cfg.dataset))
+    text, pair, label = resolve_columns(list(train_rows.rows[0]) if train_rows.rows else [],
+                                        cfg, cfg.dataset)
+    if test_split is not None:  # a recipe's
+        test_rows = splits.get(test_split)
+    else:
+        test_rows = _held_out(candidates, label) if candidates else None
+    names = _label_set(cfg, train_rows, label, cfg.dataset)
+    train = _to_examples(train_rows, text, pair, label, names, where=str(train_rows.path))
+    test = (_to_examples(test_rows, text, pair, label, names, where=str(test_rows.path))
+            if test_rows is not None else None)
     return Task(name or cfg.dataset, train, test, names or (), _columns(text, pair, label))
 
 
@@ -315,14 +355,13 @@ def _label_set(cfg: Config, rows: Rows, label: str, where: str) -> tuple[str, ..
     (task_head=regression)."""
     if cfg.task_head == "regression":
         return None
-    return tuple(cfg.label_names) if cfg.label_names else _infer_label_names(rows, label, where)
+    if cfg.label_names:
+        return tuple(cfg.label_names)
+    if label in rows.class_names:  # a ClassLabel's names, in its order
+        return rows.class_names[label]
+    return _infer_label_names(rows, label, where)
 
 
-def _hub_label_names(split, label: str) -> tuple[str, ...]:
-    feature = split.features.get(label)
-    if getattr(feature, "names", None):
-        return tuple(feature.names)
-    return _infer_label_names(Rows(Path("hub"), list(split)), label, "hub dataset")
 
 
 def _infer_label_names(rows: Rows, label: str, where: str) -> tuple[str, ...]:
@@ -402,7 +441,8 @@ def _raise_if_headerless(rows: Rows, cause: ConfigError) -> None:
     line: say so, with a `column_names` to copy, instead of listing the data as columns.
     The sign: a column's "name" recurs as a value of that column (a label such as
     `sports`, a class id such as `3`), or is longer than a name would be."""
-    if rows.path.suffix.lower() not in (".csv", ".tsv") or not rows.rows:
+    first = rows.shards[0][1].path if rows.shards else rows.path
+    if data_suffix(first) not in (".csv", ".tsv") or not rows.rows:
         return
     names = list(rows.rows[0])
     recurs = any(any(str(row.get(n)) == n for row in rows.rows[:1000]) for n in names)
@@ -494,10 +534,11 @@ def _as_int(value) -> int | None:
 
 
 def _to_examples(rows: Rows, text: str, pair: str | None, label: str,
-                 names: tuple[str, ...] | None, where: str, offset: int = 0,
-                 skip_negative: bool = False) -> Examples:
+                 names: tuple[str, ...] | None, where: str, offset: int = 0) -> Examples:
     """The rows as examples: each label its index in `names`, or with names=None
-    (task_head=regression) its number."""
+    (task_head=regression) its number. A ClassLabel column's -1 is `datasets`' mark of an
+    unlabelled row (a hub NLI set's pairs without a gold label): such rows are left out,
+    and counted in the log."""
     if not rows.rows:
         raise ConfigError(f"dataset: {where} has no rows")
     present = set(rows.rows[0])
@@ -507,10 +548,13 @@ def _to_examples(rows: Rows, text: str, pair: str | None, label: str,
             raise ConfigError(f"{field_name}: {where} has no column {column!r}; its columns are "
                               f"{sorted(present)}")
     lookup = {n: i for i, n in enumerate(names or ())}
-    texts, pairs, labels = [], [] if pair else None, []
+    texts, pairs, labels, skipped = [], [] if pair else None, [], 0
     for i, row in enumerate(rows.rows):
-        raw = row.get(label)
+        raw = class_label(rows, label, row.get(label))
         _check_label(raw, label, where, rows.name(i))
+        if raw is UNLABELLED:
+            skipped += 1
+            continue
         if names is None:
             index = read_score(raw, label, where, rows.name(i))
         else:
@@ -518,8 +562,6 @@ def _to_examples(rows: Rows, text: str, pair: str | None, label: str,
             if index is None:
                 as_int = _as_int(raw)
                 index = None if as_int is None else as_int - offset
-            if index is not None and index < 0 and skip_negative:
-                continue  # hub NLI sets mark unlabelled pairs with -1
             if index is None or not 0 <= index < len(names):
                 raise ConfigError(f"label_names: {where} {rows.name(i)} has label {raw!r}, "
                                   f"outside the label set {list(names)}; fix the data or set "
@@ -529,7 +571,29 @@ def _to_examples(rows: Rows, text: str, pair: str | None, label: str,
         if pair:
             pairs.append(second)
         labels.append(index)
+    if skipped:
+        log.info("dataset: %s: %d rows with label -1 (no label, as datasets marks it) left out",
+                 where, skipped)
+    if not labels:
+        raise ConfigError(f"dataset: {where} has no labelled rows (every label is -1, as "
+                          "datasets marks an unlabelled split); give a labelled split")
     return Examples(texts, labels, pairs)
+
+
+UNLABELLED = object()
+"""class_label's answer for a row `datasets` marks as having no label."""
+
+
+def class_label(rows: Rows, label: str, value):
+    """A label as written, or for a ClassLabel column (parquet or arrow from `datasets`)
+    the name its integer indexes, so that label_names in another order, or a test file
+    whose ClassLabel orders them otherwise, still match by name; UNLABELLED for its -1."""
+    names = rows.class_names.get(label)
+    if names is None or not isinstance(value, int) or isinstance(value, bool):
+        return value
+    if value == -1:
+        return UNLABELLED
+    return names[value] if 0 <= value < len(names) else value
 
 
 def read_score(value, label: str, where: str, row: str) -> float:
