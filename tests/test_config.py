@@ -57,7 +57,14 @@ def test_from_flat_is_the_same_schema():
     ({"head_init": "lda", "pooling": "model"}, "head_init: lda needs a pooled head"),
     ({"unit_replicas": 2, "method": "fedfgd"}, "unit_replicas: method=fedfgd"),
     ({"unit_replicas": 11}, "unit_replicas: 11 is more than clients_per_round"),
-    ({"personalization": "local"}, "personalization: 'local' is not one of global, round"),
+    ({"personalization": "local"}, "personalization: 'local' is not one of global, round; did you mean "
+                                 "personalization=round"),
+    # the choice meant, where it can be told: case, a name from elsewhere, a near spelling
+    ({"peft": "LoRA"}, r"peft: 'LoRA' is not one of .*; did you mean peft=lora\?$"),
+    ({"method": "FedAvg"}, r"did you mean method=backprop\? \(FedAvg, FedAdam and FedYogi are "
+                           r"the server's step, server_optimizer"),
+    ({"method": "fedmezzo"}, r"did you mean method=fedmezo\?$"),
+    ({"server_optimizer": "FedYogi"}, r"did you mean server_optimizer=fedyogi\?$"),
     ({"personalization": "round", "personalization_epochs": 3},
      "personalization_epochs: personalization=round scores"),
     ({"personalization": "round", "communication": "per_iteration",

@@ -230,6 +230,27 @@ def test_a_run_says_when_max_length_cuts_most_texts(tiny_bert, tmp_path, caplog)
         assert ("100% of the training texts reach max_length=16 tokens" in caplog.text) is said
 
 
+
+def test_a_file_dealt_too_thin_to_score_is_refused_and_small_clients_are_named(
+        tiny_bert, tmp_path, caplog):
+    from spry.experiment import build
+
+    rows = [{"text": f"{'good' if i % 2 else 'bad'} film {i}", "label": i % 2} for i in range(40)]
+    path = _jsonl(tmp_path / "small.jsonl", rows)
+    # 2 examples a client, no held-out split: client_test_fraction of 2 rounds to none
+    with pytest.raises(ConfigError, match=r"test_fraction: nothing would score the model: small "
+                                          r"has no held-out split.*40 dealt to 20 clients: 2–2 "
+                                          r"each.*test_fraction=0.2"):
+        build(Config(model=tiny_bert, dataset=path, num_clients=20, clients_per_round=2,
+                     output_dir=str(tmp_path)))
+    for clients, said in ((4, True), (2, False)):  # 8 and 16 examples a client, batch 8
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="spry.experiment"):
+            build(Config(model=tiny_bert, dataset=path, num_clients=clients,
+                         clients_per_round=2, test_fraction=0.2, dirichlet_alpha=100.0,
+                         output_dir=str(tmp_path)))
+        assert ("(the median of 4 clients), fewer than batch_size=8" in caplog.text) is said
+
 def test_progress_within_a_round_names_the_clients_done(tiny_config, caplog, monkeypatch):
     monkeypatch.setattr("spry.progress.CLIENT_LOG_SECONDS", 0.0)
     with caplog.at_level(logging.INFO, logger="spry.experiment"):

@@ -124,7 +124,14 @@ def _dealt_data(cfg: Config, tokenizer, head) -> tuple[Config, Task, FederatedDa
                     task.unread[0])
     log.info("tokenizing and dealing %d examples to %d clients (Dirichlet α=%g)",
              len(task.train), cfg.num_clients, cfg.dirichlet_alpha)
-    return resolved, task, build_federated_data(resolved, tokenizer, task, encoder=head.encode)
+    data = build_federated_data(resolved, tokenizer, task, encoder=head.encode)
+    sizes = sorted(len(c.train) for c in data.clients)
+    if sizes[len(sizes) // 2] < cfg.batch_size:
+        log.warning("a client trains on %d examples (the median of %d clients), fewer than "
+                    "batch_size=%d: its local epoch is one small step; dealing the data to "
+                    "fewer clients (num_clients) gives each more", sizes[len(sizes) // 2],
+                    len(sizes), cfg.batch_size)
+    return resolved, task, data
 
 
 def _node_data(cfg: Config, tokenizer, head, held_out: bool) -> tuple[Task, FederatedData]:

@@ -7,6 +7,7 @@ problems is always told the same one first.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.util
 import math
 import typing
@@ -44,9 +45,32 @@ def check_types(cfg: Config) -> None:
             object.__setattr__(cfg, f.name, float(value))
 
 
+KNOWN_AS = {("method", "fedavg"): "backprop", ("method", "fedadam"): "backprop",
+            ("method", "fedyogi"): "backprop", ("method", "mezo"): "fedmezo",
+            ("method", "fgd"): "fedfgd", ("peft", "none"): "head",
+            ("peft", "linear_probe"): "head", ("personalization", "local"): "round"}
+"""Names users bring from papers and other tools, and the choice here that does it:
+FedAvg/FedAdam/FedYogi are servers (server_optimizer) around backprop clients."""
+
+
 def one_of(cfg: Config, name: str, choices: tuple[str, ...]) -> None:
-    if getattr(cfg, name) not in choices:
-        raise ConfigError(f"{name}: {getattr(cfg, name)!r} is not one of {', '.join(choices)}")
+    """Refuse a value outside `choices`, naming the one meant where it can tell: the same
+    but for case, a name from elsewhere (KNOWN_AS), or a near spelling."""
+    value = getattr(cfg, name)
+    if value in choices:
+        return
+    key = str(value).lower()
+    if key in choices:
+        near = key
+    elif (name, key) in KNOWN_AS:
+        near = KNOWN_AS[name, key]
+    else:
+        near = next(iter(difflib.get_close_matches(key, choices, n=1)), None)
+    hint = "" if near is None else f"; did you mean {name}={near}?"
+    if (name, key) in KNOWN_AS and near == "backprop":
+        hint += (" (FedAvg, FedAdam and FedYogi are the server's step, server_optimizer; the "
+                 "method is the clients')")
+    raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}{hint}")
 
 
 def _schema_default(cfg: Config, name: str):

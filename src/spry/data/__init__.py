@@ -67,7 +67,16 @@ def build_federated_data(cfg: Config, tokenizer, task: Task | None = None,
             cid, encoder(pool.subset(train_idx), tokenizer, cfg.max_length),
             encoder(pool.subset(test_idx), tokenizer, cfg.max_length),
             label_counts([pool.labels[i] for i in indices], task.label_names)))
-    return FederatedData(task, clients, held_out_split(cfg, tokenizer, task, encoder))
+    test = held_out_split(cfg, tokenizer, task, encoder)
+    if test is None and not any(len(c.test) for c in clients):
+        sizes = sorted(len(p) for p in parts)
+        raise ConfigError(
+            f"test_fraction: nothing would score the model: {task.name} has no held-out split, "
+            f"and client_test_fraction={cfg.client_test_fraction:g} of each client's examples "
+            f"({len(pool)} dealt to {cfg.num_clients} clients: {sizes[0]}–{sizes[-1]} each) "
+            "rounds to none; hold out part of the data (test_fraction=0.2), give "
+            "test_file=<a labelled file>, or deal it to fewer clients (num_clients)")
+    return FederatedData(task, clients, test)
 
 
 def held_out_split(cfg: Config, tokenizer, task: Task, encoder: Callable = encode
