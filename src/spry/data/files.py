@@ -66,21 +66,30 @@ class Rows:
         return f"row {index + 1}"
 
 
+def _uncompressed(path: Path) -> Path:
+    """`path` without a compression suffix (`train.jsonl.gz`: `train.jsonl`)."""
+    path = Path(path)
+    return path.with_suffix("") if path.suffix.lower() in COMPRESSIONS else path
+
+
+def data_suffix(path: Path) -> str:
+    """A data file's format suffix, a compression suffix passed over (`.tsv` of `a.tsv.gz`)."""
+    return _uncompressed(path).suffix.lower()
+
+
 def file_format(path: Path) -> str | None:
     """The `datasets` builder that reads `path` by its name (`csv`, `json`, `parquet`),
     a compression suffix passed over; None for any other file."""
-    inner = path.with_suffix("") if path.suffix.lower() in COMPRESSIONS else path
-    fmt = FILE_FORMATS.get(inner.suffix.lower())
-    return None if fmt == "parquet" and inner is not path else fmt  # parquet compresses itself
+    fmt = FILE_FORMATS.get(data_suffix(path))
+    compressed = _uncompressed(path) != Path(path)
+    return None if fmt == "parquet" and compressed else fmt  # parquet compresses itself
 
 
 def data_stem(path: Path) -> str:
     """A data file's name without its format and compression suffixes (`train.jsonl.gz`:
     `train`), as run and prediction files are named after it."""
-    path = Path(path)
-    if path.suffix.lower() in COMPRESSIONS:
-        path = path.with_suffix("")
-    return path.stem if path.suffix.lower() in FILE_FORMATS else path.name
+    inner = _uncompressed(path)
+    return inner.stem if inner.suffix.lower() in FILE_FORMATS else inner.name
 
 
 def _open(path: Path):
@@ -138,14 +147,6 @@ def dataset_rows(split, path: Path) -> Rows:
     return Rows(path, list(split), None,
                 {name: tuple(feature.names) for name, feature in split.features.items()
                  if isinstance(feature, datasets.ClassLabel)})
-
-
-def data_suffix(path: Path) -> str:
-    """A data file's format suffix, a compression suffix passed over (`.tsv` of `a.tsv.gz`)."""
-    path = Path(path)
-    if path.suffix.lower() in COMPRESSIONS:
-        path = path.with_suffix("")
-    return path.suffix.lower()
 
 
 def read_split(paths: list[Path], columns: tuple[str, ...] | None = None) -> Rows:
