@@ -142,3 +142,22 @@ def test_compressed_files_are_read_as_they_are(tmp_path):
     (tmp_path / "x.parquet.gz").write_bytes(b"")
     with pytest.raises(ConfigError, match=r"suffix '.parquet.gz'; use one of"):
         read_rows(tmp_path / "x.parquet.gz")
+
+
+def test_nested_json_fields_are_columns_and_a_list_is_no_text(tmp_path):
+    nested = tmp_path / "nested.jsonl"
+    nested.write_text("".join(json.dumps({"review": {"title": f"t{i}", "body": r["sentence"]},
+                                          "label": r["label"]}) + "\n"
+                              for i, r in enumerate(TRAIN)))
+    # the object is not read as its repr: its fields are columns, named as datasets flattens
+    with pytest.raises(ConfigError, match=r"has columns \['review.title', 'review.body', "
+                                          r"'label'\].*text_column=review.body"):
+        load_task(Config(dataset=str(nested), test_fraction=0.25))
+    task = load_task(Config(dataset=str(nested), text_column="review.body", test_fraction=0.25))
+    assert sorted(task.train.texts + task.test.texts) == sorted(r["sentence"] for r in TRAIN)
+    tokens = tmp_path / "tokens.jsonl"
+    tokens.write_text("".join(json.dumps({"text": r["sentence"].split(), "label": r["label"]})
+                              + "\n" for r in TRAIN))
+    with pytest.raises(ConfigError, match=r"tokens.jsonl line 1 has a list in column 'text' "
+                                          r"\(\['bad', 'film', '0'\]\), not a text"):
+        load_task(Config(dataset=str(tokens), test_fraction=0.25))

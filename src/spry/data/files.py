@@ -135,6 +135,9 @@ def read_rows(path: Path, columns: tuple[str, ...] | None = None,
             _raise_json_error(path)
         raise ConfigError(f"dataset: cannot read {path} as {fmt} ({type(exc).__name__}: "
                           f"{str(exc)[:300]})") from None
+    if any(isinstance(feature, dict) for feature in ds.features.values()):
+        # nested JSON objects: their fields become columns of their own, `review.body`
+        ds = ds.flatten()
     rows = dataset_rows(ds, path)
     rows.lines = _line_numbers(path, fmt, len(rows), header=not columns)
     return rows

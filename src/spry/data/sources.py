@@ -510,6 +510,12 @@ def _check_label(value, label: str, where: str, row: str) -> None:
 
 
 def check_text(value, column: str, setting: str, where: str, row: str) -> str:
+    if isinstance(value, (list, tuple, dict)):  # its repr would be read as the text
+        kind = "an object" if isinstance(value, dict) else "a list"
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise ConfigError(f"{setting}: {where} {row} has {kind} in column {column!r} "
+                          f"({shown}), not a text; give the text as one string (tokens "
+                          "joined by spaces), or set text_column to the column that holds it")
     if value is None or not str(value).strip():
         raise ConfigError(f"{setting}: {where} {row} has "
                           f"{'no value' if value is None else 'an empty text'} in column "
