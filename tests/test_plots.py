@@ -140,8 +140,10 @@ def test_compare_targets_generalized_accuracy_without_a_test_split_and_flags_one
     one_class[-1]["test_predicted_classes"] = 1
     b = _run_dir(tmp_path, "b", one_class)
     text = compare([a, b])
-    assert "Target: generalized accuracy (the sampled clients' local test splits" in text
-    assert "≥ 0.520" in text
+    # the run without the held-out split is named: b has one
+    assert ("Target: generalized accuracy (the sampled clients' local test splits; a has no "
+            "held-out test split) ≥ 0.520") in text
+    assert "local test splits; no run has a held-out test split)" in compare([a])
     assert "| b | spry | 0.510 (one class) |" in text
     assert "predicts one class for every test example" in text
     assert "Target: held-out test accuracy ≥ 0.510" in compare([b])

@@ -240,10 +240,13 @@ def compare(run_dirs: list[str | Path], target: float | None = None,
     metric = target_metric(runs)
     chosen = target if target is not None else auto_target(runs, metric)
     summaries = [summarize(run, chosen, bench, metric) for run in runs]
+    without = [run.name for run in runs if not run.evaluated("test_accuracy")]
+    lacking = ("no run has a held-out test split" if len(without) == len(runs) else
+               f"{', '.join(without[:3])}{' …' if len(without) > 3 else ''} "
+               f"{'has' if len(without) == 1 else 'have'} no held-out test split")
     what = {"test_accuracy": "held-out test accuracy",
             "test_pearson": "held-out test Pearson correlation"}.get(
-        metric, "generalized accuracy (the sampled clients' local test splits; no run has a "
-                "held-out test split)")
+        metric, f"generalized accuracy (the sampled clients' local test splits; {lacking})")
     if chosen is None:
         head = "No run has evaluated yet: no accuracy to compare."
     elif target is None:
