@@ -122,8 +122,9 @@ def _dealt_data(cfg: Config, tokenizer, head) -> tuple[Config, Task, FederatedDa
                     list(task.unread), resolved.text_column,
                     f" and {resolved.pair_column!r}" if resolved.pair_column else "",
                     task.unread[0])
-    log.info("tokenizing and dealing %d examples to %d clients (Dirichlet α=%g)",
-             len(task.train), cfg.num_clients, cfg.dirichlet_alpha)
+    log.info("tokenizing and dealing %d examples to %d clients (%s)", len(task.train),
+             cfg.num_clients, f"one a value of column {cfg.partition_by!r}" if cfg.partition_by
+             else f"Dirichlet α={cfg.dirichlet_alpha:g}")
     data = build_federated_data(resolved, tokenizer, task, encoder=head.encode)
     sizes = sorted(len(c.train) for c in data.clients)
     if sizes[len(sizes) // 2] < cfg.batch_size:

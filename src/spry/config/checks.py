@@ -89,6 +89,7 @@ def check_values(cfg: Config) -> None:
     """Each setting's value, then how the settings combine."""
     _check_choices(cfg)
     _check_client_data(cfg)
+    _check_partition_by(cfg)
     _check_head(cfg)
     _check_numbers(cfg)
     _check_communication(cfg)
@@ -116,6 +117,24 @@ def _check_choices(cfg: Config) -> None:
                           ("personalization", PERSONALIZATIONS),
                           ("client_data", CLIENT_DATA)):
         one_of(cfg, name, choices)
+
+
+def _check_partition_by(cfg: Config) -> None:
+    """partition_by: the clients are a column's values, read from a file or hub dataset."""
+    if cfg.partition_by is None:
+        return
+    from spry.data.recipes import RECIPES  # here: spry.data imports spry.config
+
+    if cfg.client_data == "node":
+        raise ConfigError("partition_by: with client_data=node each SuperNode's file is its "
+                          "client's data; remove partition_by")
+    if cfg.dataset == "sentiment" or cfg.dataset in RECIPES:
+        raise ConfigError(f"partition_by: names a column of your own data; dataset="
+                          f"{cfg.dataset!r} is a recipe, dealt by dirichlet_alpha: give a "
+                          "file (or folder, or hub id) with that column")
+    if cfg.dirichlet_alpha != _schema_default(cfg, "dirichlet_alpha"):
+        raise ConfigError("dirichlet_alpha: with partition_by the clients are the column's "
+                          "values, not a Dirichlet deal; remove one of the two")
 
 
 def _check_client_data(cfg: Config) -> None:

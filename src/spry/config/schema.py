@@ -157,6 +157,12 @@ class Config:
     dirichlet_alpha: float = 0.1
     """Label skew across clients: Dirichlet(α) class proportions per client (0.1: strongly
     heterogeneous, 1.0: near-homogeneous)."""
+    partition_by: str | None = None
+    """dataset=<a file, folder or hub id>: a column naming whose each row is (a user, a
+    writer, a site): each of its values is one client, its rows that client's data, in
+    place of the Dirichlet deal (the natural partition of LEAF's data sets; Flower
+    Datasets' NaturalIdPartitioner). Client i is the i-th value in sorted order (numbers
+    by value); num_clients must be the number of values."""
     client_test_fraction: float = 0.2
     """Each client keeps this fraction of its examples as its local test split (the
     generalized and personalized accuracies are measured on them)."""

@@ -12,7 +12,8 @@ import torch
 from spry.config import Config, ConfigError
 from spry.data.batches import Encoded, encode, iterate_batches
 from spry.data.examples import Examples
-from spry.data.partition import PartitionError, dirichlet_partition, train_test_split
+from spry.data.partition import (PartitionError, dirichlet_partition, natural_partition,
+                                 train_test_split)
 from spry.data.sources import SCORE_STRATA, Task, load_task, read_node_file, strata
 from spry.seeds import derive_seed, generator
 
@@ -45,18 +46,21 @@ class FederatedData:
 
 def build_federated_data(cfg: Config, tokenizer, task: Task | None = None,
                          encoder: Callable = encode) -> FederatedData:
-    """Load, subsample, partition (Dirichlet α), split 80/20 per client, tokenize with
-    `encoder(examples, tokenizer, max_length)` (the task head's)."""
+    """Load, subsample, partition (Dirichlet α, or partition_by's column), split 80/20 per
+    client, tokenize with `encoder(examples, tokenizer, max_length)` (the task head's)."""
     task = task or load_task(cfg)
     pool = task.train
     if cfg.max_train_examples and len(pool) > cfg.max_train_examples:
         keep = torch.randperm(len(pool), generator=generator(derive_seed(cfg.seed, "subsample")))
         pool = pool.subset(sorted(keep[: cfg.max_train_examples].tolist()))
     try:
-        classes = strata(pool.labels, cfg)  # a score's quantile bin (task_head=regression)
-        parts = dirichlet_partition(classes, cfg.num_clients, cfg.dirichlet_alpha,
-                                    seed=derive_seed(cfg.seed, "partition"),
-                                    num_labels=len(task.label_names) or SCORE_STRATA)
+        if pool.groups is not None:  # partition_by: the clients the data names
+            parts = natural_partition(pool.groups, cfg.num_clients, cfg.partition_by)
+        else:
+            classes = strata(pool.labels, cfg)  # a score's quantile bin (regression)
+            parts = dirichlet_partition(classes, cfg.num_clients, cfg.dirichlet_alpha,
+                                        seed=derive_seed(cfg.seed, "partition"),
+                                        num_labels=len(task.label_names) or SCORE_STRATA)
     except PartitionError as exc:
         raise ConfigError(str(exc)) from None
     clients = []

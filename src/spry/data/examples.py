@@ -14,6 +14,8 @@ class Examples:
     qa: list | None = None
     """Extractive QA (spry.data.squad.QAExample per row; texts are the questions, pairs
     the contexts, labels 1 if answerable)."""
+    groups: list[str] | None = None
+    """partition_by: each row's value of that column, the client it belongs to."""
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -21,4 +23,5 @@ class Examples:
     def subset(self, indices: list[int]) -> "Examples":
         return Examples([self.texts[i] for i in indices], [self.labels[i] for i in indices],
                         None if self.pairs is None else [self.pairs[i] for i in indices],
-                        None if self.qa is None else [self.qa[i] for i in indices])
+                        None if self.qa is None else [self.qa[i] for i in indices],
+                        None if self.groups is None else [self.groups[i] for i in indices])

@@ -53,6 +53,28 @@ def dirichlet_partition(labels: list[int], num_clients: int, alpha: float, seed:
     return clients
 
 
+def natural_partition(groups: list[str], num_clients: int, column: str) -> list[list[int]]:
+    """Indices of each distinct value of `groups` (a user, a site): one client each, the
+    values in sorted order (numbers by value), as Flower Datasets' NaturalIdPartitioner
+    and LEAF's data sets partition by who wrote the example."""
+    members: dict[str, list[int]] = {}
+    for index, value in enumerate(groups):
+        members.setdefault(value, []).append(index)
+    numeric = all(v.lstrip("-").isdigit() for v in members)
+    values = sorted(members, key=int if numeric else None)
+    if len(values) != num_clients:
+        raise PartitionError(f"num_clients: partition_by={column} gives {len(values)} clients "
+                             f"(the distinct values of column {column!r}), not {num_clients}; "
+                             f"set num_clients={len(values)}")
+    small = [v for v in values if len(members[v]) < 2]
+    if small:
+        shown = ", ".join(repr(v) for v in small[:5]) + (" …" if len(small) > 5 else "")
+        raise PartitionError(f"partition_by: {len(small)} of the {len(values)} values of column "
+                             f"{column!r} have one example ({shown}); a client needs at least "
+                             "2 (one to train, one to test): drop or merge those rows")
+    return [members[v] for v in values]
+
+
 def _dirichlet(concentration: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Dirichlet sample from normalised Gamma draws, with an explicit Generator.
 

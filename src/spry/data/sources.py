@@ -183,7 +183,7 @@ def resolve_columns(columns: list[str], cfg: Config, where: str) -> tuple[str, s
     label = cfg.label_column or next((c for c in LABEL_COLUMNS if c in columns), None)
     if label is None:
         # a file of a text and one more column (`is_positive`, `topic`): that one is the label
-        rest = [c for c in columns if c not in (text, pair)]
+        rest = [c for c in columns if c not in (text, pair, cfg.partition_by)]
         label = rest[0] if len(rest) == 1 else "label"
     if label not in columns:
         raise _no_label_column(where, label, columns)
@@ -234,12 +234,14 @@ def _load_files(cfg: Config) -> Task:
     if test_path is None and candidates:
         test_rows = _held_out(candidates, label)
     names = _label_set(cfg, train_rows, label, cfg.dataset)
-    train = _to_examples(train_rows, text, pair, label, names, where=str(train_rows.path))
+    train = _to_examples(train_rows, text, pair, label, names, where=str(train_rows.path),
+                         group=cfg.partition_by)
     test = (_to_examples(test_rows, text, pair, label, names, where=str(test_rows.path))
             if test_rows is not None else None)
     return Task(data_stem(Path(cfg.dataset)), train, test, names or (),
                 _columns(text, pair, label),
-                unread=_text_columns(train_rows, set(columns) - {text, pair, label}))
+                unread=_text_columns(train_rows,
+                                     set(columns) - {text, pair, label, cfg.partition_by}))
 
 
 def _named_splits(splits: dict[str, Rows], where: str
@@ -344,7 +346,8 @@ def _load_hub(cfg: Config, test_split: str | None = None, name: str | None = Non
     else:
         test_rows = _held_out(candidates, label) if candidates else None
     names = _label_set(cfg, train_rows, label, cfg.dataset)
-    train = _to_examples(train_rows, text, pair, label, names, where=str(train_rows.path))
+    train = _to_examples(train_rows, text, pair, label, names, where=str(train_rows.path),
+                         group=cfg.partition_by)
     test = (_to_examples(test_rows, text, pair, label, names, where=str(test_rows.path))
             if test_rows is not None else None)
     return Task(name or cfg.dataset, train, test, names or (), _columns(text, pair, label))
@@ -540,21 +543,23 @@ def _as_int(value) -> int | None:
 
 
 def _to_examples(rows: Rows, text: str, pair: str | None, label: str,
-                 names: tuple[str, ...] | None, where: str, offset: int = 0) -> Examples:
+                 names: tuple[str, ...] | None, where: str, offset: int = 0,
+                 group: str | None = None) -> Examples:
     """The rows as examples: each label its index in `names`, or with names=None
     (task_head=regression) its number. A ClassLabel column's -1 is `datasets`' mark of an
     unlabelled row (a hub NLI set's pairs without a gold label): such rows are left out,
-    and counted in the log."""
+    and counted in the log. `group` (partition_by): the column naming each row's client."""
     if not rows.rows:
         raise ConfigError(f"dataset: {where} has no rows")
     present = set(rows.rows[0])
     for field_name, column in (("text_column", text), ("pair_column", pair),
-                               ("label_column", label)):
+                               ("label_column", label), ("partition_by", group)):
         if column is not None and column not in present:
             raise ConfigError(f"{field_name}: {where} has no column {column!r}; its columns are "
                               f"{sorted(present)}")
     lookup = {n: i for i, n in enumerate(names or ())}
     texts, pairs, labels, skipped = [], [] if pair else None, [], 0
+    groups: list[str] | None = [] if group else None
     for i, row in enumerate(rows.rows):
         raw = class_label(rows, label, row.get(label))
         _check_label(raw, label, where, rows.name(i))
@@ -577,13 +582,24 @@ def _to_examples(rows: Rows, text: str, pair: str | None, label: str,
         if pair:
             pairs.append(second)
         labels.append(index)
+        if group:
+            groups.append(_group_of(row.get(group), group, where, rows.name(i)))
     if skipped:
         log.info("dataset: %s: %d rows with label -1 (no label, as datasets marks it) left out",
                  where, skipped)
     if not labels:
         raise ConfigError(f"dataset: {where} has no labelled rows (every label is -1, as "
                           "datasets marks an unlabelled split); give a labelled split")
-    return Examples(texts, labels, pairs)
+    return Examples(texts, labels, pairs, groups=groups)
+
+
+def _group_of(value, column: str, where: str, row: str) -> str:
+    """A row's client under partition_by: its value of that column, as text."""
+    if value is None or isinstance(value, (list, dict)) or not str(value).strip():
+        raise ConfigError(f"partition_by: {where} {row} has {value!r} in column {column!r}, "
+                          "not a client's name; give every row the id of its client (a user, "
+                          "a site), or drop the row")
+    return str(label_key(value))
 
 
 UNLABELLED = object()
