@@ -326,10 +326,18 @@ def test_a_latin1_file_and_unusual_column_names_are_refused_with_the_fix(tmp_pat
     assert task.train.texts[0] == "see you at the café" and task.label_names == ("ham", "spam")
 
 
-@pytest.mark.parametrize("label, said", [([0, 2], "a list of labels .*multi-label"),
-                                         ({"name": "a"}, "an object in column 'label'")])
-def test_a_label_that_is_a_list_or_an_object_is_refused(tmp_path, label, said):
+def test_a_label_that_is_a_list_is_refused_and_an_objects_fields_are_columns(tmp_path):
     path = tmp_path / "odd.jsonl"
-    path.write_text(json.dumps({"text": "ok", "label": label}) + "\n")
-    with pytest.raises(ConfigError, match="odd.jsonl line 1 has " + said):
+    path.write_text(json.dumps({"text": "ok", "label": [0, 2]}) + "\n")
+    with pytest.raises(ConfigError, match="odd.jsonl line 1 has a list of labels .*multi-label"):
+        load_task(Config(dataset=str(path)))
+    # an object is flattened (datasets' flatten): its one field is the label column ...
+    path.write_text("".join(json.dumps({"text": t, "label": {"name": n}}) + "\n"
+                            for t, n in (("ok", "a"), ("no", "b"))))
+    task = load_task(Config(dataset=str(path)))
+    assert task.columns["label_column"] == "label.name" and task.label_names == ("a", "b")
+    # ... and of several fields, the one to read is asked for by name
+    path.write_text(json.dumps({"text": "ok", "label": {"name": "a", "id": 1}}) + "\n")
+    with pytest.raises(ConfigError, match=r"has no column 'label'; its columns are \['label.id', "
+                                          r"'label.name', 'text'\]; set label_column"):
         load_task(Config(dataset=str(path)))

@@ -23,8 +23,8 @@ from spry.config.choices import LABEL_HEADS
 from spry.data.examples import Examples
 from spry.data.files import data_stem, data_suffix, read_rows
 from spry.data.recipes import RECIPES
-from spry.data.sources import (UNLABELLED, class_label, label_key, read_score, row_texts,
-                               text_columns)
+from spry.data.columns import row_texts, text_columns
+from spry.data.labels import UNLABELLED, class_label, label_key, read_score
 from spry.models import check_device
 from spry.resume import FINAL
 from spry.seeds import derive_seed, seeded_global_rng

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,30 +13,19 @@ import torch
 
 from spry.config import Config, ConfigError
 from spry.data import synthetic
-from spry.data.files import (SPLIT_NAMES, Rows, data_stem, data_suffix, dataset_rows,
-                             file_format, is_saved_dataset, read_rows, read_saved, read_split,
-                             split_files)
+from spry.data.columns import (raise_if_headerless, raise_with_guess, resolve_columns,
+                               row_texts, unread_text_columns)
 from spry.data.examples import Examples
+from spry.data.files import (SPLIT_NAMES, Rows, data_stem, dataset_rows, file_format,
+                             is_saved_dataset, read_rows, read_saved, read_split, split_files)
+from spry.data.labels import (UNLABELLED, as_int, check_label, class_label, label_key,
+                              label_set, read_score)
 from spry.data.recipes import LABEL_OFFSETS, RECIPES, FileSpec
 from spry.seeds import derive_seed, generator
 
 log = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "SPRY_DATA_DIR"
-TEXT_COLUMNS = ("text", "sentence", "content", "review", "document", "question", "query",
-                "body", "comment", "tweet", "utterance", "description", "abstract", "title")
-"""Where a file's text is looked for when text_column is unset, in this order."""
-LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "sentiment", "stars",
-                 "rating", "y")
-"""Where a file's label is looked for when label_column is unset, in this order."""
-PAIR_LAYOUTS = (("premise", "hypothesis"), ("sentence1", "sentence2"),
-                ("sentence_a", "sentence_b"), ("text_a", "text_b"), ("text1", "text2"),
-                ("question1", "question2"), ("question", "passage"), ("question", "context"),
-                ("question", "paragraph"), ("question", "sentence"), ("query", "passage"),
-                ("query", "document"), ("claim", "evidence"), ("question", "answer"),
-                ("query", "response"), ("prompt", "response"))
-"""The usual sentence-pair layouts (first text, second text), detected when pair_column is
-unset: a file with both columns is read as pairs."""
 
 
 @dataclass
@@ -175,39 +163,6 @@ def _columns(text: str, pair: str | None, label: str) -> dict[str, str | None]:
     return {"text_column": text, "pair_column": pair, "label_column": label}
 
 
-def resolve_columns(columns: list[str], cfg: Config, where: str) -> tuple[str, str | None, str]:
-    """(text, pair, label) columns: the settings where given, else the usual names, else
-    (for the label) the one column left beside the text; a label column the data lacks is
-    refused here."""
-    text, pair = text_columns(columns, cfg, where)
-    label = cfg.label_column or next((c for c in LABEL_COLUMNS if c in columns), None)
-    if label is None:
-        # a file of a text and one more column (`is_positive`, `topic`): that one is the label
-        rest = [c for c in columns if c not in (text, pair, cfg.partition_by)]
-        label = rest[0] if len(rest) == 1 else "label"
-    if label not in columns:
-        raise _no_label_column(where, label, columns)
-    return text, pair, label
-
-
-def text_columns(columns: list[str], cfg: Config, where: str) -> tuple[str, str | None]:
-    """(text, pair) columns: the settings where given, else the usual names and layouts."""
-    text, pair = cfg.text_column, cfg.pair_column
-    if text is None and pair is None:
-        layout = next((lay for lay in PAIR_LAYOUTS if set(lay) <= set(columns)), None)
-        if layout is not None:
-            text, pair = layout
-    if text is None:
-        text = next((c for c in (*TEXT_COLUMNS, "premise", "sentence1") if c in columns), None)
-    if text is None:
-        raise ConfigError(f"text_column: {where} has columns {columns}; set "
-                          "text_column=<the column holding the text>")
-    if pair is None and cfg.pair_column is None:
-        pair = next((second for first, second in PAIR_LAYOUTS
-                     if first == text and second in columns), None)
-    return text, pair
-
-
 def _load_files(cfg: Config) -> Task:
     given = tuple(cfg.column_names) if cfg.column_names else None
     train_path, test_path = Path(cfg.dataset), Path(cfg.test_file) if cfg.test_file else None
@@ -227,20 +182,20 @@ def _load_files(cfg: Config) -> Task:
         text, pair, label = resolve_columns(columns, cfg, cfg.dataset)
     except ConfigError as exc:
         if given is None:
-            _raise_if_headerless(train_rows, exc)
-        _raise_with_guess(train_rows, exc, cfg)
+            raise_if_headerless(train_rows, exc)
+        raise_with_guess(train_rows, exc, cfg)
         raise
     test_rows = read_rows(test_path, columns=given) if test_path else None
     if test_path is None and candidates:
         test_rows = _held_out(candidates, label)
-    names = _label_set(cfg, train_rows, label, cfg.dataset)
+    names = label_set(cfg, train_rows, label, cfg.dataset)
     train = _to_examples(train_rows, text, pair, label, names, where=str(train_rows.path),
                          group=cfg.partition_by)
     test = (_to_examples(test_rows, text, pair, label, names, where=str(test_rows.path))
             if test_rows is not None else None)
     return Task(data_stem(Path(cfg.dataset)), train, test, names or (),
                 _columns(text, pair, label),
-                unread=_text_columns(train_rows,
+                unread=unread_text_columns(train_rows,
                                      set(columns) - {text, pair, label, cfg.partition_by}))
 
 
@@ -312,19 +267,6 @@ def _labelled(rows: Rows, label: str) -> bool:
     return label not in rows.class_names or any(r[label] != -1 for r in rows.rows)
 
 
-def _text_columns(rows: Rows, columns: set[str]) -> tuple[str, ...]:
-    """Those of `columns` that read as text: strings, mostly distinct, 20 characters or
-    more on average (not an id, a date, a category or a number)."""
-    sample = rows.rows[:1000]
-    found = []
-    for column in sorted(columns):
-        values = [v for r in sample if isinstance(v := r.get(column), str) and v.strip()]
-        if (len(values) > len(sample) / 2 and len(set(values)) > len(values) / 2
-                and sum(map(len, values)) / len(values) >= 20):
-            found.append(column)
-    return tuple(found)
-
-
 def _load_hub(cfg: Config, test_split: str | None = None, name: str | None = None) -> Task:
     """A hub dataset: its train split, and as the held-out split `test_split` (a recipe
     names it) or else its first labelled one of validation, ..., test (as a folder's)."""
@@ -345,201 +287,12 @@ def _load_hub(cfg: Config, test_split: str | None = None, name: str | None = Non
         test_rows = splits.get(test_split)
     else:
         test_rows = _held_out(candidates, label) if candidates else None
-    names = _label_set(cfg, train_rows, label, cfg.dataset)
+    names = label_set(cfg, train_rows, label, cfg.dataset)
     train = _to_examples(train_rows, text, pair, label, names, where=str(train_rows.path),
                          group=cfg.partition_by)
     test = (_to_examples(test_rows, text, pair, label, names, where=str(test_rows.path))
             if test_rows is not None else None)
     return Task(name or cfg.dataset, train, test, names or (), _columns(text, pair, label))
-
-
-def _label_set(cfg: Config, rows: Rows, label: str, where: str) -> tuple[str, ...] | None:
-    """The run's label set: label_names where given, else the file's; None for scores
-    (task_head=regression)."""
-    if cfg.task_head == "regression":
-        return None
-    if cfg.label_names:
-        return tuple(cfg.label_names)
-    if label in rows.class_names:  # a ClassLabel's names, in its order
-        return rows.class_names[label]
-    return _infer_label_names(rows, label, where)
-
-
-
-
-def _infer_label_names(rows: Rows, label: str, where: str) -> tuple[str, ...]:
-    """The label set of `rows`: 0..max for integer labels that start at 0 (a class absent
-    from the file keeps its index), else the distinct labels sorted, as numbers where they
-    are integers (1-5 stars: five classes, not six with an empty class 0)."""
-    if not rows.rows:
-        raise ConfigError(f"dataset: {where} has no rows")
-    for i, row in enumerate(rows.rows):
-        _check_label(row.get(label), label, where, rows.name(i))
-    values = {label_key(row[label]) for row in rows.rows}
-    _refuse_non_classes(values, len(rows), label, where)
-    _refuse_case_twins(values, label, where)
-    as_ints = [_as_int(v) for v in values]
-    if all(v is not None for v in as_ints):
-        if min(as_ints) == 0:
-            return tuple(str(i) for i in range(max(as_ints) + 1))
-        return tuple(str(i) for i in sorted(set(as_ints)))
-    return tuple(sorted(str(v) for v in values))
-
-
-def _refuse_non_classes(values: set, rows: int, label: str, where: str) -> None:
-    """A label column of fractional numbers (a score to regress) or with a distinct value
-    for most rows (an id, a free text) is no class label: a classifier over it would
-    learn nothing and report accuracy 0, so say so before any work."""
-    shown = ", ".join(repr(str(v)) for v in sorted(values, key=str)[:4])
-    if any((number := _as_number(v)) is not None and number % 1 for v in values):
-        raise ConfigError(f"label_column: {where} column {label!r} holds fractional numbers "
-                          f"({shown}, …): a score to regress, not classes; to learn the "
-                          "score set task_head=regression, else bin the scores into classes "
-                          "or set label_column to the class column")
-    if len(values) > 100 and len(values) > rows / 2:
-        raise ConfigError(f"label_column: {where} column {label!r} has {len(values)} distinct "
-                          f"values in {rows} rows ({shown}, …): ids or free text, not "
-                          "classes; set label_column to the class column")
-
-
-def label_key(value):
-    """A label as the label set knows it: a string without its surrounding whitespace
-    (`positive ` from a hand-edited csv is `positive`), anything else as it is."""
-    return value.strip() if isinstance(value, str) else value
-
-
-def _refuse_case_twins(values: set, label: str, where: str) -> None:
-    """Labels that differ only in case (`Positive`, `positive`) are most often one class
-    written two ways; training them as two would split it. Which it is, only the user
-    knows: say so, with both ways out."""
-    by_folded: dict[str, list[str]] = {}
-    for v in values:
-        by_folded.setdefault(str(v).casefold(), []).append(str(v))
-    twins = [sorted(group) for group in by_folded.values() if len(group) > 1]
-    if twins:
-        shown = "; ".join(" / ".join(repr(v) for v in group) for group in sorted(twins))
-        every = ",".join(sorted(str(v) for v in values))
-        raise ConfigError(f"label_column: {where} column {label!r} has labels that differ "
-                          f"only in case ({shown}): if they are one class, write them alike "
-                          f"in the file; if they are distinct classes, set label_names={every}")
-
-
-def _as_number(value) -> float | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _no_label_column(where: str, label: str, columns: list[str]) -> ConfigError:
-    return ConfigError(f"label_column: {where} has no column {label!r}; its columns are "
-                       f"{sorted(columns)}; set label_column=<the label column>")
-
-
-def _raise_if_headerless(rows: Rows, cause: ConfigError) -> None:
-    """A csv/tsv whose first line is data, not a header, gets its columns named by that
-    line: say so, with a `column_names` to copy, instead of listing the data as columns.
-    The sign: a column's "name" recurs as a value of that column (a label such as
-    `sports`, a class id such as `3`), or is longer than a name would be."""
-    first = rows.shards[0][1].path if rows.shards else rows.path
-    if data_suffix(first) not in (".csv", ".tsv") or not rows.rows:
-        return
-    names = list(rows.rows[0])
-    recurs = any(any(str(row.get(n)) == n for row in rows.rows[:1000]) for n in names)
-    if not recurs and max(len(n) for n in names) <= 40:
-        return
-    guess = _guess_column_names(rows, names)
-    shown = ", ".join(repr(n if len(n) <= 40 else n[:37] + "...") for n in names)
-    raise ConfigError(
-        f"dataset: the first line of {rows.path} looks like data, not a header ({shown}); "
-        f"if the file has no header row, name its {len(names)} columns, e.g. "
-        f"column_names={','.join(guess)} (or add a header line)") from cause
-
-
-def _guess_column_names(rows: Rows, names: list[str]) -> list[str]:
-    """`label` and `text` where `_guess_roles` puts them, `column<i>` for the rest: a guess
-    the user checks."""
-    text, label = _guess_roles(rows, names)
-    return ["label" if n == label else "text" if n == text else f"column{i + 1}"
-            for i, n in enumerate(names)]
-
-
-def _guess_roles(rows: Rows, names: list[str]) -> tuple[str | None, str | None]:
-    """(text, label) by their values: the text the column with the longest values, the
-    label the one with the fewest distinct values (two or more; then the shortest) among
-    the rest; None where no column fits."""
-    sample = rows.rows[:1000]
-    values = {n: [str(v) for r in sample if (v := r.get(n)) is not None and str(v).strip()]
-              for n in names}
-    length = {n: sum(map(len, vs)) for n, vs in values.items()}
-    text = max((n for n in names if values[n]), key=lambda n: length[n], default=None)
-    label = min((n for n in names if n != text and len(set(values[n])) >= 2),
-                key=lambda n: (len(set(values[n])), length[n]), default=None)
-    return text, label
-
-
-def _raise_with_guess(rows: Rows, cause: ConfigError, cfg: Config) -> None:
-    """A file whose columns have none of the usual names: the error says which columns
-    look like the text and the label, as settings to copy (those not set already)."""
-    if not rows.rows:
-        return
-    text, label = _guess_roles(rows, list(rows.rows[0]))
-    guess = " ".join(f"{setting}={name}" for setting, name in
-                     (("text_column", text), ("label_column", label))
-                     if name is not None and getattr(cfg, setting) is None)
-    if guess:
-        raise ConfigError(f"{cause} (by their values here: {guess})") from None
-
-
-def _check_label(value, label: str, where: str, row: str) -> None:
-    if value is None:
-        raise ConfigError(f"label_column: {where} {row} has no value in column {label!r} "
-                          "(missing or null); give every row a label, or drop the row")
-    if isinstance(value, str) and not value.strip():
-        raise ConfigError(f"label_column: {where} {row} has an empty label in column "
-                          f"{label!r}; give every row a label, or drop the row")
-    if isinstance(value, (list, tuple)):
-        raise ConfigError(f"label_column: {where} {row} has a list of labels in column "
-                          f"{label!r} ({value!r}): a multi-label task, or beside a list of "
-                          "tokens token classification (a tag per token, e.g. NER), which "
-                          "Spry does not train; Spry trains one label an example: give each "
-                          "row one label (one row per label, or one class per combination)")
-    if isinstance(value, dict):
-        raise ConfigError(f"label_column: {where} {row} has an object in column {label!r} "
-                          f"({value!r}); give the label itself, a string or an integer")
-
-
-def check_text(value, column: str, setting: str, where: str, row: str) -> str:
-    if isinstance(value, (list, tuple, dict)):  # its repr would be read as the text
-        kind = "an object" if isinstance(value, dict) else "a list"
-        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-        raise ConfigError(f"{setting}: {where} {row} has {kind} in column {column!r} "
-                          f"({shown}), not a text; give the text as one string (tokens "
-                          "joined by spaces), or set text_column to the column that holds it")
-    if value is None or not str(value).strip():
-        raise ConfigError(f"{setting}: {where} {row} has "
-                          f"{'no value' if value is None else 'an empty text'} in column "
-                          f"{column!r}; give every row its text, or drop the row")
-    return str(value)
-
-
-def model_text(value: str) -> str:
-    """A text as the model reads it: the backslash escapes some corpora write for a line
-    break (AG News: `\\n`, `\\`) read as spaces."""
-    return value.replace("\\n", " ").replace("\\", " ")
-
-
-def _as_int(value) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    return None
 
 
 def _to_examples(rows: Rows, text: str, pair: str | None, label: str,
@@ -562,7 +315,7 @@ def _to_examples(rows: Rows, text: str, pair: str | None, label: str,
     groups: list[str] | None = [] if group else None
     for i, row in enumerate(rows.rows):
         raw = class_label(rows, label, row.get(label))
-        _check_label(raw, label, where, rows.name(i))
+        check_label(raw, label, where, rows.name(i))
         if raw is UNLABELLED:
             skipped += 1
             continue
@@ -571,8 +324,8 @@ def _to_examples(rows: Rows, text: str, pair: str | None, label: str,
         else:
             index = lookup.get(str(label_key(raw)))
             if index is None:
-                as_int = _as_int(raw)
-                index = None if as_int is None else as_int - offset
+                number = as_int(raw)
+                index = None if number is None else number - offset
             if index is None or not 0 <= index < len(names):
                 raise ConfigError(f"label_names: {where} {rows.name(i)} has label {raw!r}, "
                                   f"outside the label set {list(names)}; fix the data or set "
@@ -602,37 +355,3 @@ def _group_of(value, column: str, where: str, row: str) -> str:
     return str(label_key(value))
 
 
-UNLABELLED = object()
-"""class_label's answer for a row `datasets` marks as having no label."""
-
-
-def class_label(rows: Rows, label: str, value):
-    """A label as written, or for a ClassLabel column (parquet or arrow from `datasets`)
-    the name its integer indexes, so that label_names in another order, or a test file
-    whose ClassLabel orders them otherwise, still match by name; UNLABELLED for its -1."""
-    names = rows.class_names.get(label)
-    if names is None or not isinstance(value, int) or isinstance(value, bool):
-        return value
-    if value == -1:
-        return UNLABELLED
-    return names[value] if 0 <= value < len(names) else value
-
-
-def read_score(value, label: str, where: str, row: str) -> float:
-    """A regression label: a finite number (a string of one too, as csv cells are)."""
-    number = _as_number(label_key(value))
-    if number is None:
-        raise ConfigError(f"label_column: {where} {row} has {value!r} in column {label!r}, not "
-                          "a number; task_head=regression learns a numeric score (for "
-                          "classes set task_head=classifier)")
-    return number
-
-
-def row_texts(rows: Rows, i: int, text: str, pair: str | None, where: str
-              ) -> tuple[str, str | None]:
-    """Row i's text as the model reads it (model_text) and its pair, each refused with the
-    row's line where missing or empty."""
-    row = rows.rows[i]
-    first = model_text(check_text(row.get(text), text, "text_column", where, rows.name(i)))
-    second = check_text(row.get(pair), pair, "pair_column", where, rows.name(i)) if pair else None
-    return first, second
