@@ -139,6 +139,13 @@ def test_compressed_files_are_read_as_they_are(tmp_path):
     task = load_task(Config(dataset=str(tmp_path / "plain.csv.gz"), column_names=["text", "label"],
                             test_fraction=0.25))
     assert len(task.train) + len(task.test) == len(TRAIN)
+    # a folder passes column_names' check; its parquet file, whose columns have names, not
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    _split(TRAIN).to_parquet(str(folder / "train.parquet"))
+    with pytest.raises(ConfigError, match=r"column_names: .*train.parquet is parquet, whose "
+                                          r"columns have names: remove it"):
+        load_task(Config(dataset=str(folder), column_names=["text", "label"], test_fraction=0.25))
     (tmp_path / "x.parquet.gz").write_bytes(b"")
     with pytest.raises(ConfigError, match=r"suffix '.parquet.gz'; use one of"):
         read_rows(tmp_path / "x.parquet.gz")

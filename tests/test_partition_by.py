@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from spry.config import Config, ConfigError
+from spry.data import load_task
 from spry.data.partition import PartitionError, natural_partition
 
 USERS = ("ann", "bob", "cy")
@@ -71,9 +72,10 @@ def test_partition_by_is_refused_where_it_cannot_apply(tiny_bert, tmp_path):
     from spry.experiment import build
 
     path = _file(tmp_path, _rows())
+    with pytest.raises(ConfigError, match=r"partition_by: names a column of your own data; "
+                                          r"dataset='sst2' is a recipe"):
+        load_task(Config(dataset="sst2", partition_by="user", num_clients=3))
     for settings, message in (
-            ({"dataset": "sst2"}, r"partition_by: names a column of your own data; "
-                                  r"dataset='sst2' is a recipe"),
             ({"dataset": path, "dirichlet_alpha": 1.0},
              r"dirichlet_alpha: with partition_by the clients are the column's values"),
             ({"dataset": path, "client_data": "node", "engine": "flower",

@@ -120,18 +120,13 @@ def _check_choices(cfg: Config) -> None:
 
 
 def _check_partition_by(cfg: Config) -> None:
-    """partition_by: the clients are a column's values, read from a file or hub dataset."""
+    """partition_by: the clients are a column's values (a recipe has no such column:
+    spry.data.sources refuses it there)."""
     if cfg.partition_by is None:
         return
-    from spry.data.recipes import RECIPES  # here: spry.data imports spry.config
-
     if cfg.client_data == "node":
         raise ConfigError("partition_by: with client_data=node each SuperNode's file is its "
                           "client's data; remove partition_by")
-    if cfg.dataset == "sentiment" or cfg.dataset in RECIPES:
-        raise ConfigError(f"partition_by: names a column of your own data; dataset="
-                          f"{cfg.dataset!r} is a recipe, dealt by dirichlet_alpha: give a "
-                          "file (or folder, or hub id) with that column")
     if cfg.dirichlet_alpha != _schema_default(cfg, "dirichlet_alpha"):
         raise ConfigError("dirichlet_alpha: with partition_by the clients are the column's "
                           "values, not a Dirichlet deal; remove one of the two")
@@ -249,10 +244,9 @@ def _check_lists(cfg: Config) -> None:
     if cfg.column_names is not None:
         if len(set(cfg.column_names)) != len(cfg.column_names):
             raise ConfigError(f"column_names: has duplicates: {cfg.column_names}")
-        from spry.data.files import data_suffix  # here: spry.data imports spry.config
-
-        if data_suffix(Path(cfg.dataset)) not in (".csv", ".tsv") and not (
-                Path(cfg.dataset).is_dir()):  # a folder of csv/tsv splits
+        # a.csv, a.tsv.gz (spry.data.files reads compressed files), or a folder of them
+        if not {".csv", ".tsv"} & {x.lower() for x in Path(cfg.dataset).suffixes[-2:]} and not (
+                Path(cfg.dataset).is_dir()):
             raise ConfigError(f"column_names: names the columns of a csv/tsv file without a "
                               f"header row, not dataset={cfg.dataset!r}; remove it")
 

@@ -118,6 +118,9 @@ def read_rows(path: Path, columns: tuple[str, ...] | None = None,
         raise ConfigError(f"dataset: {path} is empty; give a file with {layout}")
     if fmt != "parquet":
         _refuse_non_utf8(path)
+    if columns and fmt != "csv":
+        raise ConfigError(f"column_names: names the columns of a csv/tsv file without a "
+                          f"header row; {path} is {fmt}, whose columns have names: remove it")
     options = dict(csv_options or {})
     if fmt == "csv":
         options.setdefault("delimiter", "\t" if data_suffix(path) == ".tsv"

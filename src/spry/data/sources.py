@@ -62,6 +62,10 @@ def _load_task(cfg: Config) -> Task:
                           f"dataset={cfg.dataset!r} is a classification task; give a file "
                           "(or hub dataset) with a numeric label column, or set "
                           "task_head=classifier")
+    if cfg.partition_by is not None and (cfg.dataset == "sentiment" or cfg.dataset in RECIPES):
+        raise ConfigError(f"partition_by: names a column of your own data; dataset="
+                          f"{cfg.dataset!r} is a recipe, dealt by dirichlet_alpha: give a "
+                          "file (or folder, or hub id) with that column")
     if cfg.dataset == "sentiment":
         texts, labels = synthetic.make_sentiment(2000, seed=cfg.seed)
         test = None
