@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -38,9 +39,7 @@ def test_each_value_is_one_client_in_sorted_order_numbers_by_value():
                                              r"values of column 'site'\), not 100; set "
                                              r"num_clients=3"):
         natural_partition(groups, 100, "site")
-    with pytest.raises(PartitionError, match=r"1 of the 2 values of column 'user' have one "
-                                             r"example \('x'\).*at least 2"):
-        natural_partition(["x", "y", "y"], 2, "user")
+    assert natural_partition(["x", "y", "y"], 2, "user") == [[0], [1, 2]]  # x trains only
 
 
 def test_a_run_deals_each_users_rows_to_that_users_client(tiny_bert, tmp_path, caplog):
@@ -66,6 +65,15 @@ def test_a_run_deals_each_users_rows_to_that_users_client(tiny_bert, tmp_path, c
                         output_dir=str(tmp_path)))
     assert len(held.data.test) == 8  # a quarter of each label's 18, rounded half to even
     assert sum(len(c.train) + len(c.test) for c in held.data.clients) == 28
+    # a user of one row: a client that trains and has no local test split, said so
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="spry.experiment"):
+        one = build(Config(model=tiny_bert, dataset=_file(tmp_path, rows + [
+            {"user": "dee", "text": "good film", "label": 1}]), partition_by="user",
+            num_clients=4, clients_per_round=2, max_length=16, output_dir=str(tmp_path)))
+    assert (len(one.data.clients[3].train), len(one.data.clients[3].test)) == (1, 0)
+    assert "clients train on 1 to 10 examples (median 10)" in caplog.text
+    assert "1 of 4 clients hold too few examples for a local test split" in caplog.text
 
 
 def test_partition_by_is_refused_where_it_cannot_apply(tiny_bert, tmp_path):

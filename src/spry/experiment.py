@@ -127,11 +127,18 @@ def _dealt_data(cfg: Config, tokenizer, head) -> tuple[Config, Task, FederatedDa
              else f"Dirichlet α={cfg.dirichlet_alpha:g}")
     data = build_federated_data(resolved, tokenizer, task, encoder=head.encode)
     sizes = sorted(len(c.train) for c in data.clients)
+    if sizes[0] != sizes[-1]:  # partition_by: the data's own sizes
+        log.info("clients train on %d to %d examples (median %d)", sizes[0], sizes[-1],
+                 sizes[len(sizes) // 2])
+    if untested := sum(not len(c.test) for c in data.clients):
+        log.info("%d of %d clients hold too few examples for a local test split "
+                 "(client_test_fraction=%g): they train, and the generalized accuracy is the "
+                 "other clients'", untested, len(data.clients), cfg.client_test_fraction)
     if sizes[len(sizes) // 2] < cfg.batch_size:
         log.warning("a client trains on %d examples (the median of %d clients), fewer than "
-                    "batch_size=%d: its local epoch is one small step; dealing the data to "
-                    "fewer clients (num_clients) gives each more", sizes[len(sizes) // 2],
-                    len(sizes), cfg.batch_size)
+                    "batch_size=%d: its local epoch is one small step%s", sizes[len(sizes) // 2],
+                    len(sizes), cfg.batch_size, "" if cfg.partition_by else
+                    "; dealing the data to fewer clients (num_clients) gives each more")
     return resolved, task, data
 
 

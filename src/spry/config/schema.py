@@ -162,7 +162,8 @@ class Config:
     writer, a site): each of its values is one client, its rows that client's data, in
     place of the Dirichlet deal (the natural partition of LEAF's data sets; Flower
     Datasets' NaturalIdPartitioner). Client i is the i-th value in sorted order (numbers
-    by value); num_clients must be the number of values."""
+    by value); num_clients must be the number of values; a client too small for a local
+    test split (client_test_fraction) trains without one."""
     client_test_fraction: float = 0.2
     """Each client keeps this fraction of its examples as its local test split (the
     generalized and personalized accuracies are measured on them)."""

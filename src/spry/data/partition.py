@@ -56,7 +56,8 @@ def dirichlet_partition(labels: list[int], num_clients: int, alpha: float, seed:
 def natural_partition(groups: list[str], num_clients: int, column: str) -> list[list[int]]:
     """Indices of each distinct value of `groups` (a user, a site): one client each, the
     values in sorted order (numbers by value), as Flower Datasets' NaturalIdPartitioner
-    and LEAF's data sets partition by who wrote the example."""
+    and LEAF's data sets partition by who wrote the example. A client of one example
+    trains on it and has no local test split (train_test_split keeps one to train)."""
     members: dict[str, list[int]] = {}
     for index, value in enumerate(groups):
         members.setdefault(value, []).append(index)
@@ -66,12 +67,6 @@ def natural_partition(groups: list[str], num_clients: int, column: str) -> list[
         raise PartitionError(f"num_clients: partition_by={column} gives {len(values)} clients "
                              f"(the distinct values of column {column!r}), not {num_clients}; "
                              f"set num_clients={len(values)}")
-    small = [v for v in values if len(members[v]) < 2]
-    if small:
-        shown = ", ".join(repr(v) for v in small[:5]) + (" …" if len(small) > 5 else "")
-        raise PartitionError(f"partition_by: {len(small)} of the {len(values)} values of column "
-                             f"{column!r} have one example ({shown}); a client needs at least "
-                             "2 (one to train, one to test): drop or merge those rows")
     return [members[v] for v in values]
 
 
