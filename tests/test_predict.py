@@ -102,6 +102,11 @@ def test_predict_refuses_what_it_cannot_read_before_any_work(finished, tmp_path,
         predict(out, test, overrides=["rounds=3"])
     with pytest.raises(ConfigError, match="has no config.yaml"):
         predict(tmp_path, test)
+    datasets.Dataset.from_list([{"premise": "a", "hypothesis": "b"}]).save_to_disk(
+        str(tmp_path / "saved"))
+    with pytest.raises(ConfigError, match=r"saved is a folder; give the file to predict \(a "
+                                          r"split of this save_to_disk folder as one"):
+        predict(out, tmp_path / "saved")
     (out / "trainable.safetensors").rename(out / "kept.safetensors")
     assert main(["predict", str(out), test]) == 2
     assert "did not finish" in capsys.readouterr().err

@@ -21,7 +21,7 @@ import torch
 from spry.config import Config, ConfigError
 from spry.config.choices import LABEL_HEADS
 from spry.data.examples import Examples
-from spry.data.files import data_stem, data_suffix, read_rows
+from spry.data.files import data_stem, data_suffix, is_saved_dataset, read_rows
 from spry.data.recipes import RECIPES
 from spry.data.columns import row_texts, text_columns
 from spry.data.labels import UNLABELLED, class_label, label_key, read_score
@@ -159,7 +159,10 @@ def _read(path: Path, cfg: Config, names: tuple[str, ...]
     """DATA's texts (and pairs), and its labels as indices into the run's label set where
     it has the run's label column."""
     if path.is_dir():
-        raise ConfigError(f"predict: {path} is a folder; give the file to predict")
+        hint = (f" (a split of this save_to_disk folder as one: datasets.load_from_disk("
+                f"'{path}')['test'].to_parquet('test.parquet'))" if is_saved_dataset(path)
+                else "")
+        raise ConfigError(f"predict: {path} is a folder; give the file to predict{hint}")
     rows = read_rows(path)
     columns = list(rows.rows[0]) if rows.rows else []
     if cfg.column_names and cfg.text_column not in columns and data_suffix(path) in (
