@@ -1,9 +1,10 @@
-"""`spry run | units | bench | models | plot | compare | predict` — parse arguments and
-call one function."""
+"""`spry run | units | bench | models | plot | compare | predict | export` — parse
+arguments and call one function."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
@@ -89,6 +90,15 @@ def _parser() -> argparse.ArgumentParser:
                          "RUN_DIR/predictions/<DATA's stem>.csv)")
     predict.add_argument("overrides", nargs="*", metavar="key=value",
                          help="device, eval_batch_size, eval_dtype or threads")
+    export = sub.add_parser("export", help="a finished run's model as a folder other tools "
+                            "load (sentence-transformers or transformers), adapters merged",
+                            description="Write RUN_DIR's final model to OUT, a new folder: "
+                            "a sentence-transformers model whose encode() gives the head's "
+                            "logits (a head on the pooled embedding, the default), or a "
+                            "transformers *ForSequenceClassification (pooling=model); "
+                            "spry_export.json names the labels.")
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("out", metavar="OUT")
     compare = sub.add_parser("compare", help="a Markdown table of accuracy, time to a target, "
                              "bytes and peak memory per run")
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -127,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "predict":
             _predict(args)
+            return 0
+        if args.command == "export":
+            from spry.export import EXPORT_INFO, export
+
+            out = export(args.run_dir, args.out)
+            info = (out / EXPORT_INFO).read_text()
+            print(f"{out}: a {json.loads(info)['format']} model ({EXPORT_INFO} names its labels)")
             return 0
         if args.command == "run" and args.resume:
             from spry.runner import run

@@ -58,32 +58,20 @@ def predict(run_dir: str | Path, data: str | Path, out: str | Path | None = None
             overrides: list[str] | None = None) -> Predictions:
     """Predict DATA's labels with RUN_DIR's final model; write them to `out` (default
     RUN_DIR/predictions/<DATA's stem>.csv)."""
-    from safetensors.torch import load_file
-
     from spry.client import eval_precision
-    from spry.models import load_tokenizer, load_trainable, trainable_params
+    from spry.models import load_tokenizer
     from spry.tasks.classifier import predict_logits
     from spry.tasks.heads import head_of
 
-    cfg = _run_config(Path(run_dir), overrides or [])
+    cfg = run_config(Path(run_dir), overrides or [])
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     names = tuple(cfg.label_names or ())
     texts, pairs, labels = _read(Path(data), cfg, names)
     tokenizer = load_tokenizer(cfg)
-    head = head_of(cfg)
-    encoded = head.encode(Examples(texts, labels or [0] * len(texts), pairs), tokenizer,
-                          cfg.max_length)
-    with seeded_global_rng(derive_seed(cfg.seed, "init")):  # as spry.experiment.build
-        model = head.load_model(cfg, len(names), tokenizer.pad_token_id,
-                                _label_words(cfg) or names)
-    weights = load_file(str(Path(run_dir) / FINAL))
-    expected = set(trainable_params(model))
-    if set(weights) != expected:
-        raise ConfigError(f"predict: {Path(run_dir) / FINAL} holds {len(weights)} tensors that "
-                          f"do not fit the model its config.yaml builds ({len(expected)} "
-                          "trainable tensors); it was not written by this run's settings")
-    load_trainable(model, weights)
+    encoded = head_of(cfg).encode(Examples(texts, labels or [0] * len(texts), pairs), tokenizer,
+                                  cfg.max_length)
+    model = load_run_model(Path(run_dir), cfg, tokenizer)
     with eval_precision(cfg):
         logits = predict_logits(model, encoded, tokenizer, cfg)
     path = Path(out) if out else Path(run_dir) / "predictions" / f"{data_stem(Path(data))}.csv"
@@ -120,7 +108,30 @@ def _scores(path: Path, texts, pairs, scores, predicted: list[float]) -> Predict
     return Predictions(path, len(texts), None, loss, {}, scores=metrics)
 
 
-def _run_config(run_dir: Path, overrides: list[str]) -> Config:
+def load_run_model(run_dir: Path, cfg: Config, tokenizer):
+    """The run's final model: built as spry.experiment.build built it (the same seeded
+    initialisation, so TinyLoRA's frozen projections are the run's), with its final
+    trainable weights loaded."""
+    from safetensors.torch import load_file
+
+    from spry.models import load_trainable, trainable_params
+    from spry.tasks.heads import head_of
+
+    names = tuple(cfg.label_names or ())
+    with seeded_global_rng(derive_seed(cfg.seed, "init")):
+        model = head_of(cfg).load_model(cfg, len(names), tokenizer.pad_token_id,
+                                        _label_words(cfg) or names)
+    weights = load_file(str(run_dir / FINAL))
+    expected = set(trainable_params(model))
+    if set(weights) != expected:
+        raise ConfigError(f"predict: {run_dir / FINAL} holds {len(weights)} tensors that "
+                          f"do not fit the model its config.yaml builds ({len(expected)} "
+                          "trainable tensors); it was not written by this run's settings")
+    load_trainable(model, weights)
+    return model
+
+
+def run_config(run_dir: Path, overrides: list[str]) -> Config:
     config = run_dir / "config.yaml"
     if not config.is_file():
         raise ConfigError(f"predict: {run_dir} has no config.yaml; give a directory that "
