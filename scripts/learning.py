@@ -301,7 +301,10 @@ FILE_TASKS = {
 sentence pair task on which class means of the sentence embedding are weak (0.42 at round
 0, three classes), so the adapters have room to add to the head."""
 FILE_ALPHAS = (1.0,)
-FILE_METHODS = ("spry-tiny-nodrop", "fedavg-tiny", "head", "fedfgd-tiny-nodrop", "fedavg")
+FILE_METHODS = ("spry-tiny-nodrop", "fedavg-tiny", "head", "fedfgd-tiny-nodrop", "fedavg",
+                "head-lda", "spry-tiny-lda", "fedavg-tiny-lda", "fedfgd-tiny-lda")
+"""The last four: from the LDA head (recipe=spry's round 0 since 2026-12-03; run
+2026-12-07), where the head alone is stronger and the adapters must add to it."""
 
 
 def pinned(overrides: tuple[str, ...]) -> tuple[str, ...]:
