@@ -126,6 +126,13 @@ def _dealt_data(cfg: Config, tokenizer, head) -> tuple[Config, Task, FederatedDa
              cfg.num_clients, f"one a value of column {cfg.partition_by!r}" if cfg.partition_by
              else f"Dirichlet α={cfg.dirichlet_alpha:g}")
     data = build_federated_data(resolved, tokenizer, task, encoder=head.encode)
+    _report_clients(cfg, data)
+    return resolved, task, data
+
+
+def _report_clients(cfg: Config, data: FederatedData) -> None:
+    """Before the run: the clients' sizes where they differ (partition_by), those without
+    a local test split, and a median client below one batch."""
     sizes = sorted(len(c.train) for c in data.clients)
     if sizes[0] != sizes[-1]:  # partition_by: the data's own sizes
         log.info("clients train on %d to %d examples (median %d)", sizes[0], sizes[-1],
@@ -139,7 +146,6 @@ def _dealt_data(cfg: Config, tokenizer, head) -> tuple[Config, Task, FederatedDa
                     "batch_size=%d: its local epoch is one small step%s", sizes[len(sizes) // 2],
                     len(sizes), cfg.batch_size, "" if cfg.partition_by else
                     "; dealing the data to fewer clients (num_clients) gives each more")
-    return resolved, task, data
 
 
 def _node_data(cfg: Config, tokenizer, head, held_out: bool) -> tuple[Task, FederatedData]:
