@@ -38,7 +38,7 @@ def resolve_columns(columns: list[str], cfg: Config, where: str) -> tuple[str, s
         rest = [c for c in columns if c not in (text, pair, cfg.partition_by)]
         label = rest[0] if len(rest) == 1 else "label"
     if label not in columns:
-        raise no_label_column(where, label, columns)
+        raise _no_label_column(where, label, columns)
     return text, pair, label
 
 
@@ -60,7 +60,7 @@ def text_columns(columns: list[str], cfg: Config, where: str) -> tuple[str, str 
     return text, pair
 
 
-def no_label_column(where: str, label: str, columns: list[str]) -> ConfigError:
+def _no_label_column(where: str, label: str, columns: list[str]) -> ConfigError:
     return ConfigError(f"label_column: {where} has no column {label!r}; its columns are "
                        f"{sorted(columns)}; set label_column=<the label column>")
 

@@ -199,8 +199,8 @@ def _load_files(cfg: Config) -> Task:
             if test_rows is not None else None)
     return Task(data_stem(Path(cfg.dataset)), train, test, names or (),
                 _columns(text, pair, label),
-                unread=unread_text_columns(train_rows,
-                                     set(columns) - {text, pair, label, cfg.partition_by}))
+                unread=unread_text_columns(
+                    train_rows, set(columns) - {text, pair, label, cfg.partition_by}))
 
 
 def _named_splits(splits: dict[str, Rows], where: str
