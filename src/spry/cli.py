@@ -24,7 +24,8 @@ def quiet_libraries() -> None:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DATASETS_VERBOSITY", "error")
-    for noisy in ("transformers", "datasets", "httpx", "huggingface_hub", "peft", "filelock"):
+    for noisy in ("transformers", "datasets", "httpx", "huggingface_hub", "peft", "filelock",
+                  "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     for module in ("transformers", "peft", "datasets", "torch"):
         warnings.filterwarnings("ignore", category=FutureWarning, module=module)
