@@ -168,3 +168,22 @@ def test_nested_json_fields_are_columns_and_a_list_is_no_text(tmp_path):
     with pytest.raises(ConfigError, match=r"tokens.jsonl line 1 has a list in column 'text' "
                                           r"\(\['bad', 'film', '0'\]\), not a text"):
         load_task(Config(dataset=str(tokens), test_fraction=0.25))
+
+
+def test_the_hub_reader_holds_out_the_first_labelled_split_of_a_dataset_dict(tmp_path):
+    """_load_hub on what datasets.load_dataset returns for a hub id — here a local repository
+    folder, which load_dataset reads as it reads a downloaded one (the hub is not reachable
+    from the tests): train, then validation before a test split of -1 labels."""
+    from spry.data.sources import _load_hub
+
+    data = tmp_path / "repo" / "data"
+    data.mkdir(parents=True)
+    _split(TRAIN).to_parquet(str(data / "train-00000-of-00001.parquet"))
+    _split([dict(r, label=-1) for r in VALID]).to_parquet(str(data / "test-00000-of-00001.parquet"))
+    _split(VALID).to_parquet(str(data / "validation-00000-of-00001.parquet"))
+    task = _load_hub(Config(dataset=str(tmp_path / "repo")))
+    assert task.label_names == ("negative", "positive") and len(task.train) == len(TRAIN)
+    assert task.test.texts == ["a good one", "a bad one"] and task.test.labels == [1, 0]
+    # a recipe names its split: the -1 rows of it are left out, and none left is refused
+    with pytest.raises(ConfigError, match=r"\[test\] has no labelled rows \(every label is -1"):
+        _load_hub(Config(dataset=str(tmp_path / "repo")), test_split="test")
