@@ -57,8 +57,8 @@ def test_from_flat_is_the_same_schema():
     ({"head_init": "lda", "pooling": "model"}, "head_init: lda needs a pooled head"),
     ({"unit_replicas": 2, "method": "fedfgd"}, "unit_replicas: method=fedfgd"),
     ({"unit_replicas": 11}, "unit_replicas: 11 is more than clients_per_round"),
-    ({"personalization": "local"}, "personalization: 'local' is not one of global, round; did you mean "
-                                 "personalization=round"),
+    ({"personalization": "local"},
+     "personalization: 'local' is not one of global, round; did you mean personalization=round"),
     # the choice meant, where it can be told: case, a name from elsewhere, a near spelling
     ({"peft": "LoRA"}, r"peft: 'LoRA' is not one of .*; did you mean peft=lora\?$"),
     ({"method": "FedAvg"}, r"did you mean method=backprop\? \(FedAvg, FedAdam and FedYogi are "

@@ -28,8 +28,8 @@ def _reviews(path, n, offset=0, score=False):
 
 
 def _finished(tiny_bert, tmp_path, **settings):
-    cfg = Config(model=tiny_bert, dataset=_reviews(tmp_path / "train.csv", 40,
-                                                    score=settings.get("task_head") == "regression"),
+    score = settings.get("task_head") == "regression"
+    cfg = Config(model=tiny_bert, dataset=_reviews(tmp_path / "train.csv", 40, score=score),
                  test_fraction=0.25, num_clients=4, clients_per_round=2, rounds=1, max_steps=2,
                  max_length=16, personalization_epochs=0, output_dir=str(tmp_path / "runs"),
                  run_name="run", **settings)

@@ -233,7 +233,8 @@ class WallCap:
 
 
 def run_dir_for(cfg: Config) -> Path:
-    name = cfg.run_name or f"{data_stem(Path(cfg.dataset))}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = cfg.run_name or f"{data_stem(Path(cfg.dataset))}-{cfg.method}-{stamp}"
     return Path(cfg.output_dir) / name
 
 
