@@ -37,10 +37,7 @@ def export(run_dir: str | Path, out: str | Path) -> Path:
     from spry.tasks.pooling import PooledClassifier
 
     run_dir, out = Path(run_dir), Path(out)
-    cfg = run_config(run_dir, [])
-    if cfg.task_head not in POOLED_HEADS:
-        raise ConfigError(f"export: writes the heads {', '.join(POOLED_HEADS)}; this run's "
-                          f"task_head={cfg.task_head!r} is read by `spry predict {run_dir}`")
+    cfg = run_config(run_dir, [], command="export", heads=POOLED_HEADS)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"export: {out} exists and is not an empty folder; give a new "
                           "folder (nothing was overwritten)")

@@ -131,15 +131,18 @@ def load_run_model(run_dir: Path, cfg: Config, tokenizer):
     return model
 
 
-def run_config(run_dir: Path, overrides: list[str]) -> Config:
+def run_config(run_dir: Path, overrides: list[str], command: str = "predict",
+               heads: tuple[str, ...] = LABEL_HEADS) -> Config:
+    """A finished run's settings, for `spry predict` or `spry export` (`command`), which
+    take runs of the task `heads`."""
     config = run_dir / "config.yaml"
     if not config.is_file():
-        raise ConfigError(f"predict: {run_dir} has no config.yaml; give a directory that "
+        raise ConfigError(f"{command}: {run_dir} has no config.yaml; give a directory that "
                           "`spry run` wrote")
     if not (run_dir / FINAL).is_file():
-        raise ConfigError(f"predict: {run_dir} has no {FINAL}: the run did not finish; "
+        raise ConfigError(f"{command}: {run_dir} has no {FINAL}: the run did not finish; "
                           f"finish it with `spry run --resume {run_dir}` (it needs "
-                          "checkpoint_every), or predict with a finished run")
+                          f"checkpoint_every), or {command} a finished run")
     bad = [o for o in overrides if o.partition("=")[0].strip() not in PREDICT_OVERRIDES]
     if bad:
         raise ConfigError(f"predict: the run's settings make the model; only "
@@ -147,13 +150,12 @@ def run_config(run_dir: Path, overrides: list[str]) -> Config:
                           f"not {bad}")
     cfg = Config.from_yaml(config, overrides)
     check_device(cfg.device)
-    if cfg.task_head not in LABEL_HEADS:
-        raise ConfigError(f"predict: the run's task_head={cfg.task_head!r} answers with "
-                          f"text, not labels; spry predict takes runs of task_head="
-                          f"{' or '.join(LABEL_HEADS)}")
+    if cfg.task_head not in heads:
+        raise ConfigError(f"{command}: the run's task_head={cfg.task_head!r}; spry {command} "
+                          f"takes runs of task_head={' or '.join(heads)}")
     if not cfg.label_names and cfg.task_head != "regression":
-        raise ConfigError(f"predict: {config} records no label_names; it was written by an "
-                          "older spry: predict with a run of this version")
+        raise ConfigError(f"{command}: {config} records no label_names; it was written by an "
+                          f"older spry: {command} a run of this version")
     return cfg
 
 

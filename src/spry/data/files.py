@@ -259,6 +259,14 @@ def read_saved(folder: Path) -> dict[str, Rows]:
     return {name: dataset_rows(split, folder / name) for name, split in saved.items()}
 
 
+def held_out_order(items: list, key=str) -> list:
+    """Those of `items` whose name (`key`) is a held-out split's, in SPLIT_NAMES' order of
+    preference (validation before test), ties by name."""
+    rank = {name: i for i, name in enumerate(SPLIT_NAMES["test"])}
+    return sorted((x for x in items if key(x).lower() in rank),
+                  key=lambda x: (rank[key(x).lower()], str(x)))
+
+
 def split_files(folder: Path) -> tuple[list[Path], list[list[Path]]]:
     """(the training split's files, the held-out candidates' files) of a dataset folder.
 
@@ -275,10 +283,7 @@ def split_files(folder: Path) -> tuple[list[Path], list[list[Path]]]:
                           f"({[f.name for f in train]}); keep one, or give "
                           f"dataset=<the training file> and test_file=<the test file>")
     if train:
-        rank = {stem: i for i, stem in enumerate(SPLIT_NAMES["test"])}
-        held_out = sorted((f for f in files if data_stem(f).lower() in rank),
-                          key=lambda f: (rank[data_stem(f).lower()], f.name))
-        return train, [[f] for f in held_out]
+        return train, [[f] for f in held_out_order(files, key=data_stem)]
     splits = _datasets_layout(folder)
     if "train" not in splits:
         held = sorted(f.name for f in folder.iterdir())[:10]

@@ -17,7 +17,8 @@ from spry.data.columns import (raise_if_headerless, raise_with_guess, resolve_co
                                row_texts, unread_text_columns)
 from spry.data.examples import Examples
 from spry.data.files import (SPLIT_NAMES, Rows, data_stem, dataset_rows, file_format,
-                             is_saved_dataset, read_rows, read_saved, read_split, split_files)
+                             held_out_order, is_saved_dataset, read_rows, read_saved,
+                             read_split, split_files)
 from spry.data.labels import (UNLABELLED, as_int, check_label, class_label, label_key,
                               label_set, read_score)
 from spry.data.recipes import LABEL_OFFSETS, RECIPES, FileSpec
@@ -192,15 +193,9 @@ def _load_files(cfg: Config) -> Task:
     test_rows = read_rows(test_path, columns=given) if test_path else None
     if test_path is None and candidates:
         test_rows = _held_out(candidates, label)
-    names = label_set(cfg, train_rows, label, cfg.dataset)
-    train = _to_examples(train_rows, text, pair, label, names, where=str(train_rows.path),
-                         group=cfg.partition_by)
-    test = (_to_examples(test_rows, text, pair, label, names, where=str(test_rows.path))
-            if test_rows is not None else None)
-    return Task(data_stem(Path(cfg.dataset)), train, test, names or (),
-                _columns(text, pair, label),
-                unread=unread_text_columns(
-                    train_rows, set(columns) - {text, pair, label, cfg.partition_by}))
+    return _task(cfg, data_stem(Path(cfg.dataset)), train_rows, test_rows, text, pair, label,
+                 unread=unread_text_columns(
+                     train_rows, set(columns) - {text, pair, label, cfg.partition_by}))
 
 
 def _named_splits(splits: dict[str, Rows], where: str
@@ -213,9 +208,7 @@ def _named_splits(splits: dict[str, Rows], where: str
         raise ConfigError(f"dataset: {where} has the splits {sorted(splits)} and no train "
                           "split; give a dataset whose training split is named 'train', or "
                           "a file of it")
-    rank = {name: i for i, name in enumerate(SPLIT_NAMES["test"])}
-    held_out = sorted((n for n in splits if n.lower() in rank), key=lambda n: rank[n.lower()])
-    return train, [(f"split {n!r}", lambda n=n: splits[n]) for n in held_out]
+    return train, [(f"split {n!r}", lambda n=n: splits[n]) for n in held_out_order(list(splits))]
 
 
 def _shown(files: list[Path]) -> str:
@@ -291,12 +284,19 @@ def _load_hub(cfg: Config, test_split: str | None = None, name: str | None = Non
         test_rows = splits.get(test_split)
     else:
         test_rows = _held_out(candidates, label) if candidates else None
+    return _task(cfg, name or cfg.dataset, train_rows, test_rows, text, pair, label)
+
+
+def _task(cfg: Config, name: str, train_rows: Rows, test_rows: Rows | None, text: str,
+          pair: str | None, label: str, unread: tuple[str, ...] = ()) -> Task:
+    """A file's or a hub dataset's task from its rows: the label set, the examples (the
+    training split's with partition_by's clients), the columns read."""
     names = label_set(cfg, train_rows, label, cfg.dataset)
     train = _to_examples(train_rows, text, pair, label, names, where=str(train_rows.path),
                          group=cfg.partition_by)
     test = (_to_examples(test_rows, text, pair, label, names, where=str(test_rows.path))
             if test_rows is not None else None)
-    return Task(name or cfg.dataset, train, test, names or (), _columns(text, pair, label))
+    return Task(name, train, test, names or (), _columns(text, pair, label), unread=unread)
 
 
 def _to_examples(rows: Rows, text: str, pair: str | None, label: str,
