@@ -198,6 +198,8 @@ def _summary(out) -> None:
             loss = "" if e.get("test_loss") is None else f", loss {e['test_loss']:.4f}"
             f1 = ("" if e.get("test_macro_f1") is None
                   else f", macro-F1 {e['test_macro_f1']:.4f}")
+            if e.get("test_micro_f1") is not None:  # task_head=multilabel
+                f1 = f" (exact match), micro-F1 {e['test_micro_f1']:.4f}{f1}"
             parts.append(f"test accuracy {e['test_accuracy']:.4f}{f1}{loss} (held-out split)")
         if e.get("test_pearson") is not None:
             parts.append(f"test Pearson {e['test_pearson']:.4f}, Spearman "
@@ -221,8 +223,9 @@ def _predict(args) -> None:
     from spry.predict import predict
 
     made = predict(args.run_dir, args.data, args.out, args.overrides)
+    exact = "" if made.micro_f1 is None else f" (exact match), micro-F1 {made.micro_f1:.4f}"
     scored = ("" if made.accuracy is None
-              else f"; accuracy {made.accuracy:.4f}, macro-F1 {made.macro_f1:.4f}, loss "
+              else f"; accuracy {made.accuracy:.4f}{exact}, macro-F1 {made.macro_f1:.4f}, loss "
               f"{made.loss:.4f} against its label column")
     if made.scores is not None:
         m = made.scores

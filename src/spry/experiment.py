@@ -162,11 +162,26 @@ def _node_data(cfg: Config, tokenizer, head, held_out: bool) -> tuple[Task, Fede
     return task, FederatedData(task, [], held_out_split(cfg, tokenizer, task, head.encode))
 
 
-def majority(labels: list[int], names) -> tuple[str, float]:
-    """(the most frequent label, its share): the accuracy of always predicting it."""
+def majority(labels: list, names) -> tuple[str, float]:
+    """(the most frequent label, its share): the accuracy of always predicting it; for
+    multi-hot rows (task_head=multilabel) the most frequent set of labels, joined by '+'
+    ('(none)' for no label), whose share is the exact-match accuracy of predicting it."""
     counts = Counter(labels)
     label, count = counts.most_common(1)[0]
+    if isinstance(label, tuple):
+        return "+".join(str(names[c]) for c, hot in enumerate(label) if hot) or "(none)", \
+            count / len(labels)
     return str(names[label]), count / len(labels)
+
+
+def _label_line(labels: list, names) -> str:
+    """How many labels, (multi-label: how many a text on average,) the majority rate."""
+    name, rate = majority(labels, names)
+    if labels and isinstance(labels[0], tuple):
+        mean = sum(map(sum, labels)) / len(labels)
+        return (f"{len(names)} labels, {mean:.2f} a text (most common set {name!r}: "
+                f"{rate:.3f} of train)")
+    return f"{len(names)} labels (majority {name!r}: {rate:.3f} of train)"
 
 
 def describe_task(task) -> str:
@@ -178,8 +193,7 @@ def describe_task(task) -> str:
     if task.train.qa is None and len(task.train) and not task.label_names:
         parts.append(f"scores {describe_scores(task.train.labels)} in train")
     elif task.train.qa is None and len(task.train):
-        name, rate = majority(task.train.labels, task.label_names)
-        parts.append(f"{len(task.label_names)} labels (majority {name!r}: {rate:.3f} of train)")
+        parts.append(_label_line(task.train.labels, task.label_names))
     if task.test is not None and task.test.qa is None and len(task.test):
         parts.append(describe_held_out(task))
     return "data: " + "; ".join(parts)
@@ -201,8 +215,9 @@ def describe_held_out(task) -> str:
         return (f"held-out test {len(task.test)} examples (scores {scores}: the sd is the "
                 "RMSE of predicting the mean)")
     name, rate = majority(task.test.labels, task.label_names)
+    what = "set" if isinstance(task.test.labels[0], tuple) else "class"
     return (f"held-out test {len(task.test)} examples (majority {name!r}: {rate:.3f}, the "
-            "accuracy of predicting one class)")
+            f"accuracy of predicting one {what})")
 
 
 def round_zero_head(exp: Experiment) -> tuple[str, str] | None:

@@ -5,13 +5,15 @@ Spry: the adapters merged into the weights (peft's merge_and_unload), the head b
   modes, the default): a sentence-transformers folder, written by sentence-transformers
   itself — the body, its Pooling (and Normalize where the model declares it), then the
   head as a Dense layer without activation, so `SentenceTransformer(OUT).encode(texts)`
-  returns the head's logits (for task_head=regression: the score).
+  returns the head's logits (for task_head=regression: the score; for task_head=multilabel
+  one logit a label, its sigmoid the label's probability).
 - pooling=model (the architecture's own *ForSequenceClassification head): the model's
   save_pretrained folder with id2label, read by transformers' text-classification
   pipeline.
 
 Each folder also holds spry_export.json: the labels in logit order, the task head, the
-text columns and the run it came from.
+activation that makes them predictions (softmax, sigmoid, none), the text columns and the
+run it came from.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from spry.config import ConfigError
 from spry.config.choices import POOLED_HEADS
 
 EXPORT_INFO = "spry_export.json"
+PROBLEM_TYPES = {"regression": "regression", "multilabel": "multi_label_classification"}
+ACTIVATIONS = {"classifier": "softmax", "multilabel": "sigmoid", "regression": "none"}
+"""What turns the logits into the run's predictions: the classes' probabilities, each
+label's on its own (task_head=multilabel: a label where it passes 0.5), the score itself."""
 ST_POOLING = {"mean": "mean", "cls": "cls", "max": "max", "last": "lasttoken"}
 """Spry's pooling modes by sentence-transformers' names."""
 
@@ -59,12 +65,13 @@ def export(run_dir: str | Path, out: str | Path) -> Path:
     else:
         merged.config.id2label = dict(enumerate(names))
         merged.config.label2id = {n: i for i, n in enumerate(names)}
-        if cfg.task_head == "regression":
-            merged.config.problem_type = "regression"
+        if cfg.task_head in PROBLEM_TYPES:  # how transformers' pipelines read the logits
+            merged.config.problem_type = PROBLEM_TYPES[cfg.task_head]
         merged.save_pretrained(out)
         tokenizer.save_pretrained(out)
         kind = "transformers"
     info = {"format": kind, "labels": names, "task_head": cfg.task_head,
+            "activation": ACTIVATIONS[cfg.task_head],
             "text_column": cfg.text_column, "pair_column": cfg.pair_column,
             "max_length": cfg.max_length, "run": str(run_dir.resolve()),
             "model": cfg.model, "peft": cfg.peft, "method": cfg.method}

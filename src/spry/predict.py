@@ -24,7 +24,8 @@ from spry.data.examples import Examples
 from spry.data.files import data_stem, data_suffix, is_saved_dataset, read_rows
 from spry.data.recipes import RECIPES
 from spry.data.columns import row_texts, text_columns
-from spry.data.labels import UNLABELLED, class_label, label_key, read_score
+from spry.data.labels import (UNLABELLED, class_label, label_columns, label_key, multi_hot,
+                              read_score, row_label_set)
 from spry.models import check_device
 from spry.resume import FINAL
 from spry.seeds import derive_seed, seeded_global_rng
@@ -52,6 +53,9 @@ class Predictions:
     scores: dict[str, float] | None = None
     """task_head=regression, where DATA has scores: metrics.jsonl's test_loss, test_rmse,
     test_pearson and test_spearman against them (spry.tasks.regression.score_metrics)."""
+    micro_f1: float | None = None
+    """task_head=multilabel, where DATA has labels: F1 over every (text, label) decision
+    (spry.tasks.metrics.label_set_scores); `accuracy` is then the exact-match rate."""
 
 
 def predict(run_dir: str | Path, data: str | Path, out: str | Path | None = None,
@@ -77,6 +81,8 @@ def predict(run_dir: str | Path, data: str | Path, out: str | Path | None = None
     path = Path(out) if out else Path(run_dir) / "predictions" / f"{data_stem(Path(data))}.csv"
     if cfg.task_head == "regression":
         return _scores(path, texts, pairs, labels, logits[:, 0].tolist())
+    if cfg.task_head == "multilabel":
+        return _label_sets(path, cfg, texts, pairs, labels, logits, names)
     probabilities = logits.softmax(-1)
     predicted = probabilities.argmax(-1).tolist()
     _write(path, texts, pairs, labels, predicted, probabilities, names)
@@ -106,6 +112,37 @@ def _scores(path: Path, texts, pairs, scores, predicted: list[float]) -> Predict
     metrics = score_metrics(predicted, scores) if scores else None
     loss = None if metrics is None else metrics["test_loss"]
     return Predictions(path, len(texts), None, loss, {}, scores=metrics)
+
+
+def _label_sets(path: Path, cfg: Config, texts, pairs, labels, logits: torch.Tensor,
+                names: tuple[str, ...]) -> Predictions:
+    """task_head=multilabel: each text's predicted labels (those past probability 0.5,
+    joined by the run's label_separator) and every label's probability written beside it;
+    where DATA has labels, the run's held-out metrics against them."""
+    from spry.tasks.classifier import pointwise_loss
+    from spry.tasks.metrics import label_set_report, label_set_scores
+    from spry.tasks.multilabel import gold_sets, label_sets
+
+    predicted = label_sets(logits)
+    gold = gold_sets(labels) if labels else None
+    joined = [cfg.label_separator.join(names[c] for c in s) for s in (gold or [])]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", *(["pair"] if pairs else []), *(["label"] if gold else []),
+                    "predicted", *(f"p({n})" for n in names)])
+        for i, text in enumerate(texts):
+            w.writerow([text, *([pairs[i]] if pairs else []), *([joined[i]] if gold else []),
+                        cfg.label_separator.join(names[c] for c in predicted[i]),
+                        *(f"{x:.4f}" for x in logits[i].sigmoid().tolist())])
+    counts = {n: sum(c in s for s in predicted) for c, n in enumerate(names)}
+    if gold is None:
+        return Predictions(path, len(texts), None, None, counts)
+    scores = label_set_scores(predicted, gold)
+    loss = float(pointwise_loss(logits, torch.tensor(labels, dtype=torch.float32)).mean())
+    report = {names[c]: row for c, row in label_set_report(predicted, gold).items()}
+    return Predictions(path, len(texts), scores["accuracy"], loss, counts, scores["macro_f1"],
+                       report, micro_f1=scores["micro_f1"])
 
 
 def load_run_model(run_dir: Path, cfg: Config, tokenizer):
@@ -196,8 +233,18 @@ def _read(path: Path, cfg: Config, names: tuple[str, ...]
     texts = [first for first, _ in read]
     pairs = [second for _, second in read] if pair else None
     label = cfg.label_column or "label"
-    if label not in columns:
+    several = label_columns(label, columns)
+    if several is None and label not in columns or several and set(several) - set(columns):
         return texts, pairs, None
+    if cfg.task_head == "multilabel":
+        lookup = {n: i for i, n in enumerate(names)}
+        try:
+            return texts, pairs, [
+                multi_hot(row_label_set(rows, i, label, cfg.label_separator, str(path)),
+                          lookup, names, str(path), rows.name(i)) for i in range(len(rows))]
+        except ConfigError as exc:
+            raise ConfigError(f"predict: {exc} (the run's labels; drop column {label!r} to "
+                              "predict without scoring)") from None
     if cfg.task_head == "regression":
         return texts, pairs, [read_score(r.get(label), label, str(path), rows.name(i))
                               for i, r in enumerate(rows.rows)]

@@ -20,7 +20,8 @@ from spry.messages import EvalInstruction, TrainInstruction, tensor_bytes
 from spry.methods import METHODS, sends_previous_update
 from spry.models import HEAD_UNIT, Unit
 from spry.seeds import derive_seed, generator
-from spry.tasks.linear_head import class_mean_head, lda_head, ridge_head
+from spry.tasks.linear_head import (class_mean_head, lda_head, multilabel_class_mean_head,
+                                   multilabel_lda_head, ridge_head)
 from spry.validation import Rejection, check_update, screen
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,11 @@ class Server:
         stats = engine.class_statistics(list(range(self.cfg.num_clients)))
         if self.cfg.task_head == "regression":
             w, b = ridge_head(stats)  # its ridge chosen by generalized cross-validation
+        elif self.cfg.task_head == "multilabel" and self.cfg.head_init == "lda":
+            w, b = multilabel_lda_head(stats, self.cfg.head_init_shrinkage,
+                                       self.cfg.head_init_lda_scale)
+        elif self.cfg.task_head == "multilabel":
+            w, b = multilabel_class_mean_head(stats, self.cfg.head_init_scale)
         elif self.cfg.head_init == "lda":
             w, b = lda_head(stats, self.cfg.head_init_shrinkage, self.cfg.head_init_lda_scale)
         else:

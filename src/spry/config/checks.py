@@ -276,6 +276,14 @@ def _check_task_head(cfg: Config) -> None:
         raise ConfigError(f"communication: task_head={cfg.task_head} runs per_epoch only for now")
     if cfg.task_head == "regression":
         _check_regression(cfg)
+    if cfg.label_separator != _schema_default(cfg, "label_separator"):
+        if cfg.task_head != "multilabel":
+            raise ConfigError("label_separator: only used by task_head=multilabel (several "
+                              "labels a row); remove it or set task_head=multilabel")
+        if not cfg.label_separator.strip():
+            raise ConfigError(f"label_separator: {cfg.label_separator!r} cannot join labels "
+                              "(labels are stripped of white space); give a character such "
+                              "as ',', ';' or '|'")
 
 
 def _check_regression(cfg: Config) -> None:
@@ -311,7 +319,7 @@ def _check_head(cfg: Config) -> None:
     if cfg.tangent_sharing == "example":
         if cfg.peft in NO_EXAMPLE_TANGENTS or cfg.task_head not in POOLED_HEADS:
             raise ConfigError("tangent_sharing: example needs task_head=classifier (or "
-                              "regression) and linear "
+                              "multilabel, regression) and linear "
                               "trainable tensors (peft=lora, tinylora or head), not "
                               f"peft={cfg.peft!r}, "
                               f"task_head={cfg.task_head!r}; set tangent_sharing=batch")

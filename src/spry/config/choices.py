@@ -40,11 +40,11 @@ DTYPES = ("float32", "float64", "bfloat16")
 # models after the round's local training (no extra training)
 PERSONALIZATIONS = ("global", "round")
 EVAL_DTYPES = ("bfloat16",)  # autocast's lower precision; None evaluates in `dtype`
-TASK_HEADS = ("classifier", "regression", "verbalizer", "span", "generate")
-LABEL_HEADS = ("classifier", "regression", "verbalizer")
+TASK_HEADS = ("classifier", "multilabel", "regression", "verbalizer", "span", "generate")
+LABEL_HEADS = ("classifier", "multilabel", "regression", "verbalizer")
 """The task heads that give one label (or score) an example, read from labelled text (the
 QA heads answer with spans or text)."""
-POOLED_HEADS = ("classifier", "regression")
+POOLED_HEADS = ("classifier", "multilabel", "regression")
 """The task heads that are a linear head over a pooled feature: its round-0 initialisation
 and exact gradient apply."""
 ON_ALL_CLIENTS_FAILED = ("continue", "stop")

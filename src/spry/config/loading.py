@@ -68,6 +68,8 @@ def _coerce(value: Any, annotation: Any) -> Any:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError:
         return value
+    if parsed == "" and value.strip() not in ("''", '""'):
+        parsed = value  # `|` and `>` are YAML's block markers: `label_separator=|` means `|`
     if type_ok(parsed, annotation):
         return parsed
     if type_ok(value, annotation):

@@ -50,9 +50,12 @@ class Config:
     device: str = "cpu"
     """torch device for the model and every client step (cpu, cuda, cuda:1, ...)."""
     task_head: str = "classifier"
-    """`classifier`: a sequence-classification head (a trainable unit); `regression`: the
-    same pooled linear head with one output, trained by squared error on a numeric label
-    column (a score, e.g. a similarity 0-5); `verbalizer`: a
+    """`classifier`: a sequence-classification head (a trainable unit); `multilabel`: the
+    same head with one sigmoid output a label, trained by binary cross-entropy, for texts
+    with any number of labels (a label column of lists or of labels joined by
+    label_separator, or several 0/1 label columns: label_column=toxic,insult);
+    `regression`: the same pooled linear head with one output, trained by squared error on
+    a numeric label column (a score, e.g. a similarity 0-5); `verbalizer`: a
     causal LM scores each label's word as the next token after the text (no head unit);
     `span`: extractive QA, start/end logits from the `qa_outputs` head (dataset=squad_v2);
     `generate`: QA on a causal LM, which writes the answer (dataset=squad_v2; no head unit)."""
@@ -137,7 +140,13 @@ class Config:
     layouts (premise/hypothesis, sentence1/sentence2, question/passage, …), else none."""
     label_column: str | None = None
     """The column holding the label. None: the first of `label`, `labels`, `class`,
-    `category`, `target`, `sentiment`, `stars`, `rating`, `y` that the data has."""
+    `category`, `target`, `sentiment`, `stars`, `rating`, `y` that the data has.
+    task_head=multilabel: a column listing each row's labels, or several 0/1 columns, one a
+    label (label_column=toxic,insult,threat)."""
+    label_separator: str = ","
+    """task_head=multilabel: what joins a row's labels in a text cell (`joy,love`); a cell
+    written as a list (`['joy', 'love']`) is read as one, and an empty cell is a row with
+    no label."""
     column_names: list[str] | None = None
     """dataset=<a csv/tsv file> without a header row: its columns' names, in order (e.g.
     `column_names=text,label`); the first line is then read as data, and test_file the same

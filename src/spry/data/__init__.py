@@ -14,7 +14,7 @@ from spry.data.batches import Encoded, encode, iterate_batches
 from spry.data.examples import Examples
 from spry.data.partition import (PartitionError, dirichlet_partition, natural_partition,
                                  train_test_split)
-from spry.data.sources import SCORE_STRATA, Task, load_task, read_node_file, strata
+from spry.data.sources import Task, load_task, num_strata, read_node_file, strata
 from spry.seeds import derive_seed, generator
 
 
@@ -60,7 +60,7 @@ def build_federated_data(cfg: Config, tokenizer, task: Task | None = None,
             classes = strata(pool.labels, cfg)  # a score's quantile bin (regression)
             parts = dirichlet_partition(classes, cfg.num_clients, cfg.dirichlet_alpha,
                                         seed=derive_seed(cfg.seed, "partition"),
-                                        num_labels=len(task.label_names) or SCORE_STRATA)
+                                        num_labels=num_strata(task, cfg))
     except PartitionError as exc:
         raise ConfigError(str(exc)) from None
     clients = []
@@ -111,13 +111,18 @@ def node_client_data(cfg: Config, tokenizer, path: str | Path, client_id: int,
 
 
 def label_counts(labels: list, names) -> list[int]:
-    """A client's examples per class, in the order of the label `names`; with no names
+    """A client's examples per class, in the order of the label `names` (a multi-hot row,
+    task_head=multilabel, counts for each label it has); with no names
     (task_head=regression: scores) all its examples are one class."""
     if not names:
         return [len(labels)]
     counts = [0] * len(names)
     for label in labels:
-        counts[label] += 1
+        if isinstance(label, tuple):
+            for c, hot in enumerate(label):
+                counts[c] += int(hot)
+        else:
+            counts[label] += 1
     return counts
 
 

@@ -4,12 +4,16 @@ settings to copy; a row's texts read as the model reads them."""
 
 from __future__ import annotations
 
+import re
+
 from spry.config import Config, ConfigError
 from spry.data.files import Rows, data_suffix
+from spry.data.labels import label_columns
 
 TEXT_COLUMNS = ("text", "sentence", "content", "review", "document", "question", "query",
                 "body", "comment", "tweet", "utterance", "description", "abstract", "title")
-"""Where a file's text is looked for when text_column is unset, in this order."""
+"""Where a file's text is looked for when text_column is unset, in this order; then a
+column whose name has the word `text` in it (`comment_text`)."""
 
 
 LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "sentiment", "stars",
@@ -37,7 +41,16 @@ def resolve_columns(columns: list[str], cfg: Config, where: str) -> tuple[str, s
         # a file of a text and one more column (`is_positive`, `topic`): that one is the label
         rest = [c for c in columns if c not in (text, pair, cfg.partition_by)]
         label = rest[0] if len(rest) == 1 else "label"
-    if label not in columns:
+    several = label_columns(label, columns)
+    if several is not None:  # toxic,insult,threat: one 0/1 column a label
+        if cfg.task_head != "multilabel":
+            raise ConfigError(f"label_column: {label!r} names several columns, one a label: "
+                              "a multi-label task; set task_head=multilabel (or name one "
+                              "label column)")
+        missing = [c for c in several if c not in columns]
+        if missing:
+            raise _no_label_column(where, missing[0], columns)
+    elif label not in columns:
         raise _no_label_column(where, label, columns)
     return text, pair, label
 
@@ -51,6 +64,9 @@ def text_columns(columns: list[str], cfg: Config, where: str) -> tuple[str, str 
             text, pair = layout
     if text is None:
         text = next((c for c in (*TEXT_COLUMNS, "premise", "sentence1") if c in columns), None)
+    if text is None:  # `comment_text`, `review_text`, `full_text`: a name with the word text
+        text = next((c for c in columns if "text" in re.split(r"[^a-z]+", str(c).lower())),
+                    None)
     if text is None:
         raise ConfigError(f"text_column: {where} has columns {columns}; set "
                           "text_column=<the column holding the text>")
@@ -112,7 +128,13 @@ def raise_with_guess(rows: Rows, cause: ConfigError, cfg: Config) -> None:
     look like the text and the label, as settings to copy (those not set already)."""
     if not rows.rows:
         return
-    text, label = _guess_roles(rows, list(rows.rows[0]))
+    columns = list(rows.rows[0])
+    text, label = _guess_roles(rows, columns)
+    try:  # a text column found by its name needs no setting
+        text_columns(columns, cfg, "")
+        text = None
+    except ConfigError:
+        pass
     guess = " ".join(f"{setting}={name}" for setting, name in
                      (("text_column", text), ("label_column", label))
                      if name is not None and getattr(cfg, setting) is None)

@@ -147,12 +147,18 @@ def read_rows(path: Path, columns: tuple[str, ...] | None = None,
 
 
 def dataset_rows(split, path: Path) -> Rows:
-    """A `datasets.Dataset`'s rows, its ClassLabel columns' names kept."""
+    """A `datasets.Dataset`'s rows, its ClassLabel columns' names kept (a list of them, as
+    a multi-label set's `labels: List(ClassLabel)`, too)."""
     import datasets
 
+    def names(feature):
+        inner = getattr(feature, "feature", None)  # List / Sequence of ClassLabel
+        found = feature if isinstance(feature, datasets.ClassLabel) else inner
+        return tuple(found.names) if isinstance(found, datasets.ClassLabel) else None
+
     return Rows(path, list(split), None,
-                {name: tuple(feature.names) for name, feature in split.features.items()
-                 if isinstance(feature, datasets.ClassLabel)})
+                {name: names(feature) for name, feature in split.features.items()
+                 if names(feature) is not None})
 
 
 def read_split(paths: list[Path], columns: tuple[str, ...] | None = None) -> Rows:

@@ -19,8 +19,8 @@ from spry.data.examples import Examples
 from spry.data.files import (SPLIT_NAMES, Rows, data_stem, dataset_rows, file_format,
                              held_out_order, is_saved_dataset, read_rows, read_saved,
                              read_split, split_files)
-from spry.data.labels import (UNLABELLED, as_int, check_label, class_label, label_key,
-                              label_set, read_score)
+from spry.data.labels import (UNLABELLED, as_int, check_label, class_label, label_columns,
+                              label_key, label_set, multi_hot, read_score, row_label_set)
 from spry.data.recipes import LABEL_OFFSETS, RECIPES, FileSpec
 from spry.seeds import derive_seed, generator
 
@@ -63,6 +63,11 @@ def _load_task(cfg: Config) -> Task:
                           f"dataset={cfg.dataset!r} is a classification task; give a file "
                           "(or hub dataset) with a numeric label column, or set "
                           "task_head=classifier")
+    if cfg.task_head == "multilabel" and (cfg.dataset == "sentiment" or cfg.dataset in RECIPES):
+        raise ConfigError(f"task_head: multilabel learns a set of labels a text, and "
+                          f"dataset={cfg.dataset!r} has one label a text; give a file (or "
+                          "hub dataset) whose label column lists each text's labels, or set "
+                          "task_head=classifier")
     if cfg.partition_by is not None and (cfg.dataset == "sentiment" or cfg.dataset in RECIPES):
         raise ConfigError(f"partition_by: names a column of your own data; dataset="
                           f"{cfg.dataset!r} is a recipe, dealt by dirichlet_alpha: give a "
@@ -86,8 +91,13 @@ the data is split by label (the held-out split, the Dirichlet partition)."""
 
 
 def strata(labels: list, cfg: Config) -> list[int]:
-    """The class of each example where a split is stratified by label: the label itself, or
-    for scores (task_head=regression) its quantile bin (SCORE_STRATA of them, by rank)."""
+    """The class of each example where a split is stratified by label: the label itself;
+    for scores (task_head=regression) its quantile bin (SCORE_STRATA of them, by rank); for
+    a set of labels (task_head=multilabel) the rarest label it has, or one class past the
+    labels for a row with none, so the rare labels are dealt and held out as classes are
+    (a common way to stratify multi-label data; exact only for one label a row)."""
+    if cfg.task_head == "multilabel":
+        return rarest_labels(labels)
     if cfg.task_head != "regression":
         return list(labels)
     order = sorted(range(len(labels)), key=lambda i: labels[i])
@@ -95,6 +105,24 @@ def strata(labels: list, cfg: Config) -> list[int]:
     for rank, i in enumerate(order):
         bins[i] = rank * SCORE_STRATA // max(len(labels), 1)
     return bins
+
+
+def rarest_labels(labels: list[tuple[float, ...]]) -> list[int]:
+    """Each multi-hot row's rarest label (by its count over all rows; ties: the first), or
+    len(labels[0]) for a row with none."""
+    if not labels:
+        return []
+    counts = [sum(column) for column in zip(*labels)]
+    return [min((c for c, hot in enumerate(row) if hot), key=lambda c: (counts[c], c),
+                default=len(row)) for row in labels]
+
+
+def num_strata(task: Task, cfg: Config) -> int:
+    """How many classes strata() gives: the labels, one more for multi-label rows with
+    none, SCORE_STRATA for scores."""
+    if not task.label_names:
+        return SCORE_STRATA
+    return len(task.label_names) + (cfg.task_head == "multilabel")
 
 
 def stratified_split(examples: Examples, fraction: float, seed: int,
@@ -227,7 +255,14 @@ def read_node_file(path: Path, cfg: Config) -> Examples:
     columns = list(rows.rows[0]) if rows.rows else []
     text, pair, label = resolve_columns(columns, cfg, str(path))
     names = None if cfg.task_head == "regression" else tuple(cfg.label_names)
-    return _to_examples(rows, text, pair, label, names, where=str(path))
+    return _to_examples(rows, text, pair, label, names, where=str(path),
+                        separator=label_separator(cfg))
+
+
+def label_separator(cfg: Config) -> str | None:
+    """What _to_examples reads a row's labels by: task_head=multilabel's separator (a set
+    of labels a row), None for one label (or a score) a row."""
+    return cfg.label_separator if cfg.task_head == "multilabel" else None
 
 
 def _held_out(candidates: list[tuple[str, Callable[[], Rows]]], label: str) -> Rows:
@@ -259,7 +294,12 @@ def _held_out(candidates: list[tuple[str, Callable[[], Rows]]], label: str) -> R
 def _labelled(rows: Rows, label: str) -> bool:
     """Whether a split has labels: the label column, and not only -1 in a ClassLabel column
     (how `datasets` marks an unlabelled split, e.g. GLUE's test)."""
-    if not rows.rows or label not in rows.rows[0]:
+    if not rows.rows:
+        return False
+    several = label_columns(label, rows.rows[0])
+    if several is not None:  # task_head=multilabel's 0/1 columns
+        return all(c in rows.rows[0] for c in several)
+    if label not in rows.rows[0]:
         return False
     return label not in rows.class_names or any(r[label] != -1 for r in rows.rows)
 
@@ -292,25 +332,31 @@ def _task(cfg: Config, name: str, train_rows: Rows, test_rows: Rows | None, text
     """A file's or a hub dataset's task from its rows: the label set, the examples (the
     training split's with partition_by's clients), the columns read."""
     names = label_set(cfg, train_rows, label, cfg.dataset)
+    separator = label_separator(cfg)
     train = _to_examples(train_rows, text, pair, label, names, where=str(train_rows.path),
-                         group=cfg.partition_by)
-    test = (_to_examples(test_rows, text, pair, label, names, where=str(test_rows.path))
+                         group=cfg.partition_by, separator=separator)
+    test = (_to_examples(test_rows, text, pair, label, names, where=str(test_rows.path),
+                         separator=separator)
             if test_rows is not None else None)
     return Task(name, train, test, names or (), _columns(text, pair, label), unread=unread)
 
 
 def _to_examples(rows: Rows, text: str, pair: str | None, label: str,
                  names: tuple[str, ...] | None, where: str, offset: int = 0,
-                 group: str | None = None) -> Examples:
+                 group: str | None = None, separator: str | None = None) -> Examples:
     """The rows as examples: each label its index in `names`, or with names=None
-    (task_head=regression) its number. A ClassLabel column's -1 is `datasets`' mark of an
-    unlabelled row (a hub NLI set's pairs without a gold label): such rows are left out,
-    and counted in the log. `group` (partition_by): the column naming each row's client."""
+    (task_head=regression) its number, or with a `separator` (task_head=multilabel) the
+    multi-hot tuple of its labels (1.0 at each label it has). A ClassLabel column's -1 is
+    `datasets`' mark of an unlabelled row (a hub NLI set's pairs without a gold label):
+    such rows are left out, and counted in the log. `group` (partition_by): the column
+    naming each row's client."""
     if not rows.rows:
         raise ConfigError(f"dataset: {where} has no rows")
     present = set(rows.rows[0])
+    label_fields = label_columns(label, present) if separator is not None else None
     for field_name, column in (("text_column", text), ("pair_column", pair),
-                               ("label_column", label), ("partition_by", group)):
+                               *(("label_column", c) for c in label_fields or [label]),
+                               ("partition_by", group)):
         if column is not None and column not in present:
             raise ConfigError(f"{field_name}: {where} has no column {column!r}; its columns are "
                               f"{sorted(present)}")
@@ -318,22 +364,17 @@ def _to_examples(rows: Rows, text: str, pair: str | None, label: str,
     texts, pairs, labels, skipped = [], [] if pair else None, [], 0
     groups: list[str] | None = [] if group else None
     for i, row in enumerate(rows.rows):
-        raw = class_label(rows, label, row.get(label))
-        check_label(raw, label, where, rows.name(i))
-        if raw is UNLABELLED:
-            skipped += 1
-            continue
-        if names is None:
-            index = read_score(raw, label, where, rows.name(i))
+        if separator is not None:
+            index = multi_hot(row_label_set(rows, i, label, separator, where), lookup,
+                               names, where, rows.name(i))
         else:
-            index = lookup.get(str(label_key(raw)))
-            if index is None:
-                number = as_int(raw)
-                index = None if number is None else number - offset
-            if index is None or not 0 <= index < len(names):
-                raise ConfigError(f"label_names: {where} {rows.name(i)} has label {raw!r}, "
-                                  f"outside the label set {list(names)}; fix the data or set "
-                                  "label_names")
+            raw = class_label(rows, label, row.get(label))
+            check_label(raw, label, where, rows.name(i))
+            if raw is UNLABELLED:
+                skipped += 1
+                continue
+            index = (read_score(raw, label, where, rows.name(i)) if names is None
+                     else _class_index(raw, lookup, names, offset, where, rows.name(i)))
         first, second = row_texts(rows, i, text, pair, where)
         texts.append(first)
         if pair:
@@ -348,6 +389,20 @@ def _to_examples(rows: Rows, text: str, pair: str | None, label: str,
         raise ConfigError(f"dataset: {where} has no labelled rows (every label is -1, as "
                           "datasets marks an unlabelled split); give a labelled split")
     return Examples(texts, labels, pairs, groups=groups)
+
+
+def _class_index(raw, lookup: dict[str, int], names: tuple[str, ...], offset: int,
+                 where: str, row: str) -> int:
+    """A single label's index in the label set (by name, else as an integer less the
+    recipe's offset), refused where it is outside the set."""
+    index = lookup.get(str(label_key(raw)))
+    if index is None:
+        number = as_int(raw)
+        index = None if number is None else number - offset
+    if index is None or not 0 <= index < len(names):
+        raise ConfigError(f"label_names: {where} {row} has label {raw!r}, outside the label "
+                          f"set {list(names)}; fix the data or set label_names")
+    return index
 
 
 def _group_of(value, column: str, where: str, row: str) -> str:

@@ -31,7 +31,8 @@ from spry.data.batches import iterate_batches
 from spry.messages import EvalInstruction, TrainInstruction
 from spry.models import load_trainable
 from spry.seeds import derive_seed, generator
-from spry.tasks.linear_head import ClassStatistics, class_statistics, score_statistics
+from spry.tasks.linear_head import (ClassStatistics, class_statistics, multilabel_statistics,
+                                   score_statistics)
 
 
 @dataclass
@@ -89,13 +90,19 @@ def client_class_statistics(model: nn.Module, initial: dict[str, torch.Tensor], 
     """Round 0 of head_init=class_means or lda: the client's per-class sums of pooled
     features (lda: and their within-class scatter) over round_zero_features's examples
     (spry.tasks.linear_head.ClassStatistics); for scores (task_head=regression) those of
-    the features with the score appended."""
+    the features with the score appended; for sets of labels (task_head=multilabel) a sum
+    per label and one of all (multilabel_statistics)."""
     start = time.perf_counter()
     load_trainable(model, initial)
     features, labels = round_zero_features(model, client_id, data, tokenizer, cfg)
-    stats = (score_statistics(features, labels) if cfg.task_head == "regression" else
-             class_statistics(features, labels, len(data.label_counts),
-                              scatter=cfg.head_init == "lda"))
+    if cfg.task_head == "regression":
+        stats = score_statistics(features, labels)
+    elif cfg.task_head == "multilabel":
+        stats = multilabel_statistics(features, labels, len(data.label_counts),
+                                      scatter=cfg.head_init == "lda")
+    else:
+        stats = class_statistics(features, labels, len(data.label_counts),
+                                 scatter=cfg.head_init == "lda")
     return ClassStatistics(client_id, *stats[:3], time.perf_counter() - start, *stats[3:])
 
 

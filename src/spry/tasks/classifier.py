@@ -74,8 +74,15 @@ def classification_loss(model: nn.Module, batch: dict[str, torch.Tensor],
 
 def pointwise_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "none"
                    ) -> torch.Tensor:
-    """The examples' loss (torch's `reduction`): cross-entropy against class indices, or
-    for scores (float labels, task_head=regression, one output) the squared error."""
+    """The examples' loss (torch's `reduction`): cross-entropy against class indices; for
+    multi-hot rows (task_head=multilabel, (B, labels) floats) the binary cross-entropy of
+    each label's sigmoid, averaged over the labels (the mean of all B × labels terms, as
+    BCEWithLogitsLoss takes it); for scores (float labels, task_head=regression, one
+    output) the squared error."""
+    if labels.dim() == 2:
+        terms = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype),
+                                                   reduction="none").mean(-1)
+        return terms if reduction == "none" else getattr(terms, reduction)()
     if labels.is_floating_point():
         return F.mse_loss(logits[:, 0], labels.to(logits.dtype), reduction=reduction)
     return F.cross_entropy(logits, labels, reduction=reduction)

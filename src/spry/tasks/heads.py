@@ -13,7 +13,7 @@ from typing import Callable
 
 from spry.config import Config
 from spry.data.batches import encode as encode_texts
-from spry.tasks import classifier, regression, squad, squad_generate, verbalizer
+from spry.tasks import classifier, multilabel, regression, squad, squad_generate, verbalizer
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,9 @@ class TaskHead:
 HEADS: dict[str, TaskHead] = {
     "classifier": TaskHead(classifier.load_model, encode_texts, classifier.task_loss,
                            classifier.evaluate, classifier.held_out_metrics),
+    # The classifier's model and loss with a sigmoid a label: a set of labels a text.
+    "multilabel": TaskHead(multilabel.load_model, encode_texts, classifier.task_loss,
+                           multilabel.evaluate, multilabel.held_out_metrics),
     # The classifier's model and loss with one output: a score, not a class.
     "regression": TaskHead(regression.load_model, encode_texts, classifier.task_loss,
                            regression.evaluate, regression.held_out_metrics),

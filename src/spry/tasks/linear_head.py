@@ -77,6 +77,24 @@ def score_statistics(features: torch.Tensor, scores: torch.Tensor) -> tuple:
                             scatter=True)
 
 
+def multilabel_statistics(features: torch.Tensor, labels: torch.Tensor, num_labels: int,
+                          scatter: bool = False) -> tuple:
+    """task_head=multilabel's round-0 statistics, as class_statistics' with a row per label
+    plus one for all: the sums of the features of the examples that have each label, then
+    of every example (labels + 1 rows; those without a label are the total less that sum),
+    their counts, the sum of norms, and for lda the scatter about the client's overall mean
+    (each label's within-class covariance follows from it: multilabel_lda_head)."""
+    f = features.float()
+    hot = labels.to(f.dtype).reshape(len(f), num_labels)  # (0,) from a client without data
+    if scatter:
+        total, count, norms, packed = class_statistics(
+            f, torch.zeros(len(f), dtype=torch.long), 1, scatter=True)
+        return (torch.cat([hot.T @ f, total]), torch.cat([hot.sum(0), count]), norms, packed)
+    unit = F.normalize(f, dim=-1)
+    return (torch.cat([hot.T @ unit, unit.sum(0, keepdim=True)]),
+            torch.cat([hot.sum(0), torch.tensor([float(len(f))])]), float(f.norm(dim=-1).sum()))
+
+
 def pack_symmetric(matrix: torch.Tensor) -> torch.Tensor:
     """The upper triangle of a symmetric (d, d) matrix, d(d+1)/2 numbers: what goes on the
     wire (half the bytes of the full matrix)."""
@@ -150,6 +168,60 @@ def lda_head(stats: list[ClassStatistics], shrinkage: float, scale: float = 1.0
     return (weight * scale).float(), (bias * scale).float()
 
 
+def _with_and_without(stats: list[ClassStatistics]) -> tuple[torch.Tensor, torch.Tensor]:
+    """task_head=multilabel: (sums, counts), float64, of the examples with each label (row
+    0 of each pair) and without it (row 1), from multilabel_statistics' label and total
+    rows: (labels, 2, hidden) and (labels, 2)."""
+    sums = sum(s.sums.double() for s in stats)
+    counts = sum(s.counts.double() for s in stats)
+    with_sums, with_counts = sums[:-1], counts[:-1]
+    return (torch.stack([with_sums, sums[-1] - with_sums], 1),
+            torch.stack([with_counts, counts[-1] - with_counts], 1))
+
+
+def multilabel_class_mean_head(stats: list[ClassStatistics], scale: float
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, b) of task_head=multilabel from class means: for each label, class_mean_head's
+    two-class head (the examples with the label against those without) as one logit,
+    the difference of the two cosines times the scale; b = 0."""
+    sums, counts = _with_and_without(stats)
+    mean_norm = sum(s.norm_sum for s in stats) / max(float(sum(s.counts[-1] for s in stats)), 1.0)
+    rows = F.normalize(sums, dim=-1) * (scale / max(mean_norm, 1e-12))
+    return (rows[:, 0] - rows[:, 1]).float(), torch.zeros(len(sums))
+
+
+def multilabel_lda_head(stats: list[ClassStatistics], shrinkage: float, scale: float = 1.0
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, b) of task_head=multilabel: for each label, linear discriminant analysis of the
+    examples with it against those without, as one logit (the log-odds of two Gaussian
+    classes sharing a covariance; lda_head's two rows, the second taken from the first).
+    With π₁, π₀ the two shares, μ₁, μ₀ their means, δ = μ₁ − μ₀ and Σ the covariance of
+    all the features, the label's within-class covariance is Σ − π₁π₀ δδᵀ (the total less
+    the between-class part), shrunk as lda_head's; w = Σ_λ⁻¹ δ and
+    b = −½ w·(μ₁ + μ₀) + log(π₁/π₀), both times `scale`. A label no example has (or every
+    example has) gets w = 0 and a very negative (positive) bias."""
+    overall = [ClassStatistics(s.client_id, s.sums[-1:], s.counts[-1:], s.norm_sum,
+                               scatter=s.scatter) for s in stats]
+    _, _, covariance = pooled_moments(overall)
+    sums, counts = _with_and_without(stats)
+    weights, biases = [], []
+    for label_sums, label_counts in zip(sums, counts):
+        log_odds = torch.log(label_counts.clamp(min=1e-30))
+        bias = log_odds[0] - log_odds[1]
+        if (label_counts == 0).any():
+            weights.append(torch.zeros(covariance.shape[0], dtype=covariance.dtype))
+            biases.append(bias)
+            continue
+        means = label_sums / label_counts[:, None]
+        delta = means[0] - means[1]
+        shares = label_counts / label_counts.sum()
+        within = covariance - shares[0] * shares[1] * torch.outer(delta, delta)
+        weight = torch.linalg.solve(shrink(within, shrinkage), delta)
+        weights.append(weight)
+        biases.append(-0.5 * weight @ (means[0] + means[1]) + bias)
+    return (torch.stack(weights) * scale).float(), (torch.stack(biases) * scale).float()
+
+
 RIDGE_SHRINKAGES = (0.0, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 """The shrinkages λ generalized cross-validation chooses among (ridge_head)."""
 
@@ -211,10 +283,14 @@ def ridge_gcv(covariance: torch.Tensor, n: torch.Tensor, shrinkage: float) -> fl
 def head_gradient(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """∂L/∂W, ∂L/∂b of the mean loss of logits = W f + b, in closed form: cross-entropy
-    against class indices (residual p − y), or squared error against float scores
-    (task_head=regression, one output: residual 2 (ŷ − y))."""
+    against class indices (residual p − y), binary cross-entropy against multi-hot rows
+    (task_head=multilabel: residual σ(z) − y, over the labels too, as the loss averages
+    them), or squared error against float scores (task_head=regression, one output:
+    residual 2 (ŷ − y))."""
     dtype = torch.promote_types(features.dtype, torch.float32)  # bfloat16 -> float32
-    if labels.is_floating_point():
+    if labels.dim() == 2:
+        residual = (logits.to(dtype).sigmoid() - labels.to(dtype)) / labels.shape[1]
+    elif labels.is_floating_point():
         residual = 2.0 * (logits.to(dtype) - labels.to(dtype)[:, None])
     else:
         residual = logits.to(dtype).softmax(-1)

@@ -98,3 +98,36 @@ def squad_v2_scores(predictions: dict[str, str], golds: dict[str, list[str]]) ->
             out[f"{name}f1"] = 100 * sum(r[1] for r in rows) / len(rows)
             out[f"{name}total"] = len(rows)
     return out
+
+
+def label_set_report(predicted: Sequence[Sequence[int]], gold: Sequence[Sequence[int]]
+                     ) -> dict[int, tuple[float, float, float, int]]:
+    """task_head=multilabel: {label: (precision, recall, F1, support)} for each label among
+    the gold sets or the predicted ones, each label scored as its own yes/no question over
+    every example (scikit-learn's multilabel precision_recall_fscore_support)."""
+    out = {}
+    for c in sorted({c for s in (*predicted, *gold) for c in s}):
+        tp = sum(c in p and c in y for p, y in zip(predicted, gold))
+        chosen = sum(c in p for p in predicted)
+        support = sum(c in y for y in gold)
+        precision = tp / chosen if chosen else 0.0
+        recall = tp / support if support else 0.0
+        out[c] = (precision, recall, 0.0 if tp == 0 else 2 * tp / (chosen + support), support)
+    return out
+
+
+def label_set_scores(predicted: Sequence[Sequence[int]], gold: Sequence[Sequence[int]]
+                     ) -> dict[str, float]:
+    """task_head=multilabel's held-out scores: `accuracy`, the share of examples whose
+    predicted set is exactly the gold set (scikit-learn's accuracy_score on multi-label
+    data, "subset accuracy"); `micro_f1`, F1 over every (example, label) decision pooled,
+    which weighs the common labels; `macro_f1`, the mean per-label F1 (label_set_report),
+    which weighs every label alike."""
+    predicted, gold = [set(p) for p in predicted], [set(y) for y in gold]
+    tp = sum(len(p & y) for p, y in zip(predicted, gold))
+    chosen, support = sum(map(len, predicted)), sum(map(len, gold))
+    report = label_set_report(predicted, gold)
+    return {"accuracy": sum(p == y for p, y in zip(predicted, gold)) / max(len(gold), 1),
+            "micro_f1": 0.0 if tp == 0 else 2 * tp / (chosen + support),
+            "macro_f1": (sum(f1 for _, _, f1, _ in report.values()) / len(report)
+                         if report else 0.0)}
