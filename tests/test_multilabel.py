@@ -263,6 +263,10 @@ def test_predict_and_export_give_the_runs_own_label_sets(tiny_bert, tmp_path, ca
         assert set(filter(None, row["predicted"].split(","))) == chosen
     assert main(["predict", str(out), str(tmp_path / "test.jsonl")]) == 0
     assert "(exact match), micro-F1" in capsys.readouterr().out
+    assert main(["compare", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "exact-match rate" in table and "final test micro-F1" in table
+    assert f"{final['test_micro_f1']:.3f}" in table
     # the exported sentence-transformers folder gives the same probabilities
     from sentence_transformers import SentenceTransformer
 

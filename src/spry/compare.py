@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from spry.compare_table import SCORE_COLUMNS, markdown_table
+from spry.compare_table import SCORE_COLUMNS, SET_COLUMNS, markdown_table
 from spry.config import Config, ConfigError
 from spry.methods import METHODS
 
@@ -66,7 +66,8 @@ def _config(path: Path) -> dict:
 
 # Row keys that are read as numbers (None where a round did not measure them).
 NUMBERS = ("train_loss", "generalized_accuracy", "personalized_accuracy", "test_accuracy",
-           "test_loss", "test_macro_f1", "test_pearson", "elapsed_seconds", "wall_seconds",
+           "test_loss", "test_macro_f1", "test_micro_f1", "test_pearson", "elapsed_seconds",
+           "wall_seconds",
            "bytes_up", "bytes_down", "bytes_up_total", "bytes_down_total", "test_predicted_classes")
 
 
@@ -222,6 +223,7 @@ def summarize(run: Run, target: float | None = None, bench: dict | None = None,
     out["final_test"] = tested[-1]["test_accuracy"] if tested else None
     out["best_test"] = max(r["test_accuracy"] for r in tested) if tested else None
     out["final_test_f1"] = tested[-1].get("test_macro_f1") if tested else None
+    out["final_micro_f1"] = tested[-1].get("test_micro_f1") if tested else None  # multilabel
     out["one_class"] = bool(tested) and tested[-1].get("test_predicted_classes") == 1
     scored = run.evaluated("test_pearson")  # task_head=regression
     out["final_pearson"] = scored[-1]["test_pearson"] if scored else None
@@ -260,5 +262,10 @@ def compare(run_dirs: list[str | Path], target: float | None = None,
     note = ("Accuracies are fractions; wall s is the run's elapsed time; client peak MiB is one "
             "client step of the method as measured by `spry bench`" if bench is not None else
             "Accuracies are fractions; wall s is the run's elapsed time")
-    extra = SCORE_COLUMNS if any(s["final_pearson"] is not None for s in summaries) else ()
+    sets = any(s["final_micro_f1"] is not None for s in summaries)
+    extra = [*(SCORE_COLUMNS if any(s["final_pearson"] is not None for s in summaries) else ()),
+             *(SET_COLUMNS if sets else ())]
+    if sets:
+        note += ("; a multi-label run's test accuracy is its exact-match rate (the predicted "
+                 "set is the gold set)")
     return f"{head} {note}.\n\n{markdown_table(summaries, extra)}\n"

@@ -46,6 +46,10 @@ SCORE_COLUMNS = [("final_pearson", "final test Pearson", _acc),
                  ("best_pearson", "best test Pearson", _acc)]
 """Added where a run learned a score (task_head=regression), which has no accuracy."""
 
+SET_COLUMNS = [("final_micro_f1", "final test micro-F1", _acc)]
+"""Added where a run learned sets of labels (task_head=multilabel), whose test accuracy is
+the exact-match rate."""
+
 
 def markdown_table(summaries: list[dict], extra: list[tuple] = ()) -> str:
     """One row per summary; `extra` adds (key, header, format) columns at the end."""
