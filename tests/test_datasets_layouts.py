@@ -187,3 +187,36 @@ def test_the_hub_reader_holds_out_the_first_labelled_split_of_a_dataset_dict(tmp
     # a recipe names its split: the -1 rows of it are left out, and none left is refused
     with pytest.raises(ConfigError, match=r"\[test\] has no labelled rows \(every label is -1"):
         _load_hub(Config(dataset=str(tmp_path / "repo")), test_split="test")
+
+
+def test_fasttext_lines_are_read_as_labels_then_text(tmp_path):
+    """A .txt file is fastText's supervised format (`__label__2 the text`, as the Amazon
+    and Yelp review sets are often shipped); several labels a line are a multi-label row."""
+    lines = [f"__label__{'pos' if i % 2 else 'neg'} {r['sentence']}" for i, r in enumerate(TRAIN)]
+    (tmp_path / "train.txt").write_text("\n".join(lines[:6]) + "\n\n" + "\n".join(lines[6:]))
+    task = load_task(Config(dataset=str(tmp_path / "train.txt"), test_fraction=0.25))
+    assert task.label_names == ("neg", "pos") and len(task.train) + len(task.test) == 12
+    rows = read_rows(tmp_path / "train.txt")
+    assert rows.rows[7] == {"text": "good film 7", "label": "pos"}
+    assert rows.name(7) == "line 9"  # the blank line is skipped, the numbering is the file's
+    (tmp_path / "multi.txt").write_text("__label__a __label__b both\n__label__a one\n" * 3)
+    assert read_rows(tmp_path / "multi.txt").rows[0] == {"text": "both", "label": ["a", "b"]}
+    task = load_task(Config(dataset=str(tmp_path / "multi.txt"), task_head="multilabel",
+                            test_fraction=0.5))
+    assert task.label_names == ("a", "b")
+    with pytest.raises(ConfigError, match="set task_head=multilabel"):
+        load_task(Config(dataset=str(tmp_path / "multi.txt"), test_fraction=0.5))
+    # plain lines: no labels to learn (refused), new texts for spry predict (read)
+    (tmp_path / "plain.txt").write_text("a new review\n\nanother one\n")
+    with pytest.raises(ConfigError, match=r"plain.txt line 1 \('a new review'\) has no "
+                                          r"`__label__` label"):
+        load_task(Config(dataset=str(tmp_path / "plain.txt")))
+    assert read_rows(tmp_path / "plain.txt", unlabelled=True).rows == [
+        {"text": "a new review"}, {"text": "another one"}]
+
+
+def test_a_spreadsheet_is_refused_with_how_to_save_it_as_csv(tmp_path):
+    (tmp_path / "reviews.xlsx").write_bytes(b"PK\x03\x04")
+    with pytest.raises(ConfigError, match=r"pandas.read_excel\('reviews.xlsx'\).to_csv"
+                                          r"\('reviews.csv', index=False\)"):
+        load_task(Config(dataset=str(tmp_path / "reviews.xlsx")))

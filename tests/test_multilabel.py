@@ -263,6 +263,9 @@ def test_predict_and_export_give_the_runs_own_label_sets(tiny_bert, tmp_path, ca
         assert set(filter(None, row["predicted"].split(","))) == chosen
     assert main(["predict", str(out), str(tmp_path / "test.jsonl")]) == 0
     assert "(exact match), micro-F1" in capsys.readouterr().out
+    (tmp_path / "new.txt").write_text("good film\nbad plot plot plot good film\n")  # plain lines
+    made = predict(out, tmp_path / "new.txt")
+    assert made.count == 2 and made.accuracy is None and set(made.counts) == set(LABELS)
     assert main(["compare", str(out)]) == 0
     table = capsys.readouterr().out
     assert "exact-match rate" in table and "final test micro-F1" in table

@@ -213,7 +213,7 @@ def _read(path: Path, cfg: Config, names: tuple[str, ...]
                 f"'{path}')['test'].to_parquet('test.parquet'))" if is_saved_dataset(path)
                 else "")
         raise ConfigError(f"predict: {path} is a folder; give the file to predict{hint}")
-    rows = read_rows(path)
+    rows = read_rows(path, unlabelled=True)
     columns = list(rows.rows[0]) if rows.rows else []
     if cfg.column_names and cfg.text_column not in columns and data_suffix(path) in (
             ".csv", ".tsv"):

@@ -24,7 +24,10 @@ from pathlib import Path
 from spry.config import ConfigError
 
 FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json",
-                ".parquet": "parquet"}
+                ".parquet": "parquet", ".txt": "fasttext"}
+FASTTEXT_LABEL = "__label__"
+"""fastText's label prefix: a .txt file is read as fastText's supervised format, one text a
+line after its labels (`__label__positive __label__funny the text`)."""
 COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 """Compressed text files read as they are (`train.jsonl.gz`): `datasets` decompresses
 them, and the checks here open them through these."""
@@ -102,7 +105,9 @@ def _text(path: Path):
 
 
 def read_rows(path: Path, columns: tuple[str, ...] | None = None,
-              csv_options: dict | None = None) -> Rows:
+              csv_options: dict | None = None, unlabelled: bool = False) -> Rows:
+    """A data file's rows. `unlabelled`: a fastText .txt file may be plain lines of text
+    (new texts for `spry predict`)."""
     import datasets
 
     if not path.is_file():
@@ -110,17 +115,24 @@ def read_rows(path: Path, columns: tuple[str, ...] | None = None,
     fmt = file_format(path)
     if fmt is None:
         shown = "".join(path.suffixes[-2:]) if path.suffix.lower() in COMPRESSIONS else path.suffix
+        sheet = ("; a spreadsheet: save it as csv (Excel: Save As > CSV UTF-8; pandas: "
+                 f"pandas.read_excel('{path.name}').to_csv('{path.stem}.csv', index=False))"
+                 if path.suffix.lower() in (".xlsx", ".xls", ".ods") else "")
         raise ConfigError(f"dataset: {path} has suffix {shown!r}; use one of "
                           f"{', '.join(FILE_FORMATS)} (the text ones may end in "
-                          f"{', '.join(COMPRESSIONS)} too)")
+                          f"{', '.join(COMPRESSIONS)} too; .txt is fastText's "
+                          f"`{FASTTEXT_LABEL}<label> text` lines){sheet}")
     if fmt != "parquet" and _blank(path):
-        layout = "a header row and one row a line" if fmt == "csv" else "one JSON object a line"
+        layout = {"csv": "a header row and one row a line", "json": "one JSON object a line",
+                  "fasttext": "a line a text, its __label__ first"}[fmt]
         raise ConfigError(f"dataset: {path} is empty; give a file with {layout}")
     if fmt != "parquet":
         _refuse_non_utf8(path)
     if columns and fmt != "csv":
         raise ConfigError(f"column_names: names the columns of a csv/tsv file without a "
                           f"header row; {path} is {fmt}, whose columns have names: remove it")
+    if fmt == "fasttext":
+        return _read_fasttext(path, unlabelled)
     options = dict(csv_options or {})
     if fmt == "csv":
         options.setdefault("delimiter", "\t" if data_suffix(path) == ".tsv"
@@ -327,6 +339,34 @@ def _blank(path: Path, probe: int = 1 << 16) -> bool:
             if piece.strip():
                 return False
     return True
+
+
+def _read_fasttext(path: Path, unlabelled: bool = False) -> Rows:
+    """fastText's supervised format, as the Amazon and Yelp review sets are often shipped:
+    a line's leading `__label__<name>` tokens are its labels (one: the column `label`
+    holds it; several: a list, which task_head=multilabel reads), the rest of the line
+    its `text`. Blank lines are skipped; a line without a label is refused, so is a .txt
+    file of plain lines (no labels to learn) unless `unlabelled`: then its lines are the
+    texts (a file with some lines labelled is still refused at the first that is not)."""
+    with _text(path) as f:
+        found = [(number, line.split()) for number, line in enumerate(f, 1) if line.strip()]
+    if unlabelled and not any(t[0].startswith(FASTTEXT_LABEL) for _, t in found):
+        return Rows(path, [{"text": " ".join(t)} for _, t in found], [n for n, _ in found])
+    rows = []
+    for number, tokens in found:
+        labels = []
+        while tokens and tokens[0].startswith(FASTTEXT_LABEL):
+            labels.append(tokens.pop(0)[len(FASTTEXT_LABEL):])
+        if not labels:
+            shown = " ".join(tokens)[:60]
+            raise ConfigError(
+                f"dataset: {path} line {number} ({shown!r}) has no `{FASTTEXT_LABEL}` "
+                "label: a .txt file is read as fastText's format, a line's labels first "
+                f"(`{FASTTEXT_LABEL}positive the text`); give each line its label, or "
+                "give a csv/tsv/jsonl file with text and label columns")
+        rows.append({"text": " ".join(tokens), "label": labels[0] if len(labels) == 1
+                     else labels})
+    return Rows(path, rows, [n for n, _ in found])
 
 
 def _line_numbers(path: Path, fmt: str, count: int, header: bool) -> list[int] | None:
