@@ -299,3 +299,20 @@ def test_round_zeros_per_label_statistics_cross_flowers_records_unchanged():
         for name in ("sums", "counts", "scatter"):
             torch.testing.assert_close(getattr(b, name), getattr(a, name))
     torch.testing.assert_close(multilabel_lda_head(back, 0.5), multilabel_lda_head(sent, 0.5))
+
+
+def test_a_model_that_predicts_no_label_is_flagged(tmp_path, capsys):
+    from spry.cli import _summary
+
+    row = {"round": 3, "generalized_accuracy": 0.1, "test_accuracy": 0.12, "test_micro_f1": 0.0,
+           "test_macro_f1": 0.0, "test_loss": 0.69, "test_predicted_labels": 0,
+           "bytes_up_total": 1, "bytes_down_total": 1, "elapsed_seconds": 1.0}
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    _summary(tmp_path)
+    printed = capsys.readouterr().out
+    assert "test accuracy 0.1200 (exact match), micro-F1 0.0000" in printed
+    assert "predicts no label for any held-out test text" in printed
+    row["test_predicted_labels"] = 2
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    _summary(tmp_path)
+    assert "predicts no label" not in capsys.readouterr().out

@@ -215,6 +215,9 @@ def _summary(out) -> None:
         if e.get("test_predicted_classes") == 1:
             print("warning: the final model predicts one class for every held-out test "
                   "example: its test accuracy is the majority-class rate, not learning")
+        if e.get("test_predicted_labels") == 0:  # task_head=multilabel
+            print("warning: the final model predicts no label for any held-out test text: "
+                  "its exact-match rate is the share of texts without one, not learning")
     print(f"bytes up {last['bytes_up_total']:,}, bytes down {last['bytes_down_total']:,}, "
           f"elapsed {last['elapsed_seconds']:.1f} s")
 

@@ -404,4 +404,9 @@ def _add_test_metrics(exp: Experiment, row: dict, server_round: int, warned: boo
                     "held-out test example; its test accuracy %.4f is the "
                     "majority-class rate, not learning", server_round, row["test_accuracy"])
         return True  # once a run; the CLI's summary says it again
+    if row.get("test_predicted_labels") == 0 and not warned:  # task_head=multilabel
+        log.warning("warning: after round %d the model predicts no label for any held-out "
+                    "test text; its exact-match rate %.4f is the share of texts without "
+                    "one, not learning", server_round, row["test_accuracy"])
+        return True
     return warned

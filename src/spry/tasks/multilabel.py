@@ -68,12 +68,3 @@ def held_out_metrics(model: nn.Module, data: Encoded, tokenizer, cfg: Config) ->
     return {"test_accuracy": scores["accuracy"], "test_loss": loss / len(data),
             "test_micro_f1": scores["micro_f1"], "test_macro_f1": scores["macro_f1"],
             "test_predicted_labels": len({c for p in predicted for c in p})}
-
-
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Each label's probability, on its own (labels do not compete for the mass)."""
-    return torch.sigmoid(logits)
-
-
-__all__ = ["evaluate", "held_out_metrics", "label_sets", "load_model", "predict_sets",
-           "probabilities"]
