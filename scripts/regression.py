@@ -26,11 +26,12 @@ import argparse
 import csv
 import json
 import os
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import grid  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "regression"
@@ -67,7 +68,7 @@ by its method; seeds 1 and 2 run as `<method>-seed<s>` for the table of seeds.""
 
 def runs() -> dict[str, tuple[str, int]]:
     """name -> (method, seed), seed 0's runs first."""
-    return {(m if s == 0 else f"{m}-seed{s}"): (m, s) for s in SEEDS for m in METHODS}
+    return grid.seeded(METHODS, SEEDS)
 
 
 def write_data() -> tuple[Path, Path]:
@@ -100,28 +101,8 @@ def overrides(name: str, train: Path, test: Path) -> list[str]:
 
 
 def run_all(names: list[str], jobs: int, train: Path, test: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    queue, running = list(names), {}
-    while queue or running:
-        while queue and len(running) < jobs:
-            name = queue.pop(0)
-            shutil.rmtree(RUNS / name, ignore_errors=True)
-            args = overrides(name, train, test)
-            print(f"start {name}: spry run {' '.join(args)}", flush=True)
-            running[name] = subprocess.Popen(["spry", "run", "--quiet", *args], env=env,
-                                             stdout=open(RUNS / f"{name}.log", "w"),
-                                             stderr=subprocess.STDOUT)
-        time.sleep(5)
-        for name, proc in list(running.items()):
-            if proc.poll() is None:
-                continue
-            del running[name]
-            if proc.returncode == 0:
-                (RESULTS / name).mkdir(parents=True, exist_ok=True)
-                for f in ("config.yaml", "metrics.jsonl"):
-                    shutil.copy(RUNS / name / f, RESULTS / name / f)
-                write_doc()
-            print(f"{'done' if proc.returncode == 0 else 'FAILED'} {name}", flush=True)
+    grid.run_all(names, jobs, lambda name: overrides(name, train, test), RUNS, RESULTS,
+                 write_doc)
 
 
 def final(name: str, root: Path | None = None) -> dict | None:
@@ -133,29 +114,14 @@ def final(name: str, root: Path | None = None) -> dict | None:
     return [r for r in rows if r.get("test_pearson") is not None][-1]
 
 
-def _mean_sd(values: list[float], signed: bool = False) -> str:
-    mean = sum(values) / len(values)
-    sd = (sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5
-    return f"{mean:+.3f} ± {sd:.3f}" if signed else f"{mean:.3f} ± {sd:.3f}"
-
-
 def seed_table(root: Path | None = None) -> list[str]:
     """Final held-out Pearson per run seed, and Spry's paired difference from each method."""
-    names = {m: [n for n, (m2, _) in runs().items() if m2 == m] for m in METHODS}
-    lines = ["| method | " + " | ".join(f"seed {s}" for s in SEEDS) + " | mean ± sd | "
-             "Spry − it, paired by seed |", "|---|" + "---|" * len(SEEDS) + "---|---|"]
-    spry = [final(n, root) for n in names["spry"]]
-    for method, (label, _) in METHODS.items():
-        rows = [final(n, root) for n in names[method]]
-        cells = ["not run" if r is None else f"{r['test_pearson']:.3f}" for r in rows]
-        done = [r["test_pearson"] for r in rows if r is not None]
-        paired = [a["test_pearson"] - b["test_pearson"] for a, b in zip(spry, rows)
-                  if a is not None and b is not None]
-        lines.append(f"| {label} | " + " | ".join(cells) + " | "
-                     + (_mean_sd(done) if len(done) > 1 else "") + " | "
-                     + ("" if method == "spry" or len(paired) < 2
-                        else _mean_sd(paired, signed=True)) + " |")
-    return lines
+    def pearson(name):
+        row = final(name, root)
+        return None if row is None else row["test_pearson"]
+
+    return grid.seed_table({m: label for m, (label, _) in METHODS.items()}, runs(), SEEDS,
+                           pearson)
 
 
 def table(root: Path | None = None) -> list[str]:
@@ -181,17 +147,10 @@ def table(root: Path | None = None) -> list[str]:
 
 
 def write_doc() -> None:
-    """The table between the markers of docs/regression.md."""
-    text = DOC.read_text()
-    for marker, lines in (("table", table()), ("seeds", seed_table()),
-                          ("ridge0.5-table", table(RIDGE_05)),
-                          ("ridge0.5-seeds", seed_table(RIDGE_05))):
-        begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
-        if begin not in text:
-            continue
-        head, rest = text.split(begin)
-        text = head + begin + "\n" + "\n".join(lines) + "\n" + end + rest.split(end)[1]
-    DOC.write_text(text)
+    """The tables between the markers of docs/regression.md."""
+    grid.write_between(DOC, {"table": table(), "seeds": seed_table(),
+                             "ridge0.5-table": table(RIDGE_05),
+                             "ridge0.5-seeds": seed_table(RIDGE_05)})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -258,3 +258,56 @@ def test_regression_grid_gives_every_method_the_same_budget(regression, tmp_path
     assert "| Spry (recipe=spry defaults) | 0.350 | not run | not run |  |  |" in text
     assert regression.main(["--doc-only"]) == 0
     assert (tmp_path / "regression.md").read_text() == text  # rewriting is idempotent
+
+
+@pytest.fixture
+def multilabel():
+    yield _load("multilabel")
+    del sys.modules["multilabel"]
+
+
+def test_multilabel_grid_builds_digests_and_gives_every_method_the_same_budget(
+        multilabel, tmp_path, monkeypatch):
+    # AG News, written as a tiny stand-in of the shared folder
+    news = tmp_path / "data" / "ag_news"
+    news.mkdir(parents=True)
+    topics = ("World", "Sports", "Business", "Sci/Tech")
+    (news / "train_subset_10k_description_only.tsv").write_text(
+        "".join(f"train text {i}\t{topics[i % 4]}\n" for i in range(40)))
+    (news / "test.csv").write_text(
+        "".join(f'"{i % 4 + 1}","title {i}","test\\text {i}"\n' for i in range(40)))
+    monkeypatch.setenv("SPRY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(multilabel, "DATA", tmp_path / "out")
+    monkeypatch.setattr(multilabel, "SIZES", {"train": 20, "test": 10})
+    train, test = multilabel.write_data()
+    rows = [json.loads(line) for line in train.read_text().splitlines()]
+    assert len(rows) == 20 and all(1 <= len(r["labels"]) <= 2 for r in rows)
+    for r in rows:  # a digest's labels are the topics of the descriptions it joins
+        parts = r["text"].split("train text ")[1:]
+        assert set(r["labels"]) == {topics[int(p) % 4] for p in parts}
+    held = [json.loads(line) for line in test.read_text().splitlines()]
+    assert all(r["text"].startswith("test text") for r in held)  # AG News' `\` read as a space
+    assert train.read_text() == multilabel.write_data()[0].read_text()  # seeded
+    for name, (method, seed) in multilabel.runs().items():
+        cfg = Config.from_yaml(None, multilabel.overrides(name, train, test))
+        assert cfg.seed == seed and cfg.task_head == "multilabel" and cfg.head_init == "lda"
+        assert (cfg.rounds, cfg.clients_per_round, cfg.max_steps, cfg.num_clients) == (
+            20, 10, 8, 100), name
+        assert (cfg.head, cfg.head_lr, cfg.server_optimizer) == ("shared", 1e-4, "fedavg"), name
+    # the tables: a kept run's numbers, "not run" for the rest
+    monkeypatch.setattr(multilabel, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(multilabel, "DOC", tmp_path / "multilabel.md")
+    (tmp_path / "multilabel.md").write_text("<!-- table:begin -->\n<!-- table:end -->\n"
+                                            "<!-- seeds:begin -->\n<!-- seeds:end -->\n")
+    kept = tmp_path / "results" / "spry"
+    kept.mkdir(parents=True)
+    metrics = [{"round": 0, "test_accuracy": 0.6, "test_micro_f1": 0.8, "test_macro_f1": 0.8,
+                "test_loss": 0.3},
+               {"round": 20, "client_seconds": 7, "test_accuracy": 0.7, "test_micro_f1": 0.85,
+                "test_macro_f1": 0.84, "test_loss": 0.25}]
+    (kept / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics))
+    assert multilabel.main(["--doc-only"]) == 0
+    text = (tmp_path / "multilabel.md").read_text()
+    assert "| Spry (recipe=spry defaults) | 0.600 / 0.800 / 0.3000 | 0.700 / 0.850 / 0.840 / " \
+           "0.2500 | 0.700 |" in text
+    assert "| Spry (recipe=spry defaults) | 0.700 | not run | not run |  |  |" in text
