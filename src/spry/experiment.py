@@ -169,8 +169,8 @@ def majority(labels: list, names) -> tuple[str, float]:
     counts = Counter(labels)
     label, count = counts.most_common(1)[0]
     if isinstance(label, tuple):
-        return "+".join(str(names[c]) for c, hot in enumerate(label) if hot) or "(none)", \
-            count / len(labels)
+        chosen = "+".join(str(names[c]) for c, hot in enumerate(label) if hot)
+        return chosen or "(none)", count / len(labels)
     return str(names[label]), count / len(labels)
 
 
