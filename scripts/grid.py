@@ -4,6 +4,7 @@ paired-by-seed table, and rewriting a doc's table between its markers."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -84,3 +85,33 @@ def write_between(doc: Path, tables: dict[str, list[str]]) -> None:
         head, rest = text.split(begin)
         text = head + begin + "\n" + "\n".join(lines) + "\n" + end + rest.split(end)[1]
     doc.write_text(text)
+
+
+def main(argv: list[str] | None, description: str, names: list[str], runs: Path,
+         results: Path, overrides: Callable[[str, Path, Path], list[str]],
+         write_data: Callable[[], tuple[Path, Path]], write_doc: Callable[[], None],
+         shown: tuple[str, str]) -> int:
+    """A grid script's command line: --dry-run prints the runs not yet kept, --doc-only
+    rewrites the doc, else the data is written and those runs run (--only picks some by
+    name; `shown` stands in for the data files in a dry run's commands)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--only", help="run only these runs, comma-separated (a method, or "
+                        "<method>-seed<s>)")
+    parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--doc-only", action="store_true")
+    args = parser.parse_args(argv)
+    if args.doc_only:
+        write_doc()
+        return 0
+    only = None if args.only is None else args.only.split(",")
+    todo = [n for n in names if (only is None or n in only)
+            and not (results / n / "metrics.jsonl").is_file()]
+    if args.dry_run:
+        for name in todo:
+            print(f"{name}: spry run {' '.join(overrides(name, *map(Path, shown)))}")
+        return 0
+    train, test = write_data()
+    run_all(todo, args.jobs, lambda name: overrides(name, train, test), runs, results,
+            write_doc)
+    return 0

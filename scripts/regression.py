@@ -22,7 +22,6 @@ run again.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -100,11 +99,6 @@ def overrides(name: str, train: Path, test: Path) -> list[str]:
             f"run_name={name}"]
 
 
-def run_all(names: list[str], jobs: int, train: Path, test: Path) -> None:
-    grid.run_all(names, jobs, lambda name: overrides(name, train, test), RUNS, RESULTS,
-                 write_doc)
-
-
 def final(name: str, root: Path | None = None) -> dict | None:
     """The last evaluated row of a kept run (under RESULTS, or `root`)."""
     path = (root or RESULTS) / name / "metrics.jsonl"
@@ -154,26 +148,8 @@ def write_doc() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--only", help="run only these runs, comma-separated (a method, or "
-                        "<method>-seed<s>)")
-    parser.add_argument("--dry-run", action="store_true")
-    parser.add_argument("--doc-only", action="store_true")
-    args = parser.parse_args(argv)
-    if args.doc_only:
-        write_doc()
-        return 0
-    only = None if args.only is None else args.only.split(",")
-    todo = [n for n in runs() if (only is None or n in only)
-            and not (RESULTS / n / "metrics.jsonl").is_file()]
-    if args.dry_run:
-        for name in todo:
-            print(f"{name}: spry run {' '.join(overrides(name, Path('<train.csv>'), Path('<test.csv>')))}")
-        return 0
-    train, test = write_data()
-    run_all(todo, args.jobs, train, test)
-    return 0
+    return grid.main(argv, __doc__.splitlines()[0], list(runs()), RUNS, RESULTS, overrides,
+                     write_data, write_doc, ('<train.csv>', '<test.csv>'))
 
 
 if __name__ == "__main__":
