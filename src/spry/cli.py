@@ -200,6 +200,10 @@ def _summary(out) -> None:
                   else f", macro-F1 {e['test_macro_f1']:.4f}")
             if e.get("test_micro_f1") is not None:  # task_head=multilabel
                 f1 = f" (exact match), micro-F1 {e['test_micro_f1']:.4f}{f1}"
+            if e.get("test_entity_f1") is not None:  # task_head=token, BIO tags
+                f1 = (f" (words), entity F1 {e['test_entity_f1']:.4f} (precision "
+                      f"{e['test_entity_precision']:.4f}, recall "
+                      f"{e['test_entity_recall']:.4f}){f1}")
             parts.append(f"test accuracy {e['test_accuracy']:.4f}{f1}{loss} (held-out split)")
         if e.get("test_pearson") is not None:
             parts.append(f"test Pearson {e['test_pearson']:.4f}, Spearman "
@@ -227,6 +231,10 @@ def _predict(args) -> None:
 
     made = predict(args.run_dir, args.data, args.out, args.overrides)
     exact = "" if made.micro_f1 is None else f" (exact match), micro-F1 {made.micro_f1:.4f}"
+    if made.entities is not None:  # task_head=token, BIO tags
+        e = made.entities
+        exact = (f" (words), entity F1 {e['test_entity_f1']:.4f} (precision "
+                 f"{e['test_entity_precision']:.4f}, recall {e['test_entity_recall']:.4f})")
     scored = ("" if made.accuracy is None
               else f"; accuracy {made.accuracy:.4f}{exact}, macro-F1 {made.macro_f1:.4f}, loss "
               f"{made.loss:.4f} against its label column")

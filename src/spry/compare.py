@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from spry.compare_table import SCORE_COLUMNS, SET_COLUMNS, markdown_table
+from spry.compare_table import ENTITY_COLUMNS, SCORE_COLUMNS, SET_COLUMNS, markdown_table
 from spry.config import Config, ConfigError
 from spry.methods import METHODS
 
@@ -66,7 +66,8 @@ def _config(path: Path) -> dict:
 
 # Row keys that are read as numbers (None where a round did not measure them).
 NUMBERS = ("train_loss", "generalized_accuracy", "personalized_accuracy", "test_accuracy",
-           "test_loss", "test_macro_f1", "test_micro_f1", "test_pearson", "elapsed_seconds",
+           "test_loss", "test_macro_f1", "test_micro_f1", "test_entity_f1", "test_pearson",
+           "elapsed_seconds",
            "wall_seconds",
            "bytes_up", "bytes_down", "bytes_up_total", "bytes_down_total", "test_predicted_classes")
 
@@ -224,6 +225,9 @@ def summarize(run: Run, target: float | None = None, bench: dict | None = None,
     out["best_test"] = max(r["test_accuracy"] for r in tested) if tested else None
     out["final_test_f1"] = tested[-1].get("test_macro_f1") if tested else None
     out["final_micro_f1"] = tested[-1].get("test_micro_f1") if tested else None  # multilabel
+    entities = run.evaluated("test_entity_f1")  # task_head=token
+    out["final_entity_f1"] = entities[-1]["test_entity_f1"] if entities else None
+    out["best_entity_f1"] = max(r["test_entity_f1"] for r in entities) if entities else None
     out["one_class"] = bool(tested) and tested[-1].get("test_predicted_classes") == 1
     scored = run.evaluated("test_pearson")  # task_head=regression
     out["final_pearson"] = scored[-1]["test_pearson"] if scored else None
@@ -263,9 +267,13 @@ def compare(run_dirs: list[str | Path], target: float | None = None,
             "client step of the method as measured by `spry bench`" if bench is not None else
             "Accuracies are fractions; wall s is the run's elapsed time")
     sets = any(s["final_micro_f1"] is not None for s in summaries)
+    tags = any(s["final_entity_f1"] is not None for s in summaries)
     extra = [*(SCORE_COLUMNS if any(s["final_pearson"] is not None for s in summaries) else ()),
-             *(SET_COLUMNS if sets else ())]
+             *(SET_COLUMNS if sets else ()), *(ENTITY_COLUMNS if tags else ())]
     if sets:
         note += ("; a multi-label run's test accuracy is its exact-match rate (the predicted "
                  "set is the gold set)")
+    if tags:
+        note += ("; a tagging run's test accuracy is over words, where predicting `O` "
+                 "everywhere already scores high: its entity F1 is the score that counts")
     return f"{head} {note}.\n\n{markdown_table(summaries, extra)}\n"

@@ -51,6 +51,12 @@ SET_COLUMNS = [("final_micro_f1", "final test micro-F1", _acc)]
 the exact-match rate."""
 
 
+ENTITY_COLUMNS = [("final_entity_f1", "final test entity F1", _acc),
+                  ("best_entity_f1", "best test entity F1", _acc)]
+"""Added where a run tagged words with entity tags (task_head=token, BIO tags), whose test
+accuracy is over words."""
+
+
 def markdown_table(summaries: list[dict], extra: list[tuple] = ()) -> str:
     """One row per summary; `extra` adds (key, header, format) columns at the end."""
     columns = COLUMNS + list(extra)

@@ -122,7 +122,8 @@ def _dealt_data(cfg: Config, tokenizer, head) -> tuple[Config, Task, FederatedDa
                     list(task.unread), resolved.text_column,
                     f" and {resolved.pair_column!r}" if resolved.pair_column else "",
                     task.unread[0])
-    log.info("tokenizing and dealing %d examples to %d clients (%s)", len(task.train),
+    kept = min(len(task.train), cfg.max_train_examples or len(task.train))
+    log.info("tokenizing and dealing %d examples to %d clients (%s)", kept,
              cfg.num_clients, f"one a value of column {cfg.partition_by!r}" if cfg.partition_by
              else f"Dirichlet α={cfg.dirichlet_alpha:g}")
     data = build_federated_data(resolved, tokenizer, task, encoder=head.encode)
@@ -165,7 +166,11 @@ def _node_data(cfg: Config, tokenizer, head, held_out: bool) -> tuple[Task, Fede
 def majority(labels: list, names) -> tuple[str, float]:
     """(the most frequent label, its share): the accuracy of always predicting it; for
     multi-hot rows (task_head=multilabel) the most frequent set of labels, joined by '+'
-    ('(none)' for no label), whose share is the exact-match accuracy of predicting it."""
+    ('(none)' for no label), whose share is the exact-match accuracy of predicting it; for
+    tag sequences (task_head=token, a list a sentence) the most frequent tag over the words,
+    whose share is the word accuracy of predicting it everywhere."""
+    if labels and isinstance(labels[0], list):
+        labels = [tag for sentence in labels for tag in sentence]
     counts = Counter(labels)
     label, count = counts.most_common(1)[0]
     if isinstance(label, tuple):
@@ -181,6 +186,10 @@ def _label_line(labels: list, names) -> str:
         mean = sum(map(sum, labels)) / len(labels)
         return (f"{len(names)} labels, {mean:.2f} a text (most common set {name!r}: "
                 f"{rate:.3f} of train)")
+    if labels and isinstance(labels[0], list):
+        words = sum(map(len, labels)) / len(labels)
+        return (f"{len(names)} tags, {words:.1f} words a sentence (most common tag {name!r}: "
+                f"{rate:.3f} of train words)")
     return f"{len(names)} labels (majority {name!r}: {rate:.3f} of train)"
 
 
@@ -215,6 +224,9 @@ def describe_held_out(task) -> str:
         return (f"held-out test {len(task.test)} examples (scores {scores}: the sd is the "
                 "RMSE of predicting the mean)")
     name, rate = majority(task.test.labels, task.label_names)
+    if isinstance(task.test.labels[0], list):
+        return (f"held-out test {len(task.test)} sentences (tag {name!r}: {rate:.3f} of the "
+                "words, the accuracy of predicting it everywhere)")
     what = "set" if isinstance(task.test.labels[0], tuple) else "class"
     return (f"held-out test {len(task.test)} examples (majority {name!r}: {rate:.3f}, the "
             f"accuracy of predicting one {what})")
@@ -342,6 +354,8 @@ def _round_zero(exp: Experiment, metrics: MetricsLog, head: tuple[str, str]) -> 
     what, key = (("least-squares fit", "test_pearson") if exp.cfg.task_head == "regression"
                  else ("class means", "test_accuracy") if exp.cfg.head_init == "class_means"
                  else ("discriminant", "test_accuracy"))
+    if row.get("test_entity_f1") is not None:  # task_head=token: entities are the score
+        key = "test_entity_f1"
     log.info("round 0: the head starts from the %s of %d clients (%s %s)", what,
              len(row["clients"]), key.replace("_", " "),
              "–" if row.get(key) is None else f"{row[key]:.4f}")

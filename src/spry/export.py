@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from spry.config import ConfigError
-from spry.config.choices import POOLED_HEADS
+from spry.config.choices import SENTENCE_HEADS
 
 EXPORT_INFO = "spry_export.json"
 PROBLEM_TYPES = {"regression": "regression", "multilabel": "multi_label_classification"}
@@ -43,7 +43,7 @@ def export(run_dir: str | Path, out: str | Path) -> Path:
     from spry.tasks.pooling import PooledClassifier
 
     run_dir, out = Path(run_dir), Path(out)
-    cfg = run_config(run_dir, [], command="export", heads=POOLED_HEADS)
+    cfg = run_config(run_dir, [], command="export", heads=SENTENCE_HEADS)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"export: {out} exists and is not an empty folder; give a new "
                           "folder (nothing was overwritten)")

@@ -7,7 +7,8 @@ loaded into it. DATA is read as the run read its own data: the same text, pair a
 columns and label set; a label column is optional (with one, the accuracy is reported).
 The predictions are written as a csv: the text (and pair), the label where given, the
 predicted label, its probability, and each label's probability; for a regression run the
-predicted score (with DATA's scores, the run's test metrics against them).
+predicted score (with DATA's scores, the run's test metrics against them); for a tagging
+run (task_head=token) each word's predicted tag, as CoNLL lines.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class Predictions:
     micro_f1: float | None = None
     """task_head=multilabel, where DATA has labels: F1 over every (text, label) decision
     (spry.tasks.metrics.label_set_scores); `accuracy` is then the exact-match rate."""
+    entities: dict[str, float] | None = None
+    """task_head=token with BIO tags, where DATA has tags: metrics.jsonl's test_entity_f1,
+    _precision and _recall against them; `accuracy` is then over words."""
 
 
 def predict(run_dir: str | Path, data: str | Path, out: str | Path | None = None,
@@ -71,6 +75,8 @@ def predict(run_dir: str | Path, data: str | Path, out: str | Path | None = None
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     names = tuple(cfg.label_names or ())
+    if cfg.task_head == "token":
+        return _tag(Path(run_dir), Path(data), out, cfg, names)
     texts, pairs, labels = _read(Path(data), cfg, names)
     tokenizer = load_tokenizer(cfg)
     encoded = head_of(cfg).encode(Examples(texts, labels or [0] * len(texts), pairs), tokenizer,
@@ -143,6 +149,97 @@ def _label_sets(path: Path, cfg: Config, texts, pairs, labels, logits: torch.Ten
     report = {names[c]: row for c, row in label_set_report(predicted, gold).items()}
     return Predictions(path, len(texts), scores["accuracy"], loss, counts, scores["macro_f1"],
                        report, micro_f1=scores["micro_f1"])
+
+
+def _tag(run_dir: Path, data: Path, out, cfg: Config, names: tuple[str, ...]) -> Predictions:
+    """task_head=token: each word's predicted tag and its probability, written as CoNLL
+    lines (`word [gold] predicted probability`, conlleval's layout; a blank line after each
+    sentence) to RUN_DIR/predictions/<DATA's stem>.conll, or a row a sentence (tags joined
+    by spaces) where `out` ends in .csv; where DATA has tags, the run's held-out metrics
+    against them."""
+    from spry.client import eval_precision
+    from spry.models import load_tokenizer
+    from spry.tasks.tokens import encode, entity_scores, is_entity_tagging, predict_tags
+
+    words, gold = _read_tagged(data, cfg, names)
+    tokenizer = load_tokenizer(cfg)
+    examples = Examples([" ".join(w) for w in words],
+                        gold or [[0] * len(w) for w in words], words=words)
+    encoded = encode(examples, tokenizer, cfg.max_length)
+    model = load_run_model(run_dir, cfg, tokenizer)
+    with eval_precision(cfg):
+        tags, probabilities, loss, seen = predict_tags(model, encoded, tokenizer, cfg)
+    path = Path(out) if out else run_dir / "predictions" / f"{data_stem(data)}.conll"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        if path.suffix.lower() == ".csv":
+            w = csv.writer(f)
+            w.writerow(["text", *(["tags"] if gold else []), "predicted"])
+            for i, sentence in enumerate(words):
+                w.writerow([" ".join(sentence),
+                            *([" ".join(names[t] for t in gold[i])] if gold else []),
+                            " ".join(names[t] for t in tags[i])])
+        else:
+            for i, sentence in enumerate(words):
+                for j, word in enumerate(sentence):
+                    p = probabilities[i][j]
+                    shown = "-" if p is None else f"{float(p[tags[i][j]]):.4f}"
+                    f.write("\t".join([word, *([names[gold[i][j]]] if gold else []),
+                                       names[tags[i][j]], shown]) + "\n")
+                f.write("\n")
+    flat = [t for s in tags for t in s]
+    counts = {n: flat.count(c) for c, n in enumerate(names)}
+    if not gold:
+        return Predictions(path, len(words), None, None, counts)
+    truth = [t for s in gold for t in s]
+    report = {names[c]: row for c, row in class_report(flat, truth).items()}
+    made = Predictions(path, len(words), sum(p == y for p, y in zip(flat, truth)) / len(truth),
+                       loss / max(seen, 1), counts, macro_f1(flat, truth), report)
+    if is_entity_tagging(names):
+        made.entities = entity_scores([[names[t] for t in s] for s in gold],
+                                      [[names[t] for t in s] for s in tags])
+    return made
+
+
+def _read_tagged(path: Path, cfg: Config, names: tuple[str, ...]
+                 ) -> tuple[list[list[str]], list[list[int]] | None]:
+    """DATA's sentences as words, and their tags as indices into the run's tag set where it
+    has the run's tag column (a CoNLL file: where its lines have tags)."""
+    from spry.data.tags import cell_list, row_words_tags
+
+    if path.is_dir():
+        raise ConfigError(f"predict: {path} is a folder; give the file to tag")
+    rows = read_rows(path, unlabelled=True)
+    if not rows.rows:
+        raise ConfigError(f"predict: {path} has no rows")
+    columns = list(rows.rows[0])
+    text, label = cfg.text_column, cfg.label_column
+    if text not in columns:
+        raise ConfigError(f"predict: {path} has no column {text!r}, which the run read as its "
+                          f"words; its columns are {sorted(columns)}: name that column "
+                          f"{text!r}")
+    if label not in columns:
+        words = []
+        for i, row in enumerate(rows.rows):
+            found = cell_list(row.get(text))
+            if not found:
+                raise ConfigError(f"predict: {path} {rows.name(i)} has no words in column "
+                                  f"{text!r}; give every sentence its words, or drop the row")
+            words.append([str(w) for w in found])
+        return words, None
+    lookup = {n: i for i, n in enumerate(names)}
+    words, gold = [], []
+    for i in range(len(rows)):
+        found, raw = row_words_tags(rows, i, text, label, str(path))
+        index = [lookup.get(str(label_key(t))) for t in raw]
+        if None in index:
+            bad = raw[index.index(None)]
+            raise ConfigError(f"predict: {path} {rows.name(i)} has the tag {bad!r}, which the "
+                              f"run did not train on (its tags: {list(names)}); fix it, or "
+                              f"drop column {label!r} to tag without scoring")
+        words.append(found)
+        gold.append(index)
+    return words, gold
 
 
 def load_run_model(run_dir: Path, cfg: Config, tokenizer):

@@ -319,7 +319,7 @@ def _check_head(cfg: Config) -> None:
     if cfg.tangent_sharing == "example":
         if cfg.peft in NO_EXAMPLE_TANGENTS or cfg.task_head not in POOLED_HEADS:
             raise ConfigError("tangent_sharing: example needs task_head=classifier (or "
-                              "multilabel, regression) and linear "
+                              "multilabel, regression, token) and linear "
                               "trainable tensors (peft=lora, tinylora or head), not "
                               f"peft={cfg.peft!r}, "
                               f"task_head={cfg.task_head!r}; set tangent_sharing=batch")
@@ -355,6 +355,14 @@ def _check_head(cfg: Config) -> None:
                           "set head_gradient=estimator")
     if cfg.task_head not in POOLED_HEADS:
         return  # the other heads have no pooled linear head; these settings do not apply
+    if cfg.task_head == "token" and cfg.pair_column is not None:
+        raise ConfigError("pair_column: task_head=token tags the words of one text; remove "
+                          "pair_column")
+    if cfg.task_head == "token" and cfg.pooling not in ("auto", "model"):
+        raise ConfigError(f"pooling: task_head=token reads every token's state, not a pooled "
+                          f"one; pooling={cfg.pooling} does not apply: set pooling=auto (the "
+                          "head on the token states) or model (the architecture's "
+                          "*ForTokenClassification)")
     if cfg.pooling == "model" and cfg.head_init in POOLED_HEAD_INITS:
         raise ConfigError(f"head_init: {cfg.head_init} needs a pooled head (pooling=auto, cls, "
                           "mean or max); with pooling=model set head_init=random")

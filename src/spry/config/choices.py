@@ -40,13 +40,17 @@ DTYPES = ("float32", "float64", "bfloat16")
 # models after the round's local training (no extra training)
 PERSONALIZATIONS = ("global", "round")
 EVAL_DTYPES = ("bfloat16",)  # autocast's lower precision; None evaluates in `dtype`
-TASK_HEADS = ("classifier", "multilabel", "regression", "verbalizer", "span", "generate")
-LABEL_HEADS = ("classifier", "multilabel", "regression", "verbalizer")
-"""The task heads that give one label (or score) an example, read from labelled text (the
-QA heads answer with spans or text)."""
-POOLED_HEADS = ("classifier", "multilabel", "regression")
-"""The task heads that are a linear head over a pooled feature: its round-0 initialisation
-and exact gradient apply."""
+TASK_HEADS = ("classifier", "multilabel", "regression", "token", "verbalizer", "span",
+              "generate")
+LABEL_HEADS = ("classifier", "multilabel", "regression", "token", "verbalizer")
+"""The task heads that read labelled text: a label (or score, or set of labels) a text, or
+a tag a word (token); the QA heads answer with spans or text."""
+POOLED_HEADS = ("classifier", "multilabel", "regression", "token")
+"""The task heads that are a linear head over features (a pooled one, or every token's):
+its round-0 initialisation and exact gradient apply."""
+SENTENCE_HEADS = ("classifier", "multilabel", "regression")
+"""The pooled heads over one feature a text (spry export writes them as sentence-transformers
+models)."""
 ON_ALL_CLIENTS_FAILED = ("continue", "stop")
 RECIPES = ("spry", "paper")
 POOLINGS = ("auto", "model", "cls", "mean", "max", "last")

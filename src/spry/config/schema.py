@@ -55,7 +55,10 @@ class Config:
     with any number of labels (a label column of lists or of labels joined by
     label_separator, or several 0/1 label columns: label_column=toxic,insult);
     `regression`: the same pooled linear head with one output, trained by squared error on
-    a numeric label column (a score, e.g. a similarity 0-5); `verbalizer`: a
+    a numeric label column (a score, e.g. a similarity 0-5); `token`: the same linear head
+    on every token, a tag a word (named entities, parts of speech: a column of words and
+    one of their tags, or a CoNLL file), scored per word and, for BIO tags, per entity;
+    `verbalizer`: a
     causal LM scores each label's word as the next token after the text (no head unit);
     `span`: extractive QA, start/end logits from the `qa_outputs` head (dataset=squad_v2);
     `generate`: QA on a causal LM, which writes the answer (dataset=squad_v2; no head unit)."""

@@ -112,13 +112,17 @@ def node_client_data(cfg: Config, tokenizer, path: str | Path, client_id: int,
 
 def label_counts(labels: list, names) -> list[int]:
     """A client's examples per class, in the order of the label `names` (a multi-hot row,
-    task_head=multilabel, counts for each label it has); with no names
+    task_head=multilabel, counts for each label it has; a list of tags, task_head=token,
+    each of its words); with no names
     (task_head=regression: scores) all its examples are one class."""
     if not names:
         return [len(labels)]
     counts = [0] * len(names)
     for label in labels:
-        if isinstance(label, tuple):
+        if isinstance(label, list):  # task_head=token: a sentence's tags, one a word
+            for tag in label:
+                counts[tag] += 1
+        elif isinstance(label, tuple):
             for c, hot in enumerate(label):
                 counts[c] += int(hot)
         else:

@@ -8,7 +8,7 @@ import re
 
 from spry.config import Config, ConfigError
 from spry.data.files import Rows, data_suffix
-from spry.data.labels import label_columns
+from spry.data.labels import label_columns, label_key
 
 TEXT_COLUMNS = ("text", "sentence", "content", "review", "document", "question", "query",
                 "body", "comment", "tweet", "utterance", "description", "abstract", "title")
@@ -125,9 +125,15 @@ def _guess_roles(rows: Rows, names: list[str]) -> tuple[str | None, str | None]:
 
 def raise_with_guess(rows: Rows, cause: ConfigError, cfg: Config) -> None:
     """A file whose columns have none of the usual names: the error says which columns
-    look like the text and the label, as settings to copy (those not set already)."""
+    look like the text and the label, as settings to copy (those not set already); a
+    file of words and their tags is told task_head=token."""
     if not rows.rows:
         return
+    tagged = looks_like_tagging(rows) if cfg.task_head != "token" else None
+    if tagged is not None:
+        raise ConfigError(f"task_head: {rows.path} has a column of words ({tagged[0]!r}) and one "
+                          f"of their tags ({tagged[1]!r}), a tag a word: set task_head=token "
+                          "(sequence tagging: named entities, parts of speech)") from None
     columns = list(rows.rows[0])
     text, label = _guess_roles(rows, columns)
     try:  # a text column found by its name needs no setting
@@ -140,6 +146,22 @@ def raise_with_guess(rows: Rows, cause: ConfigError, cfg: Config) -> None:
                      if name is not None and getattr(cfg, setting) is None)
     if guess:
         raise ConfigError(f"{cause} (by their values here: {guess})") from None
+
+
+def looks_like_tagging(rows: Rows) -> tuple[str, str] | None:
+    """(words, tags) where two columns hold lists of the same length in the first rows (a
+    sentence's words and a tag each): what a classifier run on such a file is told."""
+    sample = rows.rows[:20]
+    if not sample:
+        return None
+    listed = [c for c in sample[0] if all(isinstance(r.get(c), list) and r.get(c)
+                                          for r in sample)]
+    for words in listed:
+        if all(isinstance(w, str) for r in sample for w in r[words]):
+            for tags in listed:
+                if tags != words and all(len(r[tags]) == len(r[words]) for r in sample):
+                    return words, tags
+    return None
 
 
 def unread_text_columns(rows: Rows, columns: set[str]) -> tuple[str, ...]:
@@ -183,3 +205,12 @@ def row_texts(rows: Rows, i: int, text: str, pair: str | None, where: str
     first = model_text(check_text(row.get(text), text, "text_column", where, rows.name(i)))
     second = check_text(row.get(pair), pair, "pair_column", where, rows.name(i)) if pair else None
     return first, second
+
+
+def group_of(value, column: str, where: str, row: str) -> str:
+    """A row's client under partition_by: its value of that column, as text."""
+    if value is None or isinstance(value, (list, dict)) or not str(value).strip():
+        raise ConfigError(f"partition_by: {where} {row} has {value!r} in column {column!r}, "
+                          "not a client's name; give every row the id of its client (a user, "
+                          "a site), or drop the row")
+    return str(label_key(value))

@@ -18,13 +18,19 @@ import gzip
 import io
 import json
 import lzma
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from spry.config import ConfigError
 
 FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json",
-                ".parquet": "parquet", ".txt": "fasttext"}
+                ".parquet": "parquet", ".txt": "fasttext", ".conll": "conll", ".iob": "conll",
+                ".bio": "conll", ".conllu": "conllu"}
+CONLL_TAG = re.compile(r"O|[BIESLU]-\S+|[A-Z$][A-Z$.:,'`-]*")
+"""What the last field of a CoNLL line looks like: `O`, `B-PER`, `NNP`, `VBZ`, `PUNCT`."""
+WORDS, TAGS = "tokens", "tags"
+"""The columns a CoNLL file's sentences are read into (task_head=token)."""
 FASTTEXT_LABEL = "__label__"
 """fastText's label prefix: a .txt file is read as fastText's supervised format, one text a
 line after its labels (`__label__positive __label__funny the text`)."""
@@ -121,10 +127,13 @@ def read_rows(path: Path, columns: tuple[str, ...] | None = None,
         raise ConfigError(f"dataset: {path} has suffix {shown!r}; use one of "
                           f"{', '.join(FILE_FORMATS)} (the text ones may end in "
                           f"{', '.join(COMPRESSIONS)} too; .txt is fastText's "
-                          f"`{FASTTEXT_LABEL}<label> text` lines){sheet}")
+                          f"`{FASTTEXT_LABEL}<label> text` lines; .conll/.iob/.bio a word and its "
+                          f"tag a line; .conllu Universal Dependencies){sheet}")
     if fmt != "parquet" and _blank(path):
         layout = {"csv": "a header row and one row a line", "json": "one JSON object a line",
-                  "fasttext": "a line a text, its __label__ first"}[fmt]
+                  "fasttext": "a line a text, its __label__ first",
+                  "conll": "a word and its tag a line, a blank line after each sentence",
+                  "conllu": "Universal Dependencies' ten columns a word"}[fmt]
         raise ConfigError(f"dataset: {path} is empty; give a file with {layout}")
     if fmt != "parquet":
         _refuse_non_utf8(path)
@@ -133,6 +142,8 @@ def read_rows(path: Path, columns: tuple[str, ...] | None = None,
                           f"header row; {path} is {fmt}, whose columns have names: remove it")
     if fmt == "fasttext":
         return _read_fasttext(path, unlabelled)
+    if fmt in ("conll", "conllu"):
+        return _read_conll(path, unlabelled, universal=fmt == "conllu")
     options = dict(csv_options or {})
     if fmt == "csv":
         options.setdefault("delimiter", "\t" if data_suffix(path) == ".tsv"
@@ -359,6 +370,11 @@ def _read_fasttext(path: Path, unlabelled: bool = False) -> Rows:
             labels.append(tokens.pop(0)[len(FASTTEXT_LABEL):])
         if not labels:
             shown = " ".join(tokens)[:60]
+            if _looks_like_conll(found):
+                raise ConfigError(
+                    f"dataset: {path} line {number} ({shown!r}) reads as a word and its tag "
+                    "a line (CoNLL), not fastText's `__label__` lines: rename it to "
+                    f"{path.stem}.conll and set task_head=token")
             raise ConfigError(
                 f"dataset: {path} line {number} ({shown!r}) has no `{FASTTEXT_LABEL}` "
                 "label: a .txt file is read as fastText's format, a line's labels first "
@@ -367,6 +383,71 @@ def _read_fasttext(path: Path, unlabelled: bool = False) -> Rows:
         rows.append({"text": " ".join(tokens), "label": labels[0] if len(labels) == 1
                      else labels})
     return Rows(path, rows, [n for n, _ in found])
+
+
+def _looks_like_conll(lines: list[tuple[int, list[str]]]) -> bool:
+    """The first lines hold two to four fields each, the last a tag (CoNLL's `EU B-ORG`:
+    `O`, a BIO tag, or an upper-case part of speech), not a sentence each."""
+    head = [tokens for _, tokens in lines[:50]]
+    return bool(head) and all(2 <= len(t) <= 4 and CONLL_TAG.fullmatch(t[-1]) for t in head)
+
+
+def _read_conll(path: Path, unlabelled: bool = False, universal: bool = False) -> Rows:
+    """A CoNLL file (CoNLL-2003, WNUT-17, most NER and chunking sets): a word a line and its
+    tag in the line's last field (tab- or space-separated), a blank line after each
+    sentence, `-DOCSTART-` lines passed over; `universal` (.conllu, Universal Dependencies):
+    comment lines (#) and multi-word or empty nodes passed over, the word its FORM (field
+    2) and the tag its UPOS (field 4). Each sentence a row of WORDS and TAGS, named by the
+    line it starts on. `unlabelled` (spry predict): a line may hold the word alone."""
+    rows, lines, words, tags, start, tagless = [], [], [], [], None, None
+
+    def close():
+        nonlocal tagless
+        if tags and tagless is not None:
+            raise ConfigError(f"dataset: {path} line {tagless} has a word and no tag, and other "
+                              "lines of its sentence have tags; give every word its tag, or "
+                              "none (words alone, to tag them)")
+        if words:
+            rows.append({WORDS: list(words), TAGS: list(tags)} if tags or not unlabelled
+                        else {WORDS: list(words)})
+            lines.append(start)
+        words.clear()
+        tags.clear()
+        tagless = None
+
+    with _text(path) as f:
+        for number, line in enumerate(f, 1):
+            fields = [x.strip() for x in (line.split("\t") if "\t" in line else line.split())]
+            fields = [x for x in fields if x] if not universal else fields
+            if not line.strip() or fields[0] == "-DOCSTART-":
+                close()
+                continue
+            if universal:
+                if line.startswith("#") or not fields[0].isdigit():
+                    continue  # a comment, or a multi-word (1-2) or empty (1.1) node
+                if len(fields) < 4:
+                    raise ConfigError(f"dataset: {path} line {number} has {len(fields)} fields; "
+                                      "a .conllu line has ten (ID, FORM, LEMMA, UPOS, ...)")
+                word, tag = fields[1], fields[3]
+            elif len(fields) >= 2:
+                word, tag = fields[0], fields[-1]
+            elif unlabelled:
+                word, tag = fields[0], None
+                tagless = number if tagless is None else tagless
+            else:
+                raise ConfigError(f"dataset: {path} line {number} ({line.strip()[:40]!r}) has a "
+                                  "word and no tag: a CoNLL file has a word and its tag a line "
+                                  "(`EU B-ORG`), a blank line after each sentence")
+            if not words:
+                start = number
+            words.append(word)
+            if tag is not None:
+                tags.append(tag)
+        close()
+    if not rows:
+        raise ConfigError(f"dataset: {path} has no sentences; give a word and its tag a line, "
+                          "a blank line after each sentence")
+    return Rows(path, rows, lines)
 
 
 def _line_numbers(path: Path, fmt: str, count: int, header: bool) -> list[int] | None:

@@ -223,9 +223,9 @@ def check_label(value, label: str, where: str, row: str) -> None:
     if isinstance(value, (list, tuple)):
         raise ConfigError(f"label_column: {where} {row} has a list of labels in column "
                           f"{label!r} ({value!r}): for a multi-label task (any number of "
-                          "labels a row) set task_head=multilabel; beside a list of tokens "
-                          "it is token classification (a tag per token, e.g. NER), which "
-                          "Spry does not train")
+                          "labels a row) set task_head=multilabel; for a tag a word beside "
+                          "a column of words (named entities, parts of speech) set "
+                          "task_head=token")
     if isinstance(value, dict):
         raise ConfigError(f"label_column: {where} {row} has an object in column {label!r} "
                           f"({value!r}); give the label itself, a string or an integer")
@@ -265,3 +265,17 @@ def read_score(value, label: str, where: str, row: str) -> float:
                           "a number; task_head=regression learns a numeric score (for "
                           "classes set task_head=classifier)")
     return number
+
+
+def class_index(raw, lookup: dict[str, int], names: tuple[str, ...], offset: int,
+                 where: str, row: str) -> int:
+    """A single label's index in the label set (by name, else as an integer less the
+    recipe's offset), refused where it is outside the set."""
+    index = lookup.get(str(label_key(raw)))
+    if index is None:
+        number = as_int(raw)
+        index = None if number is None else number - offset
+    if index is None or not 0 <= index < len(names):
+        raise ConfigError(f"label_names: {where} {row} has label {raw!r}, outside the label "
+                          f"set {list(names)}; fix the data or set label_names")
+    return index

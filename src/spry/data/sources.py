@@ -13,14 +13,16 @@ import torch
 
 from spry.config import Config, ConfigError
 from spry.data import synthetic
-from spry.data.columns import (raise_if_headerless, raise_with_guess, resolve_columns,
-                               row_texts, unread_text_columns)
+from spry.data import tags as tagging
+from spry.data.columns import (group_of, raise_if_headerless, raise_with_guess,
+                               resolve_columns, row_texts, unread_text_columns)
 from spry.data.examples import Examples
 from spry.data.files import (SPLIT_NAMES, Rows, data_stem, dataset_rows, file_format,
                              held_out_order, is_saved_dataset, read_rows, read_saved,
                              read_split, split_files)
-from spry.data.labels import (UNLABELLED, as_int, check_label, class_label, label_columns,
-                              label_key, label_set, multi_hot, read_score, row_label_set)
+from spry.data.labels import (UNLABELLED, check_label, class_index, class_label,
+                              label_columns, label_set, multi_hot, read_score,
+                              row_label_set)
 from spry.data.recipes import LABEL_OFFSETS, RECIPES, FileSpec
 from spry.seeds import derive_seed, generator
 
@@ -68,6 +70,11 @@ def _load_task(cfg: Config) -> Task:
                           f"dataset={cfg.dataset!r} has one label a text; give a file (or "
                           "hub dataset) whose label column lists each text's labels, or set "
                           "task_head=classifier")
+    if cfg.task_head == "token" and (cfg.dataset == "sentiment" or cfg.dataset in RECIPES):
+        raise ConfigError(f"task_head: token tags each word of a text, and "
+                          f"dataset={cfg.dataset!r} has one label a text; give a CoNLL file "
+                          "(.conll, .conllu) or a file with a column of words and one of their "
+                          "tags, or set task_head=classifier")
     if cfg.partition_by is not None and (cfg.dataset == "sentiment" or cfg.dataset in RECIPES):
         raise ConfigError(f"partition_by: names a column of your own data; dataset="
                           f"{cfg.dataset!r} is a recipe, dealt by dirichlet_alpha: give a "
@@ -95,9 +102,12 @@ def strata(labels: list, cfg: Config) -> list[int]:
     for scores (task_head=regression) its quantile bin (SCORE_STRATA of them, by rank); for
     a set of labels (task_head=multilabel) the rarest label it has, or one class past the
     labels for a row with none, so the rare labels are dealt and held out as classes are
-    (a common way to stratify multi-label data; exact only for one label a row)."""
+    (a common way to stratify multi-label data; exact only for one label a row); for a
+    sentence's tags (task_head=token) its rarest tag."""
     if cfg.task_head == "multilabel":
         return rarest_labels(labels)
+    if cfg.task_head == "token":
+        return tagging.rarest_tags(labels)
     if cfg.task_head != "regression":
         return list(labels)
     order = sorted(range(len(labels)), key=lambda i: labels[i])
@@ -192,6 +202,15 @@ def _rel(path: Path) -> str:
     return "/".join(path.parts[-2:])
 
 
+def _resolve_columns(columns: list[str], cfg: Config, where: str
+                     ) -> tuple[str, str | None, str]:
+    """(text, pair, label) columns of the task head: a tagger's words and tags (no pair)."""
+    if cfg.task_head == "token":
+        words, tags = tagging.token_columns(columns, cfg, where)
+        return words, None, tags
+    return resolve_columns(columns, cfg, where)
+
+
 def _columns(text: str, pair: str | None, label: str) -> dict[str, str | None]:
     return {"text_column": text, "pair_column": pair, "label_column": label}
 
@@ -212,7 +231,7 @@ def _load_files(cfg: Config) -> Task:
         train_rows = read_rows(train_path, columns=given)
     columns = list(train_rows.rows[0].keys()) if train_rows.rows else []
     try:
-        text, pair, label = resolve_columns(columns, cfg, cfg.dataset)
+        text, pair, label = _resolve_columns(columns, cfg, cfg.dataset)
     except ConfigError as exc:
         if given is None:
             raise_if_headerless(train_rows, exc)
@@ -253,8 +272,10 @@ def read_node_file(path: Path, cfg: Config) -> Examples:
                           "csv/tsv/json/jsonl/parquet file>\"'")
     rows = read_rows(path, columns=tuple(cfg.column_names) if cfg.column_names else None)
     columns = list(rows.rows[0]) if rows.rows else []
-    text, pair, label = resolve_columns(columns, cfg, str(path))
+    text, pair, label = _resolve_columns(columns, cfg, str(path))
     names = None if cfg.task_head == "regression" else tuple(cfg.label_names)
+    if cfg.task_head == "token":
+        return tagging.to_token_examples(rows, text, label, names, str(path))
     return _to_examples(rows, text, pair, label, names, where=str(path),
                         separator=label_separator(cfg))
 
@@ -318,7 +339,7 @@ def _load_hub(cfg: Config, test_split: str | None = None, name: str | None = Non
             "data_dir, or a local csv/tsv/json/jsonl/parquet file") from None
     splits = {split: dataset_rows(ds[split], Path(f"{cfg.dataset}[{split}]")) for split in ds}
     train_rows, candidates = _named_splits(splits, repr(cfg.dataset))
-    text, pair, label = resolve_columns(list(train_rows.rows[0]) if train_rows.rows else [],
+    text, pair, label = _resolve_columns(list(train_rows.rows[0]) if train_rows.rows else [],
                                         cfg, cfg.dataset)
     if test_split is not None:  # a recipe's
         test_rows = splits.get(test_split)
@@ -331,6 +352,14 @@ def _task(cfg: Config, name: str, train_rows: Rows, test_rows: Rows | None, text
           pair: str | None, label: str, unread: tuple[str, ...] = ()) -> Task:
     """A file's or a hub dataset's task from its rows: the label set, the examples (the
     training split's with partition_by's clients), the columns read."""
+    if cfg.task_head == "token":
+        names = (tuple(cfg.label_names) if cfg.label_names
+                 else tagging.tag_set(train_rows, text, label, cfg.dataset))
+        train = tagging.to_token_examples(train_rows, text, label, names, str(train_rows.path),
+                                          group=cfg.partition_by)
+        test = (tagging.to_token_examples(test_rows, text, label, names, str(test_rows.path))
+                if test_rows is not None else None)
+        return Task(name, train, test, names, _columns(text, None, label), unread=unread)
     names = label_set(cfg, train_rows, label, cfg.dataset)
     separator = label_separator(cfg)
     train = _to_examples(train_rows, text, pair, label, names, where=str(train_rows.path),
@@ -374,14 +403,14 @@ def _to_examples(rows: Rows, text: str, pair: str | None, label: str,
                 skipped += 1
                 continue
             index = (read_score(raw, label, where, rows.name(i)) if names is None
-                     else _class_index(raw, lookup, names, offset, where, rows.name(i)))
+                     else class_index(raw, lookup, names, offset, where, rows.name(i)))
         first, second = row_texts(rows, i, text, pair, where)
         texts.append(first)
         if pair:
             pairs.append(second)
         labels.append(index)
         if group:
-            groups.append(_group_of(row.get(group), group, where, rows.name(i)))
+            groups.append(group_of(row.get(group), group, where, rows.name(i)))
     if skipped:
         log.info("dataset: %s: %d rows with label -1 (no label, as datasets marks it) left out",
                  where, skipped)
@@ -389,28 +418,3 @@ def _to_examples(rows: Rows, text: str, pair: str | None, label: str,
         raise ConfigError(f"dataset: {where} has no labelled rows (every label is -1, as "
                           "datasets marks an unlabelled split); give a labelled split")
     return Examples(texts, labels, pairs, groups=groups)
-
-
-def _class_index(raw, lookup: dict[str, int], names: tuple[str, ...], offset: int,
-                 where: str, row: str) -> int:
-    """A single label's index in the label set (by name, else as an integer less the
-    recipe's offset), refused where it is outside the set."""
-    index = lookup.get(str(label_key(raw)))
-    if index is None:
-        number = as_int(raw)
-        index = None if number is None else number - offset
-    if index is None or not 0 <= index < len(names):
-        raise ConfigError(f"label_names: {where} {row} has label {raw!r}, outside the label "
-                          f"set {list(names)}; fix the data or set label_names")
-    return index
-
-
-def _group_of(value, column: str, where: str, row: str) -> str:
-    """A row's client under partition_by: its value of that column, as text."""
-    if value is None or isinstance(value, (list, dict)) or not str(value).strip():
-        raise ConfigError(f"partition_by: {where} {row} has {value!r} in column {column!r}, "
-                          "not a client's name; give every row the id of its client (a user, "
-                          "a site), or drop the row")
-    return str(label_key(value))
-
-

@@ -76,10 +76,12 @@ class LocalEngine:
         """Round 0 of head_init=class_means or lda (spry.engines.node.client_class_statistics).
         It visits every client, not one round's sample, so it can take minutes before the
         first round's bar appears: it says how far it is every PROGRESS_SECONDS."""
-        what = ("sums and scatter of the score and pooled features"
+        features = ("token states (every word's first token)" if self.cfg.task_head == "token"
+                    else "pooled features")
+        what = (f"sums and scatter of the score and {features}"
                 if self.cfg.task_head == "regression" else
-                "class sums and within-class scatter of the pooled features"
-                if self.cfg.head_init == "lda" else "class means of the pooled features")
+                f"class sums and within-class scatter of the {features}"
+                if self.cfg.head_init == "lda" else f"class means of the {features}")
         log.info("round 0: %s of %d clients (a forward pass over at most %s of each one's "
                  "examples, no backward)", what, len(client_ids),
                  self.cfg.head_init_examples or "all")

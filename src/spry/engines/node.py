@@ -31,8 +31,8 @@ from spry.data.batches import iterate_batches
 from spry.messages import EvalInstruction, TrainInstruction
 from spry.models import load_trainable
 from spry.seeds import derive_seed, generator
-from spry.tasks.linear_head import (ClassStatistics, class_statistics, multilabel_statistics,
-                                   score_statistics)
+from spry.tasks.linear_head import (ClassStatistics, class_statistics, labelled_tokens,
+                                   multilabel_statistics, score_statistics)
 
 
 @dataclass
@@ -70,7 +70,8 @@ def round_zero_features(model: nn.Module, client_id: int, data: ClientData, toke
                         cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     """(pooled features, labels) of at most head_init_examples of the client's training
     examples (a seeded choice), one forward pass each in eval mode, no backward: what
-    round 0's statistics are made of."""
+    round 0's statistics are made of (task_head=token: every labelled token's state and
+    tag, from at most head_init_examples sentences)."""
     model.eval()
     train = data.train
     order = torch.randperm(len(train), generator=generator(
@@ -78,8 +79,13 @@ def round_zero_features(model: nn.Module, client_id: int, data: ClientData, toke
     keep = sorted(order[: cfg.head_init_examples] if cfg.head_init_examples else order)
     features, labels = [], []
     for batch in iterate_batches(train.subset(keep), tokenizer, cfg.eval_batch_size):
-        labels.append(batch.pop("labels"))
-        features.append(model(**{k: v.to(cfg.device) for k, v in batch.items()}).features)
+        y = batch.pop("labels")
+        out = model(**{k: v.to(cfg.device) for k, v in batch.items()})
+        f = out.features
+        if f.dim() == 3:  # task_head=token: each labelled token is an example
+            f, _, y = labelled_tokens(f, out.logits, y.to(f.device))
+        labels.append(y.cpu())
+        features.append(f)
     if not features:
         return torch.zeros(0, model.config.hidden_size), torch.zeros(0, dtype=torch.long)
     return torch.cat(features).float().cpu(), torch.cat(labels)

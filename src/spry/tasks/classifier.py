@@ -20,6 +20,7 @@ from spry.data.batches import Encoded, indexed_batches
 from spry.models import apply_peft, call_with, head_module_names, resolve_model_path
 from spry.tasks.metrics import binary_f1, macro_f1
 from spry.tasks.pooling import load_pooled_classifier
+from spry.tasks.tokens import token_losses
 
 
 def load_model(cfg: Config, num_labels: int, pad_token_id: int | None,
@@ -78,7 +79,10 @@ def pointwise_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = 
     multi-hot rows (task_head=multilabel, (B, labels) floats) the binary cross-entropy of
     each label's sigmoid, averaged over the labels (the mean of all B × labels terms, as
     BCEWithLogitsLoss takes it); for scores (float labels, task_head=regression, one
-    output) the squared error."""
+    output) the squared error; for (B, T, tags) token logits (task_head=token) the
+    cross-entropy of the labelled tokens (spry.tasks.tokens.token_losses)."""
+    if logits.dim() == 3:
+        return token_losses(logits, labels, reduction)
     if labels.dim() == 2:
         terms = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype),
                                                    reduction="none").mean(-1)

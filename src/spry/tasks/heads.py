@@ -13,7 +13,8 @@ from typing import Callable
 
 from spry.config import Config
 from spry.data.batches import encode as encode_texts
-from spry.tasks import classifier, multilabel, regression, squad, squad_generate, verbalizer
+from spry.tasks import (classifier, multilabel, regression, squad, squad_generate, tokens,
+                        verbalizer)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ HEADS: dict[str, TaskHead] = {
     # The classifier's model and loss with one output: a score, not a class.
     "regression": TaskHead(regression.load_model, encode_texts, classifier.task_loss,
                            regression.evaluate, regression.held_out_metrics),
+    # The classifier's head on every token state: a tag a word (named entities, parts of
+    # speech); its loss the classifier's, over the labelled tokens.
+    "token": TaskHead(tokens.load_model, tokens.encode, classifier.task_loss, tokens.evaluate,
+                      tokens.held_out_metrics),
     # A causal LM read as a classifier: its logits are the label words', so the
     # classifier's loss and scores apply unchanged.
     "verbalizer": TaskHead(verbalizer.load_model, encode_texts, classifier.task_loss,

@@ -286,7 +286,10 @@ def head_gradient(features: torch.Tensor, logits: torch.Tensor, labels: torch.Te
     against class indices (residual p − y), binary cross-entropy against multi-hot rows
     (task_head=multilabel: residual σ(z) − y, over the labels too, as the loss averages
     them), or squared error against float scores (task_head=regression, one output:
-    residual 2 (ŷ − y))."""
+    residual 2 (ŷ − y)). Token states (task_head=token: (B, T, hidden) features, (B, T)
+    labels) count each labelled token as an example, as the token loss averages them."""
+    if features.dim() == 3:
+        features, logits, labels = labelled_tokens(features, logits, labels)
     dtype = torch.promote_types(features.dtype, torch.float32)  # bfloat16 -> float32
     if labels.dim() == 2:
         residual = (logits.to(dtype).sigmoid() - labels.to(dtype)) / labels.shape[1]
@@ -295,5 +298,18 @@ def head_gradient(features: torch.Tensor, logits: torch.Tensor, labels: torch.Te
     else:
         residual = logits.to(dtype).softmax(-1)
         residual[torch.arange(len(labels)), labels] -= 1.0
-    residual /= len(labels)
+    residual /= max(len(labels), 1)
     return residual.T @ features.to(dtype), residual.sum(0)
+
+
+UNLABELLED_TOKEN = -100
+"""task_head=token: the label of a token that is not a word's first (torch's cross-entropy
+ignore_index, transformers' convention)."""
+
+
+def labelled_tokens(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor):
+    """(features, logits, labels) of the labelled tokens of (B, T, ·) token tensors,
+    flattened: the examples of the exact head gradient and of round 0's statistics."""
+    keep = labels.reshape(-1) != UNLABELLED_TOKEN
+    return (features.reshape(-1, features.shape[-1])[keep],
+            logits.reshape(-1, logits.shape[-1])[keep], labels.reshape(-1)[keep])
