@@ -311,3 +311,46 @@ def test_multilabel_grid_builds_digests_and_gives_every_method_the_same_budget(
     assert "| Spry (recipe=spry defaults) | 0.600 / 0.800 / 0.3000 | 0.700 / 0.850 / 0.840 / " \
            "0.2500 | 0.700 |" in text
     assert "| Spry (recipe=spry defaults) | 0.700 | not run | not run |  |  |" in text
+
+
+@pytest.fixture
+def tokens():
+    yield _load("tokens")
+    del sys.modules["tokens"]
+
+
+def test_token_grid_reads_wnut_as_conll_files_with_one_budget(tokens, tmp_path, monkeypatch):
+    # WNUT-17's two files, laid out as the public collection keeps them
+    for split, name in tokens.SOURCES.items():
+        (tmp_path / "ner" / split).mkdir(parents=True)
+        (tmp_path / "ner" / split / name).write_text(f"{split}\tO\nParis\tB-location\n\n")
+    monkeypatch.setenv("SPRY_NER_DIR", str(tmp_path / "ner"))
+    monkeypatch.setattr(tokens, "DATA", tmp_path / "out")
+    train, test = tokens.write_data()
+    assert (train.name, test.name) == ("wnut17_train.conll", "wnut17_test.conll")
+    assert test.read_text().startswith("test\tO")
+    for name, (method, seed) in tokens.runs().items():
+        cfg = Config.from_yaml(None, tokens.overrides(name, train, test))
+        assert cfg.seed == seed and cfg.task_head == "token" and cfg.head_init == "lda"
+        assert (cfg.rounds, cfg.clients_per_round, cfg.max_steps, cfg.num_clients) == (
+            20, 10, 8, 30), name
+        assert (cfg.head, cfg.head_lr, cfg.server_optimizer) == ("shared", 1e-4, "fedavg"), name
+    monkeypatch.setattr(tokens, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(tokens, "DOC", tmp_path / "tokens.md")
+    (tmp_path / "tokens.md").write_text("<!-- table:begin -->\n<!-- table:end -->\n"
+                                        "<!-- seeds:begin -->\n<!-- seeds:end -->\n")
+    kept = tmp_path / "results" / "spry"
+    kept.mkdir(parents=True)
+    metrics = [{"round": 0, "test_accuracy": 0.9, "test_entity_f1": 0.2, "test_loss": 0.5,
+                "test_entity_precision": 0.2, "test_entity_recall": 0.2},
+               {"round": 20, "client_seconds": 7, "test_accuracy": 0.95, "test_entity_f1": 0.3,
+                "test_entity_precision": 0.4, "test_entity_recall": 0.24, "test_loss": 0.25}]
+    (kept / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics))
+    assert tokens.main(["--doc-only"]) == 0
+    text = (tmp_path / "tokens.md").read_text()
+    assert "| Spry (recipe=spry defaults) | 0.200 / 0.900 / 0.5000 | 0.300 (0.400 / 0.240) / " \
+           "0.950 / 0.2500 | 0.300 |" in text
+    assert "| Spry (recipe=spry defaults) | 0.300 | not run | not run |  |  |" in text
+    monkeypatch.delenv("SPRY_NER_DIR")
+    with pytest.raises(SystemExit, match="set SPRY_NER_DIR"):
+        tokens.write_data()

@@ -96,7 +96,8 @@ def _default_text(f: dataclasses.Field) -> str:
     if f.name == "tangent_sharing":  # the recipe's, where per-example tangents apply
         shared = ", ".join((*config.NO_EXAMPLE_TANGENTS, *config.SHARED_TANGENT_DEFAULT))
         return (f"{_show(RECIPE_DEFAULTS['spry'][f.name])}; batch for peft={shared}, "
-                "task heads other than classifier, multilabel and regression, and per_iteration "
+                "task heads other than classifier, multilabel, regression and token, and "
+                "per_iteration "
                 f"({_show(RECIPE_DEFAULTS['paper'][f.name])} for all with recipe=paper)")
     if f.name == "personalization":
         return "round; global with per_iteration (global with recipe=paper)"

@@ -112,9 +112,10 @@ class Config:
     # --- data ------------------------------------------------------------------------
     dataset: str = "sentiment"
     """A recipe (sentiment, sst2, ag_news, snli, mnli, yahoo, yelp_polarity, multirc,
-    squad_v2), a hub id, a local csv/tsv/json/jsonl/parquet file or a .txt file of
-    fastText's `__label__<label> text` lines (the text ones may be .gz/.bz2/.xz
-    compressed), a folder of them named by split (train.csv, and test.csv or
+    squad_v2), a hub id, a local csv/tsv/json/jsonl/parquet file, a .txt file of
+    fastText's `__label__<label> text` lines, or (task_head=token) a CoNLL file of a word and
+    its tag a line (.conll, .iob, .bio) or a Universal Dependencies .conllu (the text ones
+    may be .gz/.bz2/.xz compressed), a folder of them named by split (train.csv, and test.csv or
     dev.csv as the held-out split; with several, the first labelled one of validation, dev,
     test; or as `datasets` lays out a hub repository, data/train-00000-of-00002.parquet),
     or a folder written by `datasets`' save_to_disk."""
