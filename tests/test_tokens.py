@@ -280,3 +280,17 @@ def test_predict_tags_each_word_as_the_run_scored_it(tiny_bert, tmp_path, capsys
     assert "final test entity F1" in capsys.readouterr().out
     assert main(["export", str(out), str(tmp_path / "exported")]) != 0  # no sentence head
     assert "export takes runs of task_head=classifier or multilabel" in capsys.readouterr().err
+
+
+def test_integer_tags_without_names_are_named_by_label_names(tiny_bert, tmp_path, caplog):
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"tokens": w, "ner_tags": [("O", "B-PER", "I-PER",
+                                                                   "B-LOC").index(x) for x in t]})
+                            + "\n" for w, t in _sentences(20, 0)))
+    caplog.set_level("INFO")
+    task = load_task(Config(model=tiny_bert, dataset=str(path), task_head="token"))
+    assert task.label_names == ("0", "1", "2", "3")
+    assert "label_names=O,B-PER,I-PER,... in their order names them" in caplog.text
+    named = load_task(Config(model=tiny_bert, dataset=str(path), task_head="token",
+                             label_names=["O", "B-PER", "I-PER", "B-LOC"]))
+    assert named.train.labels == task.train.labels and is_entity_tagging(named.label_names)

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 
 from spry.config import Config, ConfigError
 from spry.data.examples import Examples
 from spry.data.files import Rows
 from spry.data.columns import group_of
-from spry.data.labels import _label_order, class_index, label_key
+from spry.data.labels import _label_order, as_int, class_index, label_key
+
+log = logging.getLogger(__name__)
 
 WORD_COLUMNS = ("tokens", "words", "token", "word", "text", "sentence")
 """Where a sentence's words are looked for when text_column is unset, in this order."""
@@ -88,7 +91,12 @@ def tag_set(rows: Rows, words: str, tags: str, where: str) -> tuple[str, ...]:
     found = set()
     for i in range(len(rows)):
         found.update(label_key(t) for t in row_words_tags(rows, i, words, tags, where)[1])
-    return _label_order(found)
+    names = _label_order(found)
+    if all(as_int(t) is not None for t in found):
+        log.info("%s: the tags are integers without names (%s); where they are entity tags, "
+                 "label_names=O,B-PER,I-PER,... in their order names them, and the held-out "
+                 "split is scored per entity too", where, ",".join(names))
+    return names
 
 
 def to_token_examples(rows: Rows, words: str, tags: str, names: tuple[str, ...], where: str,
