@@ -294,3 +294,11 @@ def test_integer_tags_without_names_are_named_by_label_names(tiny_bert, tmp_path
     named = load_task(Config(model=tiny_bert, dataset=str(path), task_head="token",
                              label_names=["O", "B-PER", "I-PER", "B-LOC"]))
     assert named.train.labels == task.train.labels and is_entity_tagging(named.label_names)
+
+
+def test_a_decoder_tags_words_too(tiny_llama, tmp_path):
+    """A causal LM's token states read by the same head (each sees its left context only)."""
+    out = run(_config(tiny_llama, tmp_path, rounds=1), progress=False)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [0, 1]
+    assert all(0 <= r["test_entity_f1"] <= 1 and np.isfinite(r["test_loss"]) for r in rows)
