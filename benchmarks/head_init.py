@@ -14,6 +14,13 @@ examples each), and every head is built from the statistics the clients would se
 arguments go to the Config (num_clients, dirichlet_alpha, head_init_examples, model, ...).
 Writes benchmarks/results/head-init/<task>.json.
 
+With task_head=token (a tag a word) the examples are the labelled token states, and each
+head is also scored per entity (seqeval's F1, words cut off by max_length counted as `O`):
+
+    python benchmarks/head_init.py dataset=runs/tokens/data/wnut17_train.conll \
+        test_file=runs/tokens/data/wnut17_test.conll task_head=token num_clients=30 \
+        head_init_examples=1000   # every training sentence; the files scripts/tokens.py writes
+
 With task_head=regression (a file of scores) the rows are the least-squares head
 (spry.tasks.linear_head.ridge_head) at each shrinkage and at the one generalized
 cross-validation picks (the default), scored by Pearson correlation and RMSE:
@@ -38,8 +45,9 @@ from spry.data.batches import iterate_batches
 from spry.engines.node import round_zero_features
 from spry.experiment import build
 from spry.tasks.linear_head import (ClassStatistics, class_mean_head, class_statistics, lda_head,
-                                    gcv_shrinkage, pooled_moments, ridge_head,
+                                    gcv_shrinkage, labelled_tokens, pooled_moments, ridge_head,
                                     score_statistics)
+from spry.tasks.tokens import default_tag, entity_scores, is_entity_tagging
 from spry.tasks.regression import score_metrics
 
 SHRINKAGES = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
@@ -54,15 +62,44 @@ def held_out_features(exp) -> tuple[torch.Tensor, torch.Tensor]:
     exp.model.eval()
     features, labels = [], []
     for batch in iterate_batches(exp.data.test, exp.tokenizer, exp.cfg.eval_batch_size):
-        labels.append(batch.pop("labels"))
-        features.append(exp.model(**batch).features.float())
+        y = batch.pop("labels")
+        out = exp.model(**batch)
+        f = out.features.float()
+        if f.dim() == 3:  # task_head=token: the labelled token states, in word order
+            f, _, y = labelled_tokens(f, out.logits, y)
+        labels.append(y)
+        features.append(f)
     return torch.cat(features), torch.cat(labels)
 
 
-def score(weight, bias, features, labels) -> dict:
+def score(weight, bias, features, labels, entities=None) -> dict:
     logits = features @ weight.T + bias
-    return {"accuracy": (logits.argmax(-1) == labels).float().mean().item(),
-            "loss": F.cross_entropy(logits, labels).item()}
+    out = {"accuracy": (logits.argmax(-1) == labels).float().mean().item(),
+           "loss": F.cross_entropy(logits, labels).item()}
+    if entities is not None:
+        out["entity_f1"] = entities(logits.argmax(-1).tolist())
+    return out
+
+
+def entity_scorer(exp):
+    """task_head=token with entity tags: flat predictions over the held-out split's labelled
+    tokens (held_out_features' order) -> seqeval's entity F1 over its sentences; else None."""
+    names = list(exp.cfg.label_names or ())
+    if exp.cfg.task_head != "token" or not is_entity_tagging(names):
+        return None
+    test, fallback = exp.data.test, default_tag(names)
+
+    def entity_f1(flat: list[int]) -> float:
+        predicted, k = [], 0
+        for at in test.word_tokens:
+            predicted.append([])
+            for token in at:
+                predicted[-1].append(flat[k] if token >= 0 else fallback)
+                k += token >= 0
+        return entity_scores([[names[t] for t in s] for s in test.word_tags],
+                             [[names[t] for t in s] for s in predicted])["test_entity_f1"]
+
+    return entity_f1
 
 
 def logistic_probe(features, labels, num_labels: int, weight_decay: float = 1e-4):
@@ -100,8 +137,8 @@ def main(argv: list[str]) -> int:
         rows = class_rows(exp, per_client, test_x, test_y, num_labels)
     for row in rows:
         knobs = ", ".join(f"{k} {row[k]}" for k in ("shrinkage", "scale") if k in row)
-        scores = ", ".join(f"{k} {row[k]:.3f}" for k in ("accuracy", "loss", "pearson", "rmse")
-                           if k in row)
+        scores = ", ".join(f"{k} {row[k]:.3f}" for k in ("accuracy", "loss", "entity_f1",
+                                                         "pearson", "rmse") if k in row)
         print(f"{row['head']:>26} {knobs:<26} {scores}")
     OUT.mkdir(parents=True, exist_ok=True)
     task = Path(str(cfg.dataset)).stem if "/" in str(cfg.dataset) else str(cfg.dataset)
@@ -141,16 +178,19 @@ def class_rows(exp, per_client, test_x, test_y, num_labels: int) -> list[dict]:
     for i, (f, y) in enumerate(per_client):
         sums, counts, norms, scatter = class_statistics(f, y, num_labels, scatter=True)
         lda.append(ClassStatistics(i, sums, counts, norms, 0.0, scatter))
+    entities = entity_scorer(exp)
     rows = [{"head": "class means", "scale": exp.cfg.head_init_scale,
-             **score(*class_mean_head(means, exp.cfg.head_init_scale), test_x, test_y)}]
+             **score(*class_mean_head(means, exp.cfg.head_init_scale), test_x, test_y,
+                     entities)}]
     for shrinkage in SHRINKAGES:
         for scale in SCALES:
             rows.append({"head": "lda", "shrinkage": shrinkage, "scale": scale,
-                         **score(*lda_head(lda, shrinkage, scale), test_x, test_y)})
+                         **score(*lda_head(lda, shrinkage, scale), test_x, test_y, entities)})
     pooled_x = torch.cat([f for f, _ in per_client])
     pooled_y = torch.cat([y for _, y in per_client])
     rows.append({"head": "logistic probe (central)",
-                 **score(*logistic_probe(pooled_x, pooled_y, num_labels), test_x, test_y)})
+                 **score(*logistic_probe(pooled_x, pooled_y, num_labels), test_x, test_y,
+                         entities)})
     return rows
 
 

@@ -57,14 +57,27 @@ METHODS = {
     "fedavg": ("FedAvg (backprop), TinyLoRA", ("method=backprop", "client_lr=1e-2")),
 }
 
+# name -> (label, overrides), seed 0 only: one knob changed for every method.
+KNOBS = {f"{m}-head-lr1e-3": (f"{label}, head_lr=1e-3", (*o, "head_lr=1e-3"))
+         for m, (label, o) in METHODS.items()}
+
 SEEDS = (0, 1, 2)
 """Run seeds (the partition, the sampling, the tangents): seed 0's runs are named by their
 method, seeds 1 and 2 run as `<method>-seed<s>`."""
 
 
 def runs() -> dict[str, tuple[str, int]]:
-    """name -> (method, seed), seed 0's runs first."""
-    return grid.seeded(METHODS, SEEDS)
+    """name -> (method, seed): seed 0's runs first, then the knobs' (seed 0), then seeds 1
+    and 2."""
+    seeded = grid.seeded(METHODS, SEEDS)
+    first = {n: v for n, v in seeded.items() if v[1] == 0}
+    return {**first, **{k: (k, 0) for k in KNOBS},
+            **{n: v for n, v in seeded.items() if v[1] != 0}}
+
+
+def options(method: str) -> tuple[str, ...]:
+    """A method's or a knob's overrides."""
+    return {**METHODS, **KNOBS}[method][1]
 
 
 def source(split: str) -> Path:
@@ -92,7 +105,7 @@ def write_data() -> tuple[Path, Path]:
 def overrides(name: str, train: Path, test: Path) -> list[str]:
     method, seed = runs()[name]
     return [f"dataset={train}", f"test_file={test}", "task_head=token", *BUDGET,
-            *METHODS[method][1], *([f"seed={seed}"] if seed else []), f"output_dir={RUNS}",
+            *options(method), *([f"seed={seed}"] if seed else []), f"output_dir={RUNS}",
             f"run_name={name}"]
 
 
@@ -109,7 +122,7 @@ def table() -> list[str]:
     lines = ["| method | round 0: entity F1 / word accuracy / loss | final: entity F1 (P / R) "
              "/ word accuracy / loss | best entity F1 | rounds × clients × steps | client s | "
              "curve (round: entity F1) |", "|---|---|---|---|---|---|---|"]
-    for name, (label, _) in METHODS.items():
+    for name, (label, _) in {**METHODS, **KNOBS}.items():
         rows = tested(name)
         if rows is None:
             lines.append(f"| {label} | not run | | | | | |")
@@ -135,7 +148,8 @@ def seed_table(key: str = "test_entity_f1") -> list[str]:
         rows = tested(name)
         return None if rows is None else rows[-1][key]
 
-    return grid.seed_table({m: label for m, (label, _) in METHODS.items()}, runs(), SEEDS,
+    seeded = {n: v for n, v in runs().items() if v[0] in METHODS}
+    return grid.seed_table({m: label for m, (label, _) in METHODS.items()}, seeded, SEEDS,
                            value)
 
 
