@@ -18,9 +18,9 @@ from spry.data.tags import rarest_tags
 from spry.experiment import run
 from spry.predict import predict
 from spry.tasks.classifier import pointwise_loss
-from spry.tasks.linear_head import class_statistics, head_gradient, labelled_tokens
-from spry.tasks.tokens import (IGNORED, _first_tokens, encode, entity_scores,
-                               is_entity_tagging, token_losses)
+from spry.tasks.linear_head import (UNLABELLED_TOKEN, class_statistics, head_gradient,
+                                    labelled_tokens)
+from spry.tasks.tokens import _first_tokens, encode, entity_scores, is_entity_tagging, token_losses
 
 NAMES = ("Alice", "Bob", "Carol", "Dmitri")
 PLACES = ("Paris", "Lagos", "Tokyo")
@@ -70,20 +70,20 @@ def _token_batch(seed=0):
     g = torch.Generator().manual_seed(seed)
     features = torch.randn(3, 6, 5, generator=g, dtype=torch.float64)
     labels = torch.randint(0, 4, (3, 6), generator=g)
-    labels[0, 0] = labels[1, 4:] = labels[2, ::2] = IGNORED  # specials, padding, sub-words
+    labels[0, 0] = labels[1, 4:] = labels[2, ::2] = UNLABELLED_TOKEN  # specials, padding, sub-words
     return g, features, labels
 
 
 def test_the_token_loss_is_the_mean_cross_entropy_over_the_labelled_tokens():
     g, _, labels = _token_batch()
     logits = torch.randn(3, 6, 4, generator=g, dtype=torch.float64)
-    mean = F.cross_entropy(logits.reshape(-1, 4), labels.reshape(-1), ignore_index=IGNORED)
+    mean = F.cross_entropy(logits.reshape(-1, 4), labels.reshape(-1), ignore_index=UNLABELLED_TOKEN)
     torch.testing.assert_close(pointwise_loss(logits, labels, "mean"), mean)
     each = pointwise_loss(logits, labels)  # each sentence's share: their mean is the loss
     assert each.shape == (3,)
     torch.testing.assert_close(each.mean(), mean)
     one = F.cross_entropy(logits[1, :4], labels[1, :4], reduction="sum")
-    torch.testing.assert_close(each[1], one * 3 / (labels != IGNORED).sum())
+    torch.testing.assert_close(each[1], one * 3 / (labels != UNLABELLED_TOKEN).sum())
 
 
 def test_the_closed_form_head_gradient_over_token_states_is_autograds():
@@ -100,7 +100,7 @@ def test_the_closed_form_head_gradient_over_token_states_is_autograds():
 def test_round_zero_statistics_of_tokens_are_those_of_the_labelled_tokens():
     g, features, labels = _token_batch()
     f, _, y = labelled_tokens(features, features[..., :4], labels)
-    assert len(y) == int((labels != IGNORED).sum()) and (y != IGNORED).all()
+    assert len(y) == int((labels != UNLABELLED_TOKEN).sum()) and (y != UNLABELLED_TOKEN).all()
     sums, counts = class_statistics(f, y, 4, scatter=False)[:2]
     for c in range(4):
         assert counts[c] == int((labels == c).sum())
@@ -119,7 +119,7 @@ def test_each_word_is_read_at_its_first_token():
 
     cut = encode(Examples([" ".join(words)], [[1, 2, 2, 0, 1, 0]], words=[words]), tokenizer, 6)
     assert cut.word_tokens[0][-2:] == [-1, -1]  # ESB and on: past max_length
-    assert [t for t in cut.labels[0] if t != IGNORED] == [1, 2, 2, 0]
+    assert [t for t in cut.labels[0] if t != UNLABELLED_TOKEN] == [1, 2, 2, 0]
 
 
 def test_entity_scores_count_whole_entities():

@@ -34,7 +34,6 @@ from spry.tasks.linear_head import UNLABELLED_TOKEN
 from spry.tasks.metrics import macro_f1
 from spry.tasks.pooling import PooledClassifier, PooledOutput
 
-IGNORED = UNLABELLED_TOKEN
 ENTITY_PREFIXES = ("B-", "I-", "E-", "S-", "L-", "U-")
 
 
@@ -58,7 +57,7 @@ def load_model(cfg: Config, num_labels: int, pad_token_id: int | None,
                label_words=None) -> nn.Module:
     """The token classifier with PEFT applied (pooling=model: the architecture's own
     *ForTokenClassification, whose head reads dropout-ed token states)."""
-    from transformers import AutoConfig, AutoModel, AutoModelForTokenClassification
+    from transformers import AutoModel, AutoModelForTokenClassification
 
     path = resolve_model_path(cfg.model)
     dtype = getattr(torch, cfg.dtype)
@@ -68,7 +67,6 @@ def load_model(cfg: Config, num_labels: int, pad_token_id: int | None,
                 path, num_labels=num_labels, attn_implementation="eager", dtype=dtype,
                 ignore_mismatched_sizes=True)
         else:
-            AutoConfig.from_pretrained(path)
             model = TokenClassifier(AutoModel.from_pretrained(
                 path, attn_implementation="eager", dtype=dtype), num_labels)
     except (OSError, ValueError) as exc:
@@ -82,7 +80,7 @@ def load_model(cfg: Config, num_labels: int, pad_token_id: int | None,
 # --- words to tokens ---------------------------------------------------------------------
 @dataclass
 class TokenEncoded:
-    """Tokenized sentences: each token's tag (IGNORED but on a word's first token), and for
+    """Tokenized sentences: each token's tag (UNLABELLED_TOKEN but on a word's first token), and for
     each sentence its words' gold tags and the token each word is read at (-1: cut off)."""
 
     features: list[dict[str, list[int]]]
@@ -104,7 +102,7 @@ class TokenEncoded:
         from transformers import DataCollatorForTokenClassification
 
         rows = [{**self.features[i], "labels": self.labels[i]} for i in indices]
-        collator = DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORED,
+        collator = DataCollatorForTokenClassification(tokenizer, label_pad_token_id=UNLABELLED_TOKEN,
                                                       return_tensors="pt")
         return dict(collator(rows))
 
@@ -126,7 +124,7 @@ def encode(examples: Examples, tokenizer, max_length: int) -> TokenEncoded:
     features, labels, word_tokens = [], [], []
     for i, (sentence, tags) in enumerate(zip(words, examples.labels)):
         at = _first_tokens(sentence, enc["offset_mapping"][i])
-        row = [IGNORED] * len(enc["input_ids"][i])
+        row = [UNLABELLED_TOKEN] * len(enc["input_ids"][i])
         for tag, token in zip(tags, at):
             if token >= 0:
                 row[token] = tag
@@ -160,9 +158,9 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "n
     (reduction="mean"), or each sentence's share of it (reduction="none": B · its summed
     token losses / the batch's labelled tokens, so their mean is the batch's mean loss, as
     per-example tangents need). No data-dependent shapes, so vmap can batch it."""
-    terms = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORED,
+    terms = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=UNLABELLED_TOKEN,
                             reduction="none")  # (B, T), 0 where ignored
-    count = (labels != IGNORED).sum().clamp(min=1)
+    count = (labels != UNLABELLED_TOKEN).sum().clamp(min=1)
     if reduction == "mean":
         return terms.sum() / count
     if reduction == "sum":
@@ -192,7 +190,7 @@ def predict_tags(model: nn.Module, data: TokenEncoded, tokenizer, cfg: Config
         labels = batch.pop("labels")
         logits = model(**batch).logits.float()
         loss += float(token_losses(logits, labels, "sum"))
-        seen += int((labels != IGNORED).sum())
+        seen += int((labels != UNLABELLED_TOKEN).sum())
         p = logits.softmax(-1).cpu()
         for j, row in enumerate(rows):
             at = data.word_tokens[row]
