@@ -102,8 +102,8 @@ class TokenEncoded:
         from transformers import DataCollatorForTokenClassification
 
         rows = [{**self.features[i], "labels": self.labels[i]} for i in indices]
-        collator = DataCollatorForTokenClassification(tokenizer, label_pad_token_id=UNLABELLED_TOKEN,
-                                                      return_tensors="pt")
+        collator = DataCollatorForTokenClassification(
+            tokenizer, label_pad_token_id=UNLABELLED_TOKEN, return_tensors="pt")
         return dict(collator(rows))
 
 
