@@ -302,3 +302,13 @@ def test_a_decoder_tags_words_too(tiny_llama, tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == [0, 1]
     assert all(0 <= r["test_entity_f1"] <= 1 and np.isfinite(r["test_loss"]) for r in rows)
+
+
+def test_held_out_words_past_max_length_are_counted_and_told(tiny_bert, tmp_path, caplog):
+    from spry.experiment import build, cut_words
+
+    assert cut_words([[0, 1, -1], [-1, -1], [2]]) == 3
+    caplog.set_level("WARNING")
+    exp = build(_config(tiny_bert, tmp_path, max_length=6))
+    cut = cut_words(exp.data.test.word_tokens)
+    assert cut > 0 and f"{cut} of the " in caplog.text and "count as predicted `O`" in caplog.text

@@ -73,6 +73,12 @@ CUT_WARNING = 0.25
 """The share of truncated training texts above which a run says so before it starts."""
 
 
+def cut_words(word_tokens: list[list[int]]) -> int:
+    """task_head=token: how many words of an encoded split no token reads (past
+    max_length)."""
+    return sum(t < 0 for sentence in word_tokens for t in sentence)
+
+
 def build(cfg: Config, held_out: bool = True) -> Experiment:
     """Everything a run needs; every input is checked here, before the first round.
     The Experiment's cfg is the resolved one: the columns and label names the data used.
@@ -93,6 +99,12 @@ def build(cfg: Config, held_out: bool = True) -> Experiment:
         log.warning("%.0f%% of the training texts reach max_length=%d tokens and are cut "
                     "there; if what decides their label may come later, raise max_length "
                     "(a step's cost grows about in proportion)", 100 * cut, cfg.max_length)
+    if cfg.task_head == "token" and data.test is not None and (
+            cut := cut_words(data.test.word_tokens)):
+        log.warning("%d of the %d held-out words (%.1f%%) lie past max_length=%d tokens: the "
+                    "model never sees them and they count as predicted `O`; raise "
+                    "max_length to score them", cut, sum(map(len, data.test.word_tokens)),
+                    100 * cut / sum(map(len, data.test.word_tokens)), cfg.max_length)
     log.info("loading %s (peft=%s)", cfg.model, cfg.peft)
     # Head and adapter initialisation read the global RNG inside transformers/peft.
     with seeded_global_rng(derive_seed(cfg.seed, "init")):
