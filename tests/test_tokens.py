@@ -312,3 +312,17 @@ def test_held_out_words_past_max_length_are_counted_and_told(tiny_bert, tmp_path
     exp = build(_config(tiny_bert, tmp_path, max_length=6))
     cut = cut_words(exp.data.test.word_tokens)
     assert cut > 0 and f"{cut} of the " in caplog.text and "count as predicted `O`" in caplog.text
+
+
+def test_a_supernodes_own_conll_file_is_its_client(tiny_bert, tmp_path):
+    """client_data=node (a Flower deployment): a site's CoNLL file, tags against the run's."""
+    from spry.data import node_client_data
+    from spry.models import load_tokenizer
+
+    cfg = Config(model=tiny_bert, engine="flower", client_data="node", task_head="token",
+                 label_names=["O", "B-PER", "I-PER", "B-LOC"], client_test_fraction=0.2)
+    path = _conll(tmp_path / "site.conll", 10)
+    data = node_client_data(cfg, load_tokenizer(cfg), path, client_id=1, encoder=encode)
+    assert (len(data.train), len(data.test)) == (8, 2)
+    words = sum(len(t) for t in data.train.word_tags) + sum(len(t) for t in data.test.word_tags)
+    assert sum(data.label_counts) == words  # a count a word, in the run's tag order
