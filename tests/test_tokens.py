@@ -326,3 +326,11 @@ def test_a_supernodes_own_conll_file_is_its_client(tiny_bert, tmp_path):
     assert (len(data.train), len(data.test)) == (8, 2)
     words = sum(len(t) for t in data.train.word_tags) + sum(len(t) for t in data.test.word_tags)
     assert sum(data.label_counts) == words  # a count a word, in the run's tag order
+
+
+def test_the_token_heads_default_learning_rate_is_its_own():
+    """recipe=spry: 1e-3 for the token head (docs/tokens.md), 1e-4 for a sentence head."""
+    assert Config(task_head="token").head_lr == 1e-3
+    assert Config().head_lr == 1e-4
+    assert Config(task_head="token", head_lr=1e-4).head_lr == 1e-4
+    assert Config(task_head="token", recipe="paper").head_lr is None  # client_lr's

@@ -119,7 +119,8 @@ def _default_text(f: dataclasses.Field) -> str:
                 f"({_show(config.CLIENT_LR['paper'][None])} for all with recipe=paper)")
     if f.name == "head_lr":
         return (f"{_show(config.CLASS_MEAN_HEAD_LR)} (class-mean or lda classifier head, "
-                "Adam(W), recipe=spry), else client_lr")
+                f"Adam(W), recipe=spry; {_show(config.TOKEN_HEAD_LR)} for task_head=token), "
+                "else client_lr")
     assert f.name not in CHOICE_DEFAULTS, f"{f.name}: say what its default follows"
     return _show(f.default)
 

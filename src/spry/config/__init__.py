@@ -19,7 +19,7 @@ from spry.config.choices import (ASSIGNMENTS, CLIENT_OPTIMIZERS, COMMUNICATIONS,
                                  TASK_HEADS, ConfigError)
 from spry.config.defaults import (BACKPROP_TRAIN_DROPOUT, CHOICE_DEFAULTS, CLASS_MEAN_HEAD_LR,
                                   CLIENT_LR, CLIENTS_PER_ROUND, RECIPE_DEFAULTS, SERVER_LR,
-                                  TINYLORA_CLIENT_LR)
+                                  TINYLORA_CLIENT_LR, TOKEN_HEAD_LR)
 from spry.config.schema import Config
 
 __all__ = ["ASSIGNMENTS", "BACKPROP_TRAIN_DROPOUT", "CHOICE_DEFAULTS", "CLASS_MEAN_HEAD_LR",
@@ -28,4 +28,4 @@ __all__ = ["ASSIGNMENTS", "BACKPROP_TRAIN_DROPOUT", "CHOICE_DEFAULTS", "CLASS_ME
            "METHODS", "NO_EXAMPLE_TANGENTS", "ON_ALL_CLIENTS_FAILED", "PEFT_METHODS",
            "POOLED_HEAD_INITS", "POOLINGS", "RECIPES", "RECIPE_DEFAULTS", "SERVER_LR",
            "SERVER_OPTIMIZERS", "SHARED_TANGENT_DEFAULT", "TANGENT_SHARINGS", "TASK_HEADS",
-           "TINYLORA_CLIENT_LR"]
+           "TINYLORA_CLIENT_LR", "TOKEN_HEAD_LR"]

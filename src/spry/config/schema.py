@@ -268,7 +268,9 @@ class Config:
     head_lr: float | None = None
     """The head's client learning rate. None: 1e-4 for a classifier head set in round 0
     (head_init class_means or lda) and trained by Adam(W) under recipe=spry (a faster one
-    walks it off its start, docs/learning.md), client_lr otherwise."""
+    walks it off its start, docs/learning.md), 1e-3 for the token head (task_head=token,
+    whose round-0 head starts further from its optimum: docs/tokens.md), client_lr
+    otherwise."""
     client_optimizer: str = "adamw"
     """The client's local optimizer: `sgd`, `adam`, `adamw`."""
     client_lr: float | None = None
