@@ -349,8 +349,8 @@ def test_token_grid_reads_wnut_as_conll_files_with_one_budget(tokens, tmp_path, 
     (kept / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics))
     assert tokens.main(["--doc-only"]) == 0
     text = (tmp_path / "tokens.md").read_text()
-    assert "| Spry (recipe=spry, head_lr=1e-4) | 0.200 / 0.900 / 0.5000 | 0.300 (0.400 / 0.240) / " \
-           "0.950 / 0.2500 | 0.300 |" in text
+    assert ("| Spry (recipe=spry, head_lr=1e-4) | 0.200 / 0.900 / 0.5000 | "
+            "0.300 (0.400 / 0.240) / 0.950 / 0.2500 | 0.300 |") in text
     assert "| Spry (recipe=spry, head_lr=1e-4) | 0.300 | not run | not run |  |  |" in text
     monkeypatch.delenv("SPRY_NER_DIR")
     with pytest.raises(SystemExit, match="set SPRY_NER_DIR"):
