@@ -101,10 +101,10 @@ def build(cfg: Config, held_out: bool = True) -> Experiment:
                     "(a step's cost grows about in proportion)", 100 * cut, cfg.max_length)
     if cfg.task_head == "token" and data.test is not None and (
             cut := cut_words(data.test.word_tokens)):
+        words = sum(map(len, data.test.word_tokens))
         log.warning("%d of the %d held-out words (%.1f%%) lie past max_length=%d tokens: the "
                     "model never sees them and they count as predicted `O`; raise "
-                    "max_length to score them", cut, sum(map(len, data.test.word_tokens)),
-                    100 * cut / sum(map(len, data.test.word_tokens)), cfg.max_length)
+                    "max_length to score them", cut, words, 100 * cut / words, cfg.max_length)
     log.info("loading %s (peft=%s)", cfg.model, cfg.peft)
     # Head and adapter initialisation read the global RNG inside transformers/peft.
     with seeded_global_rng(derive_seed(cfg.seed, "init")):

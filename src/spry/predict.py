@@ -183,7 +183,7 @@ def _tag(run_dir: Path, data: Path, out, cfg: Config, names: tuple[str, ...]) ->
             for i, sentence in enumerate(words):
                 for j, word in enumerate(sentence):
                     p = probabilities[i][j]
-                    shown = "-" if p is None else f"{float(p[tags[i][j]]):.4f}"
+                    shown = "-" if p is None else f"{p:.4f}"
                     f.write("\t".join([word, *([names[gold[i][j]]] if gold else []),
                                        names[tags[i][j]], shown]) + "\n")
                 f.write("\n")

@@ -52,7 +52,7 @@ def row_label_set(rows: Rows, i: int, label: str, separator: str, where: str) ->
                           f"{label!r} (missing or null); give every row its labels (an empty "
                           "list for none), or drop the row")
     if isinstance(value, str):
-        value = _parse_label_text(value.strip(), separator)
+        value = parse_list_text(value.strip(), separator)
     elif not isinstance(value, (list, tuple)):
         value = [value]
     names = rows.class_names.get(label)
@@ -81,9 +81,9 @@ def multi_hot(found: list[str], lookup: dict[str, int], names: tuple[str, ...], 
     return tuple(hot)
 
 
-def _parse_label_text(text: str, separator: str) -> list:
-    """A csv cell's labels: a list written out (`["joy", "love"]` as json, `['joy']` as
-    Python writes it) or labels joined by `separator`."""
+def parse_list_text(text: str, separator: str | None) -> list:
+    """A csv cell's list: written out (`["joy", "love"]` as json, `['joy']` as Python
+    writes it), or its parts joined by `separator` (None: white space)."""
     if text.startswith("[") and text.endswith("]"):
         for parse in (json.loads, ast.literal_eval):
             try:

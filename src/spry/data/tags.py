@@ -6,15 +6,13 @@ dealt and held out by its rarest tag, so the rare entity types reach every split
 
 from __future__ import annotations
 
-import ast
-import json
 import logging
 
 from spry.config import Config, ConfigError
 from spry.data.examples import Examples
 from spry.data.files import Rows
 from spry.data.columns import group_of
-from spry.data.labels import _label_order, as_int, class_index, label_key
+from spry.data.labels import _label_order, as_int, class_index, label_key, parse_list_text
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +44,7 @@ def cell_list(value) -> list | None:
         return None
     if isinstance(value, (list, tuple)):
         return list(value)
-    text = str(value).strip()
-    if text.startswith("["):
-        for parse in (json.loads, ast.literal_eval):
-            try:
-                found = parse(text)
-            except (ValueError, SyntaxError):
-                continue
-            if isinstance(found, list):
-                return found
-    return text.split()
+    return parse_list_text(str(value).strip(), None)
 
 
 def row_words_tags(rows: Rows, i: int, words_column: str, tags_column: str, where: str

@@ -177,9 +177,9 @@ def default_tag(names) -> int:
 
 @torch.no_grad()
 def predict_tags(model: nn.Module, data: TokenEncoded, tokenizer, cfg: Config
-                 ) -> tuple[list[list[int]], list[list[torch.Tensor]], float, int]:
-    """(each sentence's predicted tag a word, each word's tag probabilities (None where
-    cut off), the summed cross-entropy over the words seen, how many were seen)."""
+                 ) -> tuple[list[list[int]], list[list[float | None]], float, int]:
+    """(each sentence's predicted tag a word, that tag's probability (None where the word
+    was cut off), the summed cross-entropy over the words seen, how many were seen)."""
     fallback = default_tag(cfg.label_names)
     tags: list = [None] * len(data)
     probabilities: list = [None] * len(data)
@@ -191,11 +191,12 @@ def predict_tags(model: nn.Module, data: TokenEncoded, tokenizer, cfg: Config
         logits = model(**batch).logits.float()
         loss += float(token_losses(logits, labels, "sum"))
         seen += int((labels != UNLABELLED_TOKEN).sum())
-        p = logits.softmax(-1).cpu()
+        # One transfer a batch: per-word tensor indexing would cost a call a word.
+        top, best = (x.tolist() for x in logits.softmax(-1).max(-1))
         for j, row in enumerate(rows):
             at = data.word_tokens[row]
-            probabilities[row] = [p[j, t] if t >= 0 else None for t in at]
-            tags[row] = [int(p[j, t].argmax()) if t >= 0 else fallback for t in at]
+            probabilities[row] = [top[j][t] if t >= 0 else None for t in at]
+            tags[row] = [best[j][t] if t >= 0 else fallback for t in at]
     return tags, probabilities, loss, seen
 
 
